@@ -1,0 +1,32 @@
+"""tfvae: variational autoencoders on Keras 3 and TensorFlow Probability."""
+
+import setuptools
+
+setuptools.setup(
+    name="tfvae",
+    version="0.1.0",
+    description="Variational autoencoders on Keras 3 (TensorFlow) and TensorFlow Probability.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["tfvae", "tfvae.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.18",
+        # tensorflow-probability refuses to import without tf-keras (Keras 2), even
+        # though tfvae itself only uses Keras 3 and tfp.distributions.
+        "tf-keras",
+        "tensorflow-probability>=0.25",
+        "keras>=3.5",
+        "tensorflow-datasets>=4.9",
+        # tensorflow-datasets 4.9.x imports it at run time without declaring it.
+        "importlib_resources",
+        "absl-py",
+    ],
+    extras_require={
+        # LiteRT interpreter to run exported .tflite models.
+        "litert": ["ai-edge-litert"],
+        # Figures (latent scatter, learning curves); image grids need nothing extra.
+        "plots": ["matplotlib"],
+        "test": ["pytest", "ai-edge-litert", "matplotlib"],
+    },
+)

@@ -1,0 +1,23 @@
+"""tfvae: variational autoencoders on Keras 3 and TensorFlow Probability.
+
+Encoders and decoders are Keras layers that return `tfp.distributions` objects; the
+`VAE` model assembles the evidence lower bound from their `log_prob` and the KL
+divergence, and trains with the stock `model.fit`.
+"""
+
+from tfvae.model import VAE
+from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
+
+__all__ = [
+    "VAE",
+    "MLPEncoder",
+    "ConvEncoder",
+    "MLPDecoder",
+    "ConvDecoder",
+    "StandardNormalPrior",
+    "MixturePrior",
+    "VampPrior",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,264 @@
+"""Encoders q(z|x) and decoders p(x|z): Keras 3 layers that return distributions.
+
+Each encoder maps images [B, H, W, C] to a diagonal Gaussian posterior over a
+`latent_dim`-vector; each decoder maps codes [B, latent_dim] to a likelihood with
+event shape [H, W, C] (see `distributions.py` for the heads).
+
+* MLP (Kingma & Welling 2014, appendix C): flatten -> Dense stacks.
+* Conv: strided 3x3 convolutions down, and transposed convolutions up; each stage
+  halves (doubles) the spatial size, so H and W must be divisible by 2**len(filters).
+"""
+
+import math
+
+import keras
+
+from tfvae import distributions
+
+
+def _check_positive(name, value):
+    if int(value) <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _dense_stack(hidden_units, activation, prefix):
+    return [
+        keras.layers.Dense(_check_positive("hidden_units entry", units), activation,
+                           name=f"{prefix}_{i}")
+        for i, units in enumerate(hidden_units)
+    ]
+
+
+class _Encoder(keras.layers.Layer):
+    """Shared head: body features -> Dense(2 * latent_dim) -> Gaussian posterior."""
+
+    def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = _check_positive("latent_dim", latent_dim)
+        self.min_scale = float(min_scale)
+        self.head = keras.layers.Dense(2 * self.latent_dim, name="posterior_params")
+
+    def body(self, images, training=None):
+        raise NotImplementedError
+
+    def body_layers(self):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.body_layers():
+            layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        self.head.build(shape)
+
+    def call(self, images, training=None):
+        return distributions.gaussian_posterior(
+            self.head(self.body(images, training=training)), self.min_scale)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "min_scale": self.min_scale}
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class MLPEncoder(_Encoder):
+    """q(z|x) from a multilayer perceptron.
+
+    Args:
+        latent_dim: size of z.
+        hidden_units: sizes of the hidden Dense layers.
+        activation: their activation.
+        min_scale: floor on the posterior standard deviation.
+
+    Call: images [B, H, W, C] -> `tfd.Independent(Normal)`, batch [B], event [latent_dim].
+    """
+
+    def __init__(self, latent_dim, hidden_units=(500, 500), activation="relu",
+                 min_scale=1e-4, **kwargs):
+        super().__init__(latent_dim, min_scale, **kwargs)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.activation = activation
+        self.flatten = keras.layers.Flatten()
+        self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+
+    def body_layers(self):
+        return [self.flatten, *self.hidden]
+
+    def body(self, images, training=None):
+        h = self.flatten(images)
+        for layer in self.hidden:
+            h = layer(h)
+        return h
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units,
+                "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class ConvEncoder(_Encoder):
+    """q(z|x) from strided convolutions followed by Dense layers.
+
+    Args:
+        latent_dim: size of z.
+        filters: channels of each stride-2 3x3 convolution.
+        hidden_units: Dense layers after flattening the feature map.
+        activation, min_scale: as for `MLPEncoder`.
+    """
+
+    def __init__(self, latent_dim, filters=(32, 64), hidden_units=(256,),
+                 activation="relu", min_scale=1e-4, **kwargs):
+        super().__init__(latent_dim, min_scale, **kwargs)
+        self.filters = tuple(int(f) for f in filters)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.activation = activation
+        self.convs = [
+            keras.layers.Conv2D(_check_positive("filters entry", f), 3, strides=2,
+                                padding="same", activation=activation, name=f"conv_{i}")
+            for i, f in enumerate(self.filters)
+        ]
+        self.flatten = keras.layers.Flatten()
+        self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+
+    def body_layers(self):
+        return [*self.convs, self.flatten, *self.hidden]
+
+    def body(self, images, training=None):
+        h = images
+        for layer in self.body_layers():
+            h = layer(h)
+        return h
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "hidden_units": self.hidden_units, "activation": self.activation}
+
+
+class _Decoder(keras.layers.Layer):
+    """Shared head: features -> per-pixel parameters -> image likelihood."""
+
+    def __init__(self, output_shape, likelihood="bernoulli", min_scale=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        if len(output_shape) != 3:
+            raise ValueError(
+                f"output_shape must be (height, width, channels), got {output_shape!r}.")
+        self.image_shape = tuple(_check_positive("output_shape entry", d)
+                                 for d in output_shape)
+        self.likelihood = distributions.check_likelihood(likelihood)
+        self.min_scale = float(min_scale)
+        self.params_per_pixel = distributions.params_per_pixel(likelihood)
+
+    def parameters(self, z, training=None):
+        """z [B, latent_dim] -> unconstrained parameters [B, H, W, C * k]."""
+        raise NotImplementedError
+
+    def call(self, z, training=None):
+        return distributions.image_likelihood(
+            self.likelihood, self.parameters(z, training=training), self.min_scale)
+
+    def get_config(self):
+        return {**super().get_config(), "output_shape": self.image_shape,
+                "likelihood": self.likelihood, "min_scale": self.min_scale}
+
+
+def _build_chain(layers, shape):
+    for layer in layers:
+        layer.build(shape)
+        shape = tuple(layer.compute_output_shape(shape))
+    return shape
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class MLPDecoder(_Decoder):
+    """p(x|z) from a multilayer perceptron.
+
+    Args:
+        output_shape: image shape (H, W, C).
+        hidden_units: sizes of the hidden Dense layers.
+        likelihood: "bernoulli" (binary pixels) or "gaussian" (continuous pixels).
+        activation: hidden activation.
+        min_scale: floor on the Gaussian pixel standard deviation.
+
+    Call: z [B, latent_dim] -> `tfd.Independent`, batch [B], event [H, W, C].
+    """
+
+    def __init__(self, output_shape, hidden_units=(500, 500), likelihood="bernoulli",
+                 activation="relu", min_scale=1e-3, **kwargs):
+        super().__init__(output_shape, likelihood, min_scale, **kwargs)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.activation = activation
+        self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+        height, width, channels = self.image_shape
+        self.out = keras.layers.Dense(height * width * channels * self.params_per_pixel,
+                                      name="likelihood_params")
+        self.reshape = keras.layers.Reshape(
+            (height, width, channels * self.params_per_pixel))
+
+    def build(self, input_shape):
+        _build_chain([*self.hidden, self.out, self.reshape], tuple(input_shape))
+
+    def parameters(self, z, training=None):
+        h = z
+        for layer in self.hidden:
+            h = layer(h)
+        return self.reshape(self.out(h))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units,
+                "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class ConvDecoder(_Decoder):
+    """p(x|z) from Dense layers and stride-2 transposed convolutions.
+
+    Args:
+        output_shape: image shape (H, W, C); H and W divisible by 2**len(filters).
+        filters: channels of each transposed convolution, coarse to fine.
+        hidden_units: Dense layers before the reshape to the coarsest feature map.
+        likelihood, activation, min_scale: as for `MLPDecoder`.
+    """
+
+    def __init__(self, output_shape, filters=(64, 32), hidden_units=(256,),
+                 likelihood="bernoulli", activation="relu", min_scale=1e-3, **kwargs):
+        super().__init__(output_shape, likelihood, min_scale, **kwargs)
+        self.filters = tuple(int(f) for f in filters)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.activation = activation
+        height, width, channels = self.image_shape
+        factor = 2 ** len(self.filters)
+        if height % factor or width % factor:
+            raise ValueError(
+                f"ConvDecoder with {len(self.filters)} upsampling stages needs height "
+                f"and width divisible by {factor}, got {self.image_shape}.")
+        coarse = (height // factor, width // factor, self.filters[0] if self.filters
+                  else channels)
+        self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+        self.project = keras.layers.Dense(math.prod(coarse), activation=activation,
+                                          name="project")
+        self.reshape = keras.layers.Reshape(coarse)
+        self.deconvs = [
+            keras.layers.Conv2DTranspose(_check_positive("filters entry", f), 3,
+                                         strides=2, padding="same",
+                                         activation=activation, name=f"deconv_{i}")
+            for i, f in enumerate(self.filters)
+        ]
+        self.out = keras.layers.Conv2D(channels * self.params_per_pixel, 3,
+                                       padding="same", name="likelihood_params")
+
+    def stack(self):
+        return [*self.hidden, self.project, self.reshape, *self.deconvs, self.out]
+
+    def build(self, input_shape):
+        _build_chain(self.stack(), tuple(input_shape))
+
+    def parameters(self, z, training=None):
+        h = z
+        for layer in self.stack():
+            h = layer(h)
+        return h
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "hidden_units": self.hidden_units, "activation": self.activation}

@@ -1,0 +1,191 @@
+"""Objectives for variational autoencoders, as pure functions of tensors.
+
+Notation: x an image, z ~ q(z|x) the encoder's posterior, p(x|z) the decoder's
+likelihood, p(z) the prior. Per example (Kingma & Welling 2014, eq. 3, 10):
+
+    distortion D = -E_q[log p(x|z)]            (a reconstruction cost, nats)
+    rate       R = KL(q(z|x) || p(z))          (nats)
+    ELBO       L = -(D + R) <= log p(x)
+
+D is estimated with L reparameterized samples z_l = mu + sigma * eps_l. R is the
+closed form `tfd.kl_divergence` where TFP registers one, else the Monte Carlo
+estimate mean_l [log q(z_l|x) - log p(z_l)].
+
+The family around the ELBO, each a knob of one loss rather than a new model:
+
+* beta-VAE and KL warm-up: loss = D + w(t) R, w(t) = beta * min(1, t / T_warmup).
+* free bits (Kingma et al. 2016): the rate of each latent dimension d, averaged over
+  the minibatch, is clamped from below: R_fb = sum_d max(lambda, E_batch[KL_d]).
+* IWAE (Burda et al. 2016): L_k = E[log 1/k sum_i w_i], w_i = p(x, z_i) / q(z_i|x);
+  L_1 = ELBO <= L_k <= L_{k+1} <= log p(x).
+* InfoVAE (Zhao et al. 2019), in its final form
+      L_Info = E_x E_q[log p(x|z)] - (1 - alpha) KL(q(z|x) || p(z))
+               - (alpha + lambda - 1) D(q(z) || p(z)),
+  with D the maximum mean discrepancy between the aggregate posterior q(z) and p(z).
+* Score-function (REINFORCE) gradient: grad E_q[f(z)] = E_q[(f(z) - b) grad log q(z|x)],
+  unbiased for any baseline b that does not depend on z; high variance.
+* DReG (Tucker et al. 2019), the doubly reparameterized IWAE encoder gradient:
+  sum_i w~_i^2 d log w_i / d z_i * d z_i / d phi, with w~ the normalized weights and
+  log q evaluated with its parameters held fixed.
+
+Functions that return a gradient estimator return a *surrogate* whose value is zero and
+whose gradient is the estimator, so the loss shown in logs stays the true objective.
+"""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+KL_METHODS = ("auto", "analytic", "sampled")
+MMD_KERNELS = ("imq", "rbf")
+
+
+def has_analytic_kl(posterior, prior):
+    """True when TFP registers a closed-form KL(posterior || prior)."""
+    try:
+        tfd.kl_divergence(posterior, prior)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def sampled_kl(posterior, prior, z):
+    """Monte Carlo KL, mean over the samples z [L, B, D] of log q(z|x) - log p(z)."""
+    return tf.reduce_mean(posterior.log_prob(z) - prior.log_prob(z), axis=0)
+
+
+def kl_divergence(posterior, prior, z, method="auto"):
+    """Rate per example [B] and, where it exists, per latent dimension [B, D].
+
+    Args:
+        posterior: q(z|x), batch [B], event [D].
+        prior: p(z), batch [], event [D].
+        z: reparameterized samples [L, B, D] from the posterior (used when sampled).
+        method: "analytic", "sampled" or "auto" (analytic when registered).
+    """
+    if method not in KL_METHODS:
+        raise ValueError(f"Unknown kl method {method!r}; expected one of {KL_METHODS}.")
+    analytic = has_analytic_kl(posterior, prior)
+    if method == "analytic" and not analytic:
+        raise ValueError(
+            f"No closed-form KL is registered for {type(posterior).__name__} || "
+            f"{prior.name}; use kl='sampled' or kl='auto'.")
+    if method == "sampled" or not analytic:
+        return sampled_kl(posterior, prior, z), None
+    return tfd.kl_divergence(posterior, prior), kl_per_dimension(posterior, prior)
+
+
+def kl_per_dimension(posterior, prior):
+    """KL of each factor [B, D] for factorized q and p (Independent over the last axis)."""
+    if isinstance(posterior, tfd.Independent) and isinstance(prior, tfd.Independent):
+        try:
+            return tfd.kl_divergence(posterior.distribution, prior.distribution)
+        except NotImplementedError:
+            return None
+    return None
+
+
+def iwae_bound(log_weights):
+    """log 1/k sum_i exp(log_weights_i) over axis 0: [k, B] -> [B]."""
+    k = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
+
+
+def kl_weight(step, beta=1.0, warmup_steps=0):
+    """w(t) = beta * min(1, t / warmup_steps); beta when warmup_steps is 0."""
+    if warmup_steps <= 0:
+        return tf.constant(beta, tf.float32)
+    ramp = tf.cast(step, tf.float32) / float(warmup_steps)
+    return beta * tf.minimum(1.0, ramp)
+
+
+def free_bits_rate(rate_per_dim, free_bits):
+    """sum_d max(lambda, mean over the batch of KL_d): [B, D] -> scalar."""
+    return tf.reduce_sum(tf.maximum(tf.reduce_mean(rate_per_dim, axis=0), free_bits))
+
+
+def _squared_distances(a, b):
+    return tf.reduce_sum(tf.square(a[:, None, :] - b[None, :, :]), axis=-1)
+
+
+def kernel_matrix(a, b, kernel="imq"):
+    """k(a_i, b_j) for a [N, D], b [M, D], with a scale set by D (for p(z) = N(0, I)).
+
+    imq: C / (C + ||a - b||^2), C = 2 D (Tolstikhin et al. 2018);
+    rbf: exp(-||a - b||^2 / (2 D)).
+    """
+    dim = tf.cast(tf.shape(a)[-1], a.dtype)
+    sq = _squared_distances(a, b)
+    if kernel == "imq":
+        return 2.0 * dim / (2.0 * dim + sq)
+    if kernel == "rbf":
+        return tf.exp(-sq / (2.0 * dim))
+    raise ValueError(f"Unknown MMD kernel {kernel!r}; expected one of {MMD_KERNELS}.")
+
+
+def mmd(a, b, kernel="imq"):
+    """Unbiased estimate of MMD^2 between samples a [N, D] and b [M, D] (N, M >= 2)."""
+    n = tf.cast(tf.shape(a)[0], a.dtype)
+    m = tf.cast(tf.shape(b)[0], b.dtype)
+
+    def off_diagonal_mean(k, size):
+        return (tf.reduce_sum(k) - tf.linalg.trace(k)) / (size * (size - 1.0))
+
+    return (off_diagonal_mean(kernel_matrix(a, a, kernel), n)
+            + off_diagonal_mean(kernel_matrix(b, b, kernel), m)
+            - 2.0 * tf.reduce_mean(kernel_matrix(a, b, kernel)))
+
+
+def leave_one_out_baseline(signal):
+    """Baseline for each entry of `signal` [L, B] that excludes the entry itself.
+
+    With L > 1 samples per example: the mean of the other samples of that example;
+    with L = 1: the mean of the other examples in the batch. Either way it does not
+    depend on the sample it is subtracted from, so the estimator stays unbiased.
+    """
+    axis = 0 if signal.shape[0] is not None and signal.shape[0] > 1 else 1
+    count = tf.cast(tf.shape(signal)[axis], signal.dtype)
+    total = tf.reduce_sum(signal, axis=axis, keepdims=True)
+    return (total - signal) / tf.maximum(count - 1.0, 1.0)
+
+
+def score_function_surrogate(signal, log_q):
+    """Zero-valued surrogate whose gradient is the score-function estimator.
+
+    d/d phi of the result = mean over samples of (f - b) d log q(z|x) / d phi, per
+    example [B], for the learning signal f [L, B] (no gradient flows through it) and
+    log q(z|x) [L, B] at samples z that carry no gradient.
+    """
+    signal = tf.stop_gradient(signal)
+    advantage = signal - leave_one_out_baseline(signal)
+    surrogate = tf.reduce_mean(advantage * log_q, axis=0)
+    return surrogate - tf.stop_gradient(surrogate)
+
+
+def normalized_weights(log_weights):
+    """w~_i = w_i / sum_j w_j over axis 0, with no gradient."""
+    return tf.stop_gradient(tf.nn.softmax(log_weights, axis=0))
+
+
+def dreg_surrogate(log_weights_fn, z):
+    """DReG for the encoder, per example [B]; returns (surrogate, log_weights).
+
+    Args:
+        log_weights_fn: z [k, B, D] -> log w [k, B], evaluated with the posterior's
+            parameters held fixed (stop_gradient), so d log w / d z is the path term.
+        z: the reparameterized samples [k, B, D] that carry the encoder's gradient.
+
+    The surrogate is zero-valued; its gradient w.r.t. the encoder is
+    sum_i w~_i^2 d log w_i / d z_i d z_i / d phi. The returned log-weights are taken at
+    z with no gradient, so the IWAE bound on them gives the decoder and prior their
+    usual IWAE gradient and the encoder none besides the surrogate's.
+    """
+    z_fixed = tf.stop_gradient(z)
+    with tf.GradientTape() as tape:
+        tape.watch(z_fixed)
+        log_weights = log_weights_fn(z_fixed)
+    weights_sq = tf.square(normalized_weights(log_weights))
+    path = tape.gradient(log_weights, z_fixed, output_gradients=weights_sq)
+    surrogate = tf.reduce_sum(tf.stop_gradient(path) * z, axis=[0, 2])
+    return surrogate - tf.stop_gradient(surrogate), log_weights

@@ -1,0 +1,115 @@
+"""Priors p(z): small Keras layers whose `call` returns a distribution over z.
+
+* StandardNormalPrior: p(z) = N(0, I). KL(q || p) has a closed form.
+* MixturePrior: p(z) = sum_k pi_k N(z; m_k, diag(s_k^2)) with learnable pi, m, s
+  (a "mixture of Gaussians" prior). No closed-form KL: the model estimates it by
+  Monte Carlo, KL ~= mean_l [log q(z_l|x) - log p(z_l)], z_l ~ q(z|x).
+* VampPrior (Tomczak & Welling 2018): p(z) = 1/K sum_k q(z | u_k), the encoder's
+  posterior at K learnable pseudo-inputs u_k (kept in [0, 1] by a sigmoid).
+  It needs the encoder, so every prior's `call` takes it as a keyword argument.
+
+Every prior is called as `prior(encoder=encoder)` and returns a distribution with
+batch shape [] and event shape [latent_dim].
+"""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+def _check_positive(name, value):
+    if int(value) <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class StandardNormalPrior(keras.layers.Layer):
+    """p(z) = N(0, I) over a `latent_dim`-vector. Owns no weights."""
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = _check_positive("latent_dim", latent_dim)
+
+    def build(self, input_shape=None):
+        pass
+
+    def call(self, encoder=None):
+        zeros = tf.zeros([self.latent_dim], tf.float32)
+        return tfd.Independent(tfd.Normal(zeros, 1.0), 1, name="prior")
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class MixturePrior(keras.layers.Layer):
+    """Learnable mixture of `num_components` diagonal Gaussians.
+
+    Means start spread as N(0, 1) draws and scales at 1, so at initialisation the
+    prior is a broad, multi-modal cover of the standard normal's mass.
+    """
+
+    def __init__(self, latent_dim, num_components=10, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = _check_positive("latent_dim", latent_dim)
+        self.num_components = _check_positive("num_components", num_components)
+
+    def build(self, input_shape=None):
+        shape = (self.num_components, self.latent_dim)
+        self.logits = self.add_weight(shape=(self.num_components,), initializer="zeros",
+                                      name="logits")
+        self.locs = self.add_weight(shape=shape, name="locs",
+                                    initializer=keras.initializers.RandomNormal(0.0, 1.0))
+        # softplus(0.5413) = 1.0
+        self.raw_scales = self.add_weight(
+            shape=shape, name="raw_scales",
+            initializer=keras.initializers.Constant(0.5413))
+
+    def call(self, encoder=None):
+        components = tfd.Independent(
+            tfd.Normal(self.locs, tf.math.softplus(self.raw_scales) + 1e-4), 1)
+        return tfd.MixtureSameFamily(tfd.Categorical(logits=self.logits), components,
+                                     name="prior")
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "num_components": self.num_components}
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class VampPrior(keras.layers.Layer):
+    """VampPrior: p(z) = 1/K sum_k q(z | u_k) with K learnable pseudo-inputs u_k.
+
+    Args:
+        image_shape: shape (H, W, C) of the pseudo-inputs: the encoder's input.
+        num_pseudo_inputs: K (500 in the paper's MNIST experiments).
+    """
+
+    def __init__(self, image_shape, num_pseudo_inputs=500, **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.num_pseudo_inputs = _check_positive("num_pseudo_inputs", num_pseudo_inputs)
+
+    def build(self, input_shape=None):
+        # Pseudo-inputs start near the middle grey with small noise (sigmoid of ~0).
+        self.raw_pseudo_inputs = self.add_weight(
+            shape=(self.num_pseudo_inputs, *self.image_shape), name="raw_pseudo_inputs",
+            initializer=keras.initializers.RandomNormal(0.0, 0.01))
+
+    def pseudo_inputs(self):
+        return tf.sigmoid(self.raw_pseudo_inputs)
+
+    def call(self, encoder=None):
+        if encoder is None:
+            raise ValueError("VampPrior needs the encoder: call it as prior(encoder=...).")
+        components = encoder(self.pseudo_inputs())
+        uniform = tf.zeros([self.num_pseudo_inputs], tf.float32)
+        return tfd.MixtureSameFamily(tfd.Categorical(logits=uniform), components,
+                                     name="prior")
+
+    def get_config(self):
+        return {**super().get_config(), "image_shape": self.image_shape,
+                "num_pseudo_inputs": self.num_pseudo_inputs}
