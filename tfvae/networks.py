@@ -70,17 +70,21 @@ class MLPEncoder(_Encoder):
         hidden_units: sizes of the hidden Dense layers.
         activation: their activation.
         min_scale: floor on the posterior standard deviation.
+        dropout: dropout rate after each hidden layer during training (a regularizer
+            against memorising a small, statically binarized training set).
 
     Call: images [B, H, W, C] -> `tfd.Independent(Normal)`, batch [B], event [latent_dim].
     """
 
     def __init__(self, latent_dim, hidden_units=(500, 500), activation="relu",
-                 min_scale=1e-4, **kwargs):
+                 min_scale=1e-4, dropout=0.0, **kwargs):
         super().__init__(latent_dim, min_scale, **kwargs)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = activation
+        self.dropout = float(dropout)
         self.flatten = keras.layers.Flatten()
         self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+        self.drop = keras.layers.Dropout(self.dropout)
 
     def body_layers(self):
         return [self.flatten, *self.hidden]
@@ -88,12 +92,12 @@ class MLPEncoder(_Encoder):
     def body(self, images, training=None):
         h = self.flatten(images)
         for layer in self.hidden:
-            h = layer(h)
+            h = self.drop(layer(h), training=training)
         return h
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
-                "activation": self.activation}
+                "activation": self.activation, "dropout": self.dropout}
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -179,16 +183,19 @@ class MLPDecoder(_Decoder):
         likelihood: "bernoulli" (binary pixels) or "gaussian" (continuous pixels).
         activation: hidden activation.
         min_scale: floor on the Gaussian pixel standard deviation.
+        dropout: dropout rate after each hidden layer during training.
 
     Call: z [B, latent_dim] -> `tfd.Independent`, batch [B], event [H, W, C].
     """
 
     def __init__(self, output_shape, hidden_units=(500, 500), likelihood="bernoulli",
-                 activation="relu", min_scale=1e-3, **kwargs):
+                 activation="relu", min_scale=1e-3, dropout=0.0, **kwargs):
         super().__init__(output_shape, likelihood, min_scale, **kwargs)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = activation
+        self.dropout = float(dropout)
         self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+        self.drop = keras.layers.Dropout(self.dropout)
         height, width, channels = self.image_shape
         self.out = keras.layers.Dense(height * width * channels * self.params_per_pixel,
                                       name="likelihood_params")
@@ -201,12 +208,12 @@ class MLPDecoder(_Decoder):
     def parameters(self, z, training=None):
         h = z
         for layer in self.hidden:
-            h = layer(h)
+            h = self.drop(layer(h), training=training)
         return self.reshape(self.out(h))
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
-                "activation": self.activation}
+                "activation": self.activation, "dropout": self.dropout}
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
