@@ -102,6 +102,9 @@ class VAE(keras.Model):
                              "it cannot be used with a VampPrior.")
         if self.gradient_estimator == "score_function" and self.objective != "elbo":
             raise ValueError("gradient_estimator='score_function' needs objective='elbo'.")
+        if self.gradient_estimator == "score_function" and self.mmd_weight:
+            raise ValueError("gradient_estimator='score_function' gives the encoder no "
+                             "gradient of the InfoVAE MMD term; use 'reparameterization'.")
         if self.free_bits < 0 or self.beta < 0 or self.kl_warmup_steps < 0:
             raise ValueError("beta, kl_warmup_steps and free_bits must be >= 0.")
 
@@ -213,8 +216,10 @@ class VAE(keras.Model):
             terms["iwae"] = objectives.iwae_bound(log_weights)
         if self.gradient_estimator == "score_function":
             signal = log_px_z
-            if rate_per_dim is None and not objectives.has_analytic_kl(posterior, prior):
-                signal = signal - (posterior.log_prob(z) - prior.log_prob(z))
+            # A sampled rate at stopped z has no path gradient: its score term goes in f.
+            if self.kl == "sampled" or not objectives.has_analytic_kl(posterior, prior):
+                signal = signal - self._rate_weight() * (
+                    posterior.log_prob(z) - prior.log_prob(z))
             terms["_surrogate"] = objectives.score_function_surrogate(
                 signal, posterior.log_prob(z))
         if self.free_bits:
@@ -229,7 +234,8 @@ class VAE(keras.Model):
         return terms
 
     def _rate_weight(self):
-        step = self.optimizer.iterations if self.optimizer is not None else 0
+        optimizer = getattr(self, "optimizer", None)  # absent before compile()
+        step = optimizer.iterations if optimizer is not None else 0
         return objectives.kl_weight(step, self.beta * (1.0 - self.info_alpha),
                                     self.kl_warmup_steps)
 
