@@ -1,0 +1,92 @@
+"""Known answers for the distribution heads in tfvae/distributions.py."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfvae import distributions
+
+tfd = tfp.distributions
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def test_gaussian_posterior_splits_loc_and_scale():
+    params = np.array([[0.5, -1.0, 0.0, 2.0]], np.float32)  # loc (0.5, -1), raw (0, 2)
+    q = distributions.gaussian_posterior(params, min_scale=0.01)
+    assert isinstance(q, tfd.Independent)
+    assert q.batch_shape == [1] and q.event_shape == [2]
+    np.testing.assert_allclose(q.mean(), [[0.5, -1.0]])
+    np.testing.assert_allclose(q.stddev(), [[softplus(0.0) + 0.01, softplus(2.0) + 0.01]],
+                               rtol=1e-6)
+    # log q at its mean: -sum_d log(sqrt(2 pi) sigma_d).
+    sigma = softplus(np.array([0.0, 2.0])) + 0.01
+    np.testing.assert_allclose(q.log_prob([[0.5, -1.0]]),
+                               [-np.sum(0.5 * np.log(2 * np.pi) + np.log(sigma))], rtol=1e-6)
+
+
+@pytest.mark.parametrize("raw", [1e6, -1e6, 3e38, -3e38])
+def test_posterior_scale_is_finite_and_floored(raw):
+    params = np.full([3, 8], raw, np.float32)
+    q = distributions.gaussian_posterior(params, min_scale=1e-4)
+    scale = q.stddev().numpy()
+    assert np.all(np.isfinite(scale))
+    assert np.all(scale >= 1e-4)
+    if abs(raw) <= 1e6:  # near float32's max, loc / scale itself overflows in TFP
+        assert np.all(np.isfinite(q.log_prob(q.mean()).numpy()))
+
+
+def test_bernoulli_likelihood_matches_hand_computation():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=[2, 3, 4, 1]).astype(np.float32) * 3
+    x = (rng.random([2, 3, 4, 1]) > 0.5).astype(np.float32)
+    p = distributions.image_likelihood("bernoulli", logits, min_scale=1e-3)
+    assert p.batch_shape == [2] and p.event_shape == [3, 4, 1]
+    expected = np.sum(x * logits - softplus(logits), axis=(1, 2, 3))
+    np.testing.assert_allclose(p.log_prob(x), expected, rtol=1e-5)
+    np.testing.assert_allclose(p.mean(), 1 / (1 + np.exp(-logits)), rtol=1e-5)
+    assert set(distributions.likelihood_parameters(p)) == {"logits"}
+    np.testing.assert_allclose(distributions.likelihood_parameters(p)["logits"], logits)
+
+
+def test_gaussian_likelihood_matches_hand_computation():
+    rng = np.random.default_rng(1)
+    # Two channels -> params carry 4: loc for channels 0-1, raw scale for channels 0-1.
+    params = rng.normal(size=[2, 3, 3, 4]).astype(np.float32)
+    x = rng.random([2, 3, 3, 2]).astype(np.float32)
+    p = distributions.image_likelihood("gaussian", params, min_scale=1e-3)
+    assert p.batch_shape == [2] and p.event_shape == [3, 3, 2]
+    loc, sigma = params[..., :2], softplus(params[..., 2:]) + 1e-3
+    expected = np.sum(-0.5 * ((x - loc) / sigma) ** 2 - np.log(sigma)
+                      - 0.5 * np.log(2 * np.pi), axis=(1, 2, 3))
+    np.testing.assert_allclose(p.log_prob(x), expected, rtol=1e-5)
+    np.testing.assert_allclose(p.mean(), loc)
+    named = distributions.likelihood_parameters(p)
+    assert set(named) == {"loc", "scale"}
+    np.testing.assert_allclose(named["scale"], sigma, rtol=1e-6)
+
+
+def test_gaussian_likelihood_scale_floor_for_huge_params():
+    params = np.concatenate([np.zeros([1, 2, 2, 1]), np.full([1, 2, 2, 1], -1e6)], -1)
+    p = distributions.image_likelihood("gaussian", params.astype(np.float32), 1e-3)
+    np.testing.assert_allclose(p.stddev(), np.full([1, 2, 2, 1], 1e-3))
+    assert np.isfinite(p.log_prob(np.ones([1, 2, 2, 1], np.float32)).numpy()).all()
+
+
+def test_unknown_likelihood_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown likelihood 'poisson'"):
+        distributions.check_likelihood("poisson")
+    with pytest.raises(ValueError, match="Unknown likelihood"):
+        distributions.image_likelihood("poisson", tf.zeros([1, 2, 2, 1]), 1e-3)
+    assert distributions.params_per_pixel("bernoulli") == 1
+    assert distributions.params_per_pixel("gaussian") == 2
+
+
+def test_float16_params_give_float32_distributions():
+    params = tf.zeros([2, 6], tf.float16)
+    assert distributions.gaussian_posterior(params, 1e-4).dtype == tf.float32
+    p = distributions.image_likelihood("bernoulli", tf.zeros([2, 2, 2, 1], tf.float16), 1e-3)
+    assert p.dtype == tf.float32
