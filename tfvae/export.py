@@ -1,0 +1,316 @@
+"""Export a trained VAE: a SavedModel for TF Serving and TFLite files for devices.
+
+Layout (TF Serving): `<base_dir>/<name>/<version>/` holds the SavedModel
+(`saved_model.pb`, `variables/`), `metadata.json` (config, image shape, likelihood,
+date, tfvae version) and the TFLite files `<name>.tflite` (float32),
+`<name>_float16.tflite`, `<name>_int8.tflite` (dynamic-range int8 weights).
+TF Serving ignores the extra files.
+
+SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1]):
+
+    serving_default = sample  num_samples (int32 scalar) -> images (mean of p(x|z)), z
+    encode       images              -> loc, scale of q(z|x)
+    decode       z                   -> images, and logits (Bernoulli) or loc, scale
+    reconstruct  images              -> images: decode of the posterior mean
+    log_prob     images, num_samples -> log_prob, the IWAE bound (Burda et al. 2016)
+                     log p(x) >= log 1/k sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x)
+    elbo         images              -> elbo, distortion, rate per image (nats)
+
+`log_prob` draws the k samples in chunks of at most `log_prob_rows` (sample, image)
+pairs inside a `tf.while_loop` and keeps a running logsumexp, so memory stays bounded
+for any k (k = 5000 on a batch of images is fine).
+
+Sampling uses built-in ops only, so that the TFLite file needs no Flex delegate:
+p(z) is written as a mixture sum_k pi_k N(m_k, diag(s_k^2)) (one component for the
+standard normal), a component is drawn by Gumbel-max, k = argmax_k(log pi_k - log(-log
+u_k)) with u_k ~ U(0, 1), and z = m_k + s_k * eps with eps ~ N(0, I) from
+`tf.random.normal`. The TFLite file holds two signatures, `sample` and `decode`.
+
+Variables: the exported module tracks the raw `tf.Variable`s behind the Keras
+weights (not the Keras layers), so the TF1 session loader that TF Serving and
+`saved_model_cli run` use finds them, and each is stored once.
+"""
+
+import datetime
+import json
+import os
+import re
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfvae import distributions
+
+tfd = tfp.distributions
+
+QUANTIZATIONS = ("float32", "float16", "int8")
+TFLITE_SIGNATURES = ("sample", "decode")
+METADATA_FILE = "metadata.json"
+# Largest number of (sample, image) pairs one log_prob chunk decodes at once: with a
+# 784-500-500 MLP decoder that is about 60 MB of activations.
+LOG_PROB_ROWS = 8192
+
+
+# -- the prior as a mixture of diagonal Gaussians, sampled with built-in ops ----------
+
+def prior_mixture(prior):
+    """p(z) as (logits [K], loc [K, D], scale [K, D]) of a diagonal Gaussian mixture.
+
+    Works for `StandardNormalPrior` (K = 1), `MixturePrior` and `VampPrior`.
+    """
+    if isinstance(prior, tfd.MixtureSameFamily):
+        logits = prior.mixture_distribution.logits_parameter()
+        loc, scale = _diagonal_normal(prior.components_distribution)
+        return logits, loc, scale
+    loc, scale = _diagonal_normal(prior)
+    return tf.zeros([1]), loc[None], scale[None]
+
+
+def _diagonal_normal(dist):
+    normal = dist.distribution if isinstance(dist, tfd.Independent) else dist
+    if not isinstance(normal, tfd.Normal):
+        raise NotImplementedError(
+            f"Export supports priors that are diagonal Gaussians or mixtures of them, "
+            f"got {dist.name} ({type(normal).__name__}).")
+    loc = tf.convert_to_tensor(normal.loc)
+    scale = tf.convert_to_tensor(normal.scale)
+    return loc + tf.zeros_like(scale), scale + tf.zeros_like(loc)
+
+
+def sample_mixture(logits, loc, scale, num_samples):
+    """num_samples draws z [n, D] of the mixture, with TFLite built-in ops only."""
+    eps = tf.random.normal(tf.stack([num_samples, tf.shape(loc)[1]]))
+    if loc.shape[0] == 1:
+        return loc[0] + scale[0] * eps
+    tiny = np.finfo(np.float32).tiny
+    u = tf.random.uniform(tf.stack([num_samples, tf.shape(logits)[0]]), minval=tiny)
+    component = tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=1,
+                          output_type=tf.int32)
+    return tf.gather(loc, component) + tf.gather(scale, component) * eps
+
+
+# -- the exported module ----------------------------------------------------------------
+
+def _checked(tensor, assertions):
+    """`tensor`, computed only after `assertions` pass (so they fail first)."""
+    with tf.control_dependencies(assertions):
+        return tf.identity(tensor)
+
+
+def _check_num_samples(num_samples):
+    return _checked(num_samples, [tf.debugging.assert_positive(
+        num_samples, message="num_samples must be a positive integer (int32 scalar)")])
+
+
+def _check_images(images, image_shape):
+    """Readable run-time errors for images of the wrong shape or range."""
+    shape = tf.shape(images)
+    # Padded so that the comparison itself cannot fail on a tensor of another rank.
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[1:4]
+    right_shape = tf.debugging.Assert(
+        tf.logical_and(tf.equal(tf.size(shape), 4),
+                       tf.reduce_all(tf.equal(padded, image_shape))),
+        [f"images must have shape [batch, {', '.join(map(str, image_shape))}], got",
+         shape])
+    with tf.control_dependencies([right_shape]):
+        in_range = [
+            tf.debugging.assert_greater_equal(
+                images, 0.0, message="images must be float32 in [0, 1]; found a value "
+                                     "below 0"),
+            tf.debugging.assert_less_equal(
+                images, 1.0, message="images must be float32 in [0, 1]; found a value "
+                                     "above 1 (divide uint8 images by 255)")]
+    return _checked(images, in_range)
+
+
+def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
+    """A `tf.Module` with the signature functions of `model`, ready to save.
+
+    Its attributes `sample`, `encode`, `decode`, `reconstruct`, `log_prob` and `elbo`
+    are `tf.function`s with fixed input signatures (`signatures(module)` gives the
+    SavedModel signatures). The Keras model is only captured by the functions; the
+    module tracks the raw variables, so each is saved once and the TF1 loader finds it.
+    """
+    image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
+    z_spec = tf.TensorSpec([None, model.encoder.latent_dim], tf.float32, name="z")
+    count_spec = tf.TensorSpec([], tf.int32, name="num_samples")
+    log_prob_rows = int(log_prob_rows)
+
+    def sample(num_samples):
+        num_samples = _check_num_samples(num_samples)
+        z = sample_mixture(*prior_mixture(model.prior_distribution()), num_samples)
+        return {"images": model.decode(z).mean(), "z": z}
+
+    def encode(images):
+        images = _check_images(images, model.image_shape)
+        posterior = model.encode(images).distribution
+        return {"loc": posterior.loc, "scale": posterior.scale}
+
+    def decode(z):
+        likelihood = model.decode(z)
+        return {"images": likelihood.mean(),
+                **distributions.likelihood_parameters(likelihood)}
+
+    def reconstruct(images):
+        images = _check_images(images, model.image_shape)
+        return {"images": model.reconstruct(images)}
+
+    def log_prob(images, num_samples):
+        images = _check_images(images, model.image_shape)
+        num_samples = _check_num_samples(num_samples)
+        posterior = model.encode(images)
+        prior = model.prior_distribution()
+        chunk = tf.maximum(1, log_prob_rows // tf.maximum(1, tf.shape(images)[0]))
+
+        def body(done, total):
+            z = posterior.sample(tf.minimum(chunk, num_samples - done))  # [c, B, D]
+            log_weights = (model.log_likelihood(images, z) + prior.log_prob(z)
+                           - posterior.log_prob(z))
+            chunk_total = tf.reduce_logsumexp(log_weights, axis=0)
+            return done + tf.shape(z)[0], tf.reduce_logsumexp(
+                tf.stack([total, chunk_total]), axis=0)
+
+        start = tf.fill(tf.shape(images)[:1], -np.inf)
+        _, total = tf.while_loop(lambda done, _: done < num_samples, body,
+                                 (tf.constant(0), start))
+        return {"log_prob": total - tf.math.log(tf.cast(num_samples, tf.float32))}
+
+    def elbo(images):
+        images = _check_images(images, model.image_shape)
+        return model.elbo(images)
+
+    module = tf.Module(name="vae_export")
+    module.model_variables = [w.value for w in model.weights]
+    module.sample = tf.function(sample, input_signature=[count_spec])
+    module.encode = tf.function(encode, input_signature=[image_spec])
+    module.decode = tf.function(decode, input_signature=[z_spec])
+    module.reconstruct = tf.function(reconstruct, input_signature=[image_spec])
+    module.log_prob = tf.function(log_prob, input_signature=[image_spec, count_spec])
+    module.elbo = tf.function(elbo, input_signature=[image_spec])
+    return module
+
+
+def signatures(module):
+    """SavedModel signature key -> concrete function of a `serving_module`."""
+    names = ("sample", "encode", "decode", "reconstruct", "log_prob", "elbo")
+    functions = {name: getattr(module, name).get_concrete_function() for name in names}
+    return {"serving_default": functions["sample"], **functions}
+
+
+def export_saved_model(model, export_dir, log_prob_rows=LOG_PROB_ROWS):
+    """Writes the SavedModel of `model` (signatures in the module docstring)."""
+    module = serving_module(model, log_prob_rows)
+    tf.saved_model.save(module, export_dir, signatures=signatures(module))
+    return export_dir
+
+
+# -- TFLite -----------------------------------------------------------------------------
+
+def tflite_from_saved_model(saved_model_dir, path, quantization="float32"):
+    """Converts the `sample` and `decode` signatures of an exported SavedModel.
+
+    quantization: "float32", "float16" (weights stored as float16) or "int8"
+    (dynamic-range: int8 weights, float activations). Built-in ops only.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"Unknown quantization {quantization!r}; expected one of "
+                         f"{', '.join(QUANTIZATIONS)}.")
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=list(TFLITE_SIGNATURES))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+    return path
+
+
+def export_tflite(model, path, quantization="float32"):
+    """Writes a .tflite file with the `sample` and `decode` signatures of `model`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        export_saved_model(model, tmp)
+        return tflite_from_saved_model(tmp, path, quantization)
+
+
+def tflite_path(version_dir, name, quantization):
+    suffix = "" if quantization == "float32" else f"_{quantization}"
+    return os.path.join(version_dir, f"{name}{suffix}.tflite")
+
+
+# -- metadata and the TF Serving layout ------------------------------------------------
+
+def model_metadata(model):
+    """A JSON-serializable description of `model` for `metadata.json`."""
+    from tfvae import __version__
+    return {
+        "tfvae_version": __version__,
+        "export_date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "image_shape": list(model.image_shape),
+        "likelihood": model.decoder.likelihood,
+        "latent_dim": model.encoder.latent_dim,
+        "prior": type(model.prior).__name__,
+        "num_weights": int(sum(np.prod(w.shape) for w in model.weights)),
+        "signatures": {
+            "serving_default": "sample", "sample": "num_samples -> images, z",
+            "encode": "images -> loc, scale",
+            "decode": "z -> images, " + (
+                "logits" if model.decoder.likelihood == "bernoulli" else "loc, scale"),
+            "reconstruct": "images -> images",
+            "log_prob": "images, num_samples -> log_prob",
+            "elbo": "images -> elbo, distortion, rate"},
+        "model_config": json.loads(json.dumps(model.get_config(), default=str)),
+    }
+
+
+def next_version(model_dir):
+    """1 + the largest integer version folder under `model_dir` (1 if none)."""
+    if not os.path.isdir(model_dir):
+        return 1
+    versions = [int(d) for d in os.listdir(model_dir) if re.fullmatch(r"\d+", d)]
+    return max(versions, default=0) + 1
+
+
+def export_model(model, base_dir="saved_models", name="vae", version=None,
+                 tflite=("float32",), metadata=None):
+    """Exports `model` to `<base_dir>/<name>/<version>/` (TF Serving layout).
+
+    Args:
+        model: a `tfvae.VAE`.
+        base_dir, name: the model lands in `<base_dir>/<name>/<version>/`.
+        version: positive integer; None for the next free one.
+        tflite: quantizations of the TFLite files to write beside the SavedModel,
+            any of "float32", "float16", "int8"; () for none.
+        metadata: extra entries for `metadata.json` (e.g. training figures).
+
+    Returns:
+        dict of written paths: "saved_model", "metadata" and "tflite_<quantization>".
+    """
+    tflite = (tflite,) if isinstance(tflite, str) else tuple(tflite)
+    for quantization in tflite:
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"Unknown quantization {quantization!r}; expected one of "
+                             f"{', '.join(QUANTIZATIONS)}.")
+    model_dir = os.path.join(base_dir, name)
+    version = next_version(model_dir) if version is None else int(version)
+    if version <= 0:
+        raise ValueError(f"version must be a positive integer, got {version!r}.")
+    version_dir = os.path.join(model_dir, str(version))
+    if os.path.exists(version_dir) and os.listdir(version_dir):
+        raise FileExistsError(f"{version_dir} exists and is not empty; pick another "
+                              f"version or leave version=None for the next free one.")
+    paths = {"saved_model": export_saved_model(model, version_dir)}
+    for quantization in tflite:
+        paths[f"tflite_{quantization}"] = tflite_from_saved_model(
+            version_dir, tflite_path(version_dir, name, quantization), quantization)
+    info = {**model_metadata(model), "name": name, "version": version,
+            "tflite": {q: os.path.basename(paths[f"tflite_{q}"]) for q in tflite},
+            **(metadata or {})}
+    paths["metadata"] = os.path.join(version_dir, METADATA_FILE)
+    with open(paths["metadata"], "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, default=str)
+    return paths

@@ -1,0 +1,171 @@
+"""Sample images from an exported VAE (SavedModel folder or .tflite file) into a PNG.
+
+    python -m tools.sample saved_models/mnist_vae/1 --output=samples.png
+    python -m tools.sample saved_models/mnist_vae/1/mnist_vae.tflite --output=samples.png
+    python -m tools.sample saved_models/mnist_vae/1 --images=test.npy \
+        --reconstructions=reconstructions.png           # or --dataset=binarized_mnist
+    python -m tools.sample saved_models/mnist_vae/1/mnist_vae.tflite --benchmark_runs=200
+
+A SavedModel runs its `sample` signature (and `reconstruct` for --reconstructions);
+a .tflite file runs its `sample` signature in the LiteRT interpreter (pip install
+ai-edge-litert). PNGs are written with tf.io.encode_png: no plotting package needed.
+The reconstruction grid alternates rows of inputs and their reconstructions.
+"""
+
+import math
+import os
+import time
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("num_samples", 64, "Number of prior samples in the grid.")
+flags.DEFINE_string("output", "samples.png", "PNG grid of prior samples.")
+flags.DEFINE_integer("columns", None, "Grid columns; default: about square.")
+flags.DEFINE_string("images", None, "A .npy of test images [N, H, W, C] (floats in "
+                    "[0, 1] or uint8 0-255) to reconstruct (SavedModel only).")
+flags.DEFINE_string("dataset", None, "Or a TFDS image dataset to take test images from.")
+flags.DEFINE_string("split", "test", "Split of --dataset.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir of --dataset.")
+flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.")
+flags.DEFINE_string("reconstructions", "reconstructions.png",
+                    "PNG of inputs and reconstructions (with --images or --dataset).")
+flags.DEFINE_integer("benchmark_runs", 0, "If > 0, also time this many calls of the "
+                     "sampler at batch sizes 1 and --num_samples and print the latency.")
+
+
+# -- samplers ---------------------------------------------------------------------------
+
+class SavedModelSampler:
+    """The `sample` and `reconstruct` signatures of an exported SavedModel."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+        self._tf = tf
+        self.signatures = tf.saved_model.load(path).signatures
+
+    def sample(self, num_samples):
+        out = self.signatures["sample"](num_samples=self._tf.constant(num_samples,
+                                                                      self._tf.int32))
+        return out["images"].numpy()
+
+    def reconstruct(self, images):
+        out = self.signatures["reconstruct"](images=self._tf.constant(images))
+        return out["images"].numpy()
+
+
+class TFLiteSampler:
+    """The `sample` signature of an exported .tflite file, in the LiteRT interpreter."""
+
+    def __init__(self, path, num_threads=1):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as error:
+            raise ImportError("Running .tflite files needs the LiteRT interpreter: "
+                              "pip install ai-edge-litert") from error
+        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self._sample = self.interpreter.get_signature_runner("sample")
+
+    def sample(self, num_samples):
+        return self._sample(num_samples=np.array(num_samples, np.int32))["images"]
+
+    def reconstruct(self, images):
+        raise ValueError("A .tflite file holds only `sample` and `decode`; reconstruct "
+                         "with the SavedModel folder.")
+
+
+def load_sampler(path):
+    """A `TFLiteSampler` for a .tflite file, else a `SavedModelSampler`."""
+    if path.endswith(".tflite"):
+        return TFLiteSampler(path)
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(f"{path} is neither a .tflite file nor a SavedModel "
+                                f"folder (no saved_model.pb).")
+    return SavedModelSampler(path)
+
+
+def sampling_latency(sampler, num_samples=1, runs=100):
+    """Median seconds per call of `sampler.sample(num_samples)` (after a warm-up)."""
+    sampler.sample(num_samples)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sampler.sample(num_samples)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+# -- images -----------------------------------------------------------------------------
+
+def image_grid(images, columns=None):
+    """[N, H, W, C] floats in [0, 1] -> one uint8 image [rows * H, columns * W, C]."""
+    images = np.asarray(images, np.float32)
+    count, height, width, channels = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    padded = np.zeros((rows * columns, height, width, channels), np.float32)
+    padded[:count] = np.clip(images, 0.0, 1.0)
+    grid = padded.reshape(rows, columns, height, width, channels)
+    grid = grid.transpose(0, 2, 1, 3, 4).reshape(rows * height, columns * width, channels)
+    return np.round(grid * 255).astype(np.uint8)
+
+
+def write_png(path, grid):
+    import tensorflow as tf
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.write_file(path, tf.io.encode_png(grid))
+    return path
+
+
+def reconstruction_grid(images, reconstructions, columns=8):
+    """Rows of `columns` inputs, each followed by the row of their reconstructions."""
+    rows = []
+    for start in range(0, len(images), columns):
+        for batch in (images, reconstructions):
+            row = np.zeros((columns, *images.shape[1:]), np.float32)
+            part = batch[start:start + columns]
+            row[:len(part)] = part
+            rows.append(row)
+    return image_grid(np.concatenate(rows), columns)
+
+
+def as_unit_float(images):
+    """uint8 0-255 (or floats in [0, 1]) -> float32 in [0, 1], with a channel axis."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype == np.uint8 and images.max() > 1:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32)
+
+
+def load_test_images(count):
+    if FLAGS.images:
+        return as_unit_float(np.load(FLAGS.images)[:count])
+    import tensorflow_datasets as tfds
+    data = tfds.load(FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir)
+    batch = next(iter(tfds.as_numpy(data.take(count).batch(count))))
+    return as_unit_float(batch["image"])
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise app.UsageError("Usage: python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
+    sampler = load_sampler(argv[1])
+    print("samples:", write_png(FLAGS.output, image_grid(
+        sampler.sample(FLAGS.num_samples), FLAGS.columns)))
+    if FLAGS.images or FLAGS.dataset:
+        images = load_test_images(FLAGS.num_reconstructions)
+        grid = reconstruction_grid(images, sampler.reconstruct(images))
+        print("reconstructions:", write_png(FLAGS.reconstructions, grid))
+    if FLAGS.benchmark_runs > 0:
+        for batch in sorted({1, FLAGS.num_samples}):
+            seconds = sampling_latency(sampler, batch, FLAGS.benchmark_runs)
+            print(f"batch {batch}: {seconds * 1e3:.3f} ms per call, "
+                  f"{seconds / batch * 1e6:.1f} us per sample")
+
+
+if __name__ == "__main__":
+    app.run(main)
