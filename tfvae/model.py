@@ -78,6 +78,14 @@ class VAE(keras.Model):
         self.mmd_kernel = _choice("mmd_kernel", mmd_kernel, objectives.MMD_KERNELS)
         self._check_combination()
         self.image_shape = tuple(decoder.image_shape)
+        prior_dim = getattr(self.prior, "latent_dim", encoder.latent_dim)
+        if prior_dim != encoder.latent_dim:
+            raise ValueError(f"The prior's latent_dim {prior_dim} differs from the "
+                             f"encoder's latent_dim {encoder.latent_dim}.")
+        prior_images = tuple(getattr(self.prior, "image_shape", self.image_shape))
+        if prior_images != self.image_shape:
+            raise ValueError(f"The prior's pseudo-inputs have shape {prior_images}, the "
+                             f"model's images {self.image_shape}.")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
         if self.objective == "iwae":
             self.trackers["iwae"] = keras.metrics.Mean(name="iwae")
