@@ -1,0 +1,295 @@
+"""TFDS image datasets as `tf.data` pipelines of float32 images in [0, 1].
+
+Datasets:
+
+* `binarized_mnist` (Larochelle & Murray 2011): the fixed binarization of MNIST used
+  across the VAE literature; splits train (50k) / validation (10k) / test (10k).
+  Already binary, so `binarize` is ignored.
+* `mnist`, `fashion_mnist`: grey levels g in [0, 1] (splits train / test). With
+  `binarize="dynamic"` every epoch sees a fresh draw x ~ Bernoulli(g) (Salakhutdinov &
+  Murray 2008); `"static"` draws once per example (a fixed seed), so every epoch and
+  every run sees the same binary images; `None` keeps the grey levels (Gaussian
+  likelihood).
+* any other TFDS dataset with an `image` feature of fixed shape, as [0, 1] floats.
+
+Pipeline: decode -> [static draw] -> cache (uint8) -> shuffle -> batch -> to float32
+and [dynamic draw] on whole batches -> prefetch. Nothing runs in Python per example,
+and the dynamic draw comes after the cache, so it changes every epoch.
+
+Offline use: TFDS looks for the source files (named by their download URLs) in
+`manual_dir` before trying the network; `data_dir` is where the prepared dataset lives.
+"""
+
+import collections
+import math
+import os
+import socket
+import urllib.parse
+import zlib
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+# Datasets with a known, tested pipeline; any other TFDS image dataset also works.
+SUPPORTED = ("binarized_mnist", "mnist", "fashion_mnist")
+BINARIZATIONS = ("static", "dynamic", None)
+# Datasets stored as {0, 1} uint8 pixels: no scaling, no binarization.
+_ALREADY_BINARY = ("binarized_mnist",)
+# Cache a split in memory when its uint8 images take at most this many bytes.
+_CACHE_LIMIT_BYTES = 2 << 30
+_SHUFFLE_LIMIT_BYTES = 256 << 20
+
+
+class DataUnavailableError(RuntimeError):
+    """The dataset is neither prepared in `data_dir` nor obtainable."""
+
+
+DatasetInfo = collections.namedtuple(
+    "DatasetInfo", ["name", "image_shape", "num_examples", "num_classes"])
+DatasetInfo.__doc__ = """What a model and trainer need to know about a dataset.
+
+    image_shape: (H, W, C). num_examples: {split name: count}, empty when unknown
+    (e.g. under `tfds.testing.mock_data`). num_classes: for `with_labels`, or None.
+"""
+
+
+def _check_binarize(binarize):
+    if binarize == "none":
+        binarize = None
+    if binarize not in BINARIZATIONS:
+        raise ValueError(f"Unknown binarization {binarize!r}; expected static, dynamic "
+                         "or none.")
+    return binarize
+
+
+def _source_files(builder):
+    return sorted({info.filename for info in (builder.url_infos or {}).values()
+                   if info.filename})
+
+
+def _missing_data_message(builder, reason):
+    files = _source_files(builder)
+    where = (f"put {', '.join(files)} in one directory" if files
+             else "put the files that the TFDS catalog lists for it in one directory")
+    return (f"Dataset {builder.name!r} is not prepared in {builder.data_dir_root} and "
+            f"cannot be downloaded ({reason}). Offline: {where} and pass it as "
+            f"--tfds_manual_dir (manual_dir=...), e.g. "
+            f"--tfds_manual_dir=../shared/data/{builder.name}.")
+
+
+def _unreachable_host(builder):
+    """A download host that does not resolve (no internet), or None."""
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                           "http_proxy")):
+        return None  # A proxy resolves names for us.
+    hosts = {urllib.parse.urlparse(url).hostname for url in (builder.url_infos or {})}
+    for host in sorted(h for h in hosts if h):
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError:
+            return host
+    return None
+
+
+def _tfds_is_mocked():
+    """True inside `tfds.testing.mock_data`, whose fake data needs no preparation."""
+    prepare = tfds.core.DatasetBuilder.download_and_prepare
+    return getattr(prepare, "__name__", "") == "mock_download_and_prepare"
+
+
+def get_builder(name, data_dir=None, manual_dir=None):
+    """The TFDS builder of `name`, prepared in `data_dir` (from `manual_dir` if given).
+
+    Raises a one-line ValueError for an unknown name and `DataUnavailableError` when
+    the data is neither prepared nor obtainable; both say what to do.
+    """
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED)}, "
+                         "or any TFDS image dataset (tfds.list_builders()).") from None
+    if builder.is_prepared() or _tfds_is_mocked():
+        return builder
+    files = _source_files(builder)
+    if manual_dir:
+        missing = [f for f in files if not os.path.exists(os.path.join(manual_dir, f))]
+        if missing:
+            raise DataUnavailableError(_missing_data_message(
+                builder, f"{', '.join(missing)} not found in {manual_dir}"))
+    else:
+        host = _unreachable_host(builder)
+        if host:  # Fail now rather than after minutes of download retries.
+            raise DataUnavailableError(_missing_data_message(
+                builder, f"no manual dir given and {host} is unreachable"))
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except Exception as error:  # noqa: BLE001 -- TFDS raises many kinds
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DataUnavailableError(_missing_data_message(builder, first_line)) from error
+    return builder
+
+
+def _image_feature(builder):
+    features = builder.info.features
+    if "image" not in features:
+        raise ValueError(f"Dataset {builder.name!r} has no 'image' feature; features: "
+                         f"{', '.join(features.keys())}.")
+    shape = tuple(features["image"].shape)
+    if len(shape) != 3 or None in shape:
+        raise ValueError(f"Dataset {builder.name!r} has images of varying shape {shape}; "
+                         "only fixed-size images are supported.")
+    return features["image"]
+
+
+def _num_examples(builder, split):
+    """Examples in `split` (slicing allowed), or None when TFDS does not know."""
+    if not builder.info.splits:  # e.g. tfds.testing.mock_data
+        return None
+    try:
+        return builder.info.splits[split].num_examples
+    except (KeyError, ValueError):
+        raise ValueError(f"Unknown split {split!r} for {builder.name}; it has "
+                         f"{', '.join(builder.info.splits.keys())} (slices such as "
+                         "'train[:90%]' work too).") from None
+
+
+def dataset_info(name, data_dir=None, manual_dir=None):
+    """`DatasetInfo` of `name`, preparing the data first if needed (see `get_builder`)."""
+    builder = get_builder(name, data_dir, manual_dir)
+    feature = _image_feature(builder)
+    features = builder.info.features
+    labels = features["label"] if "label" in features else None
+    return DatasetInfo(
+        name=name,
+        image_shape=tuple(int(d) for d in feature.shape),
+        num_examples={k: v.num_examples for k, v in builder.info.splits.items()},
+        num_classes=getattr(labels, "num_classes", None),
+    )
+
+
+def _scale(name, dtype):
+    """Divisor mapping stored pixel values to [0, 1]."""
+    if name in _ALREADY_BINARY or dtype.is_floating:
+        return 1.0
+    return float(dtype.max)
+
+
+def _split_seed(seed, split):
+    """A per-split seed, so that splits do not share binarization noise."""
+    return (0 if seed is None else int(seed)) * 1_000_003 + zlib.crc32(split.encode())
+
+
+def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
+                 manual_dir=None, shuffle=True, seed=None, repeat=False,
+                 drop_remainder=False, with_labels=False, cache="auto"):
+    """A `tf.data.Dataset` of float32 image batches [B, H, W, C] in [0, 1].
+
+    Args:
+        name: TFDS name, e.g. "binarized_mnist", "mnist", "fashion_mnist".
+        split: TFDS split, slices allowed ("train[:50000]").
+        batch_size: examples per batch (the global batch under a strategy).
+        binarize: "static", "dynamic" or None (grey levels); ignored for
+            already binary datasets.
+        data_dir: where TFDS keeps prepared datasets (TFDS default when None).
+        manual_dir: directory holding the source files for offline preparation.
+        shuffle: reshuffle every epoch (with `seed`: the same order in every run and
+            on every worker, which multi-worker sharding needs).
+        seed: seeds the shuffle and the binarization draws.
+        repeat: repeat forever (for `fit(steps_per_epoch=...)`).
+        drop_remainder: drop the last partial batch (static shapes, e.g. for TPUs).
+        with_labels: yield (images, labels) for datasets with a "label" feature.
+        cache: True, False or "auto" (in memory when the split's uint8 images fit
+            in 2 GiB or its size is unknown).
+
+    Raises:
+        ValueError: unknown dataset or split, an empty split, labels requested where
+            there are none, or images of varying shape.
+        DataUnavailableError: the data can be neither found nor downloaded.
+    """
+    binarize = _check_binarize(binarize)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    builder = get_builder(name, data_dir, manual_dir)
+    feature = _image_feature(builder)
+    if with_labels and "label" not in builder.info.features:
+        raise ValueError(f"Dataset {name!r} has no labels.")
+    num_examples = _num_examples(builder, split)
+    if num_examples == 0:
+        raise ValueError(f"Split {split!r} of {name} is empty.")
+    if name in _ALREADY_BINARY:
+        binarize = None
+    image_bytes = math.prod(feature.shape) * tf.as_dtype(feature.tf_dtype).size
+    read_config = tfds.ReadConfig(shuffle_seed=seed)
+    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+    keys = ("image", "label") if with_labels else ("image",)
+    ds = ds.map(lambda ex: tuple(ex[k] for k in keys),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    scale = _scale(name, feature.tf_dtype)
+
+    if binarize == "static":
+        split_seed = _split_seed(seed, split)
+
+        def draw_once(index, example):
+            image = tf.cast(example[0], tf.float32) / scale
+            noise = tf.random.stateless_uniform(tf.shape(image), [split_seed, index])
+            return (tf.cast(noise < image, tf.uint8), *example[1:])
+
+        ds = ds.enumerate().map(draw_once, num_parallel_calls=tf.data.AUTOTUNE)
+        scale = 1.0
+    if cache is True or (cache == "auto" and (
+            num_examples is None or num_examples * image_bytes <= _CACHE_LIMIT_BYTES)):
+        ds = ds.cache()
+    if shuffle:
+        buffer = 10_000
+        if num_examples is not None and num_examples * image_bytes <= _SHUFFLE_LIMIT_BYTES:
+            buffer = max(num_examples, 1)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+
+    if binarize == "dynamic":
+        # One [2]-seed per batch; a new sequence each epoch, reproducible with `seed`.
+        seeds = tf.data.Dataset.random(seed=_split_seed(seed, split),
+                                       rerandomize_each_iteration=True).batch(2)
+
+        def draw(batch, batch_seed):
+            image = tf.cast(batch[0], tf.float32) / scale
+            noise = tf.random.stateless_uniform(tf.shape(image), batch_seed)
+            return (tf.cast(noise < image, tf.float32), *batch[1:])
+
+        ds = tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda *batch: (tf.cast(batch[0], tf.float32) / scale, *batch[1:]),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    if not with_labels:
+        ds = ds.map(lambda images: images)  # 1-tuples -> plain image tensors
+    options = tf.data.Options()
+    # Shard by element: correct for any number of files (our datasets have one).
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def check_images(dataset, image_shape, description="the dataset"):
+    """First batch of `dataset` as numpy, after checking it fits a model for images of
+    `image_shape`: float32 [B, H, W, C] in [0, 1]. Raises a one-line ValueError."""
+    want = f"float32 images of shape (batch, {', '.join(map(str, image_shape))}) in [0, 1]"
+    spec = dataset.element_spec
+    if not isinstance(spec, tf.TensorSpec):
+        raise ValueError(f"{description} yields {spec}; the model expects {want}.")
+    got_shape = tuple(spec.shape)
+    if spec.dtype != tf.float32 or len(got_shape) != 4 or any(
+            got is not None and got != int(want_dim)
+            for got, want_dim in zip(got_shape[1:], image_shape)):
+        raise ValueError(f"{description} yields {spec.dtype.name} images of shape "
+                         f"{got_shape}; the model expects {want}.")
+    for batch in dataset.take(1):
+        batch = batch.numpy()
+        if not (np.isfinite(batch).all() and batch.min() >= 0.0 and batch.max() <= 1.0):
+            raise ValueError(f"{description} has pixel values in [{batch.min()}, "
+                             f"{batch.max()}]; the model expects {want}.")
+        return batch
+    raise ValueError(f"{description} is empty.")
