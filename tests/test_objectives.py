@@ -323,3 +323,25 @@ def test_mixture_prior_picks_the_sampled_kl():
         tiny_vae(prior=tfvae.MixturePrior(2, 3), kl="analytic")(images)
     with pytest.raises(ValueError, match="free_bits needs a factorized posterior"):
         tiny_vae(prior=tfvae.MixturePrior(2, 3), free_bits=0.1)(images)
+
+
+def test_grad_variance_tool_measures_a_higher_score_function_variance():
+    from tools import grad_variance  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(4)
+    model = tfvae.VAE(tfvae.MLPEncoder(2, (8,)), tfvae.MLPDecoder(IMAGE_SHAPE, (8,)),
+                      objective="iwae", num_samples=3)  # the tool switches to the ELBO
+    images = grad_variance.synthetic_batch(16, IMAGE_SHAPE, seed=1)
+    results = grad_variance.compare_estimators(model, images, num_draws=40)
+    assert set(results) == {"overall", "hidden_0", "posterior_params", "mean_check"}
+    assert results["overall"]["num_params"] == 16 * 8 + 8 + 8 * 4 + 4
+    for group in ("overall", "hidden_0", "posterior_params"):
+        assert results[group]["ratio"] > 1.0, results
+    check = results["mean_check"]
+    assert check["relative_difference"] < 4 * check["noise_level"] + 0.05
+    assert "ratio" in grad_variance.format_results(results)
+    moments = grad_variance.RunningMoments()
+    for value in ([1.0, 0.0], [2.0, 0.0], [6.0, 0.0]):
+        moments.update(value)
+    np.testing.assert_allclose(moments.mean, [3.0, 0.0])
+    np.testing.assert_allclose(moments.variance, [7.0, 0.0])
