@@ -215,6 +215,8 @@ def test_metadata_describes_the_model(bernoulli_model, bernoulli_export):
     assert info["likelihood"] == "bernoulli"
     assert info["latent_dim"] == LATENT_DIM
     assert info["tfvae_version"] == tfvae.__version__
+    if os.path.exists(os.path.join(REPO, ".git")):
+        assert len(info["tfvae_commit"]) == 40
     assert info["version"] == 1 and info["tflite"] == {"float32": "tiny.tflite"}
     rebuilt = tfvae.VAE.from_config(info["model_config"])
     assert rebuilt.count_params() == bernoulli_model.count_params()

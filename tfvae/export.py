@@ -35,6 +35,7 @@ import datetime
 import json
 import os
 import re
+import subprocess
 import tempfile
 
 import numpy as np
@@ -141,15 +142,15 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
     def sample(num_samples):
         num_samples = _check_num_samples(num_samples)
         z = sample_mixture(*prior_mixture(model.prior_distribution()), num_samples)
-        return {"images": model.decode(z).mean(), "z": z}
+        return {"images": model.decode(z, training=False).mean(), "z": z}
 
     def encode(images):
         images = _check_images(images, model.image_shape)
-        posterior = model.encode(images).distribution
+        posterior = model.encode(images, training=False).distribution
         return {"loc": posterior.loc, "scale": posterior.scale}
 
     def decode(z):
-        likelihood = model.decode(z)
+        likelihood = model.decode(z, training=False)
         return {"images": likelihood.mean(),
                 **distributions.likelihood_parameters(likelihood)}
 
@@ -160,21 +161,22 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
     def log_prob(images, num_samples):
         images = _check_images(images, model.image_shape)
         num_samples = _check_num_samples(num_samples)
-        posterior = model.encode(images)
+        posterior = model.encode(images, training=False)
         prior = model.prior_distribution()
         chunk = tf.maximum(1, log_prob_rows // tf.maximum(1, tf.shape(images)[0]))
 
         def body(done, total):
             z = posterior.sample(tf.minimum(chunk, num_samples - done))  # [c, B, D]
-            log_weights = (model.log_likelihood(images, z) + prior.log_prob(z)
-                           - posterior.log_prob(z))
+            log_weights = (model.log_likelihood(images, z, training=False)
+                           + prior.log_prob(z) - posterior.log_prob(z))
             chunk_total = tf.reduce_logsumexp(log_weights, axis=0)
             return done + tf.shape(z)[0], tf.reduce_logsumexp(
                 tf.stack([total, chunk_total]), axis=0)
 
         start = tf.fill(tf.shape(images)[:1], -np.inf)
+        # One chunk at a time: parallel iterations would multiply the memory.
         _, total = tf.while_loop(lambda done, _: done < num_samples, body,
-                                 (tf.constant(0), start))
+                                 (tf.constant(0), start), parallel_iterations=1)
         return {"log_prob": total - tf.math.log(tf.cast(num_samples, tf.float32))}
 
     def elbo(images):
@@ -243,11 +245,24 @@ def tflite_path(version_dir, name, quantization):
 
 # -- metadata and the TF Serving layout ------------------------------------------------
 
+def source_commit():
+    """The git commit of the tfvae checkout, or None outside a git checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):
+        return None
+    try:
+        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def model_metadata(model):
     """A JSON-serializable description of `model` for `metadata.json`."""
     from tfvae import __version__
     return {
         "tfvae_version": __version__,
+        "tfvae_commit": source_commit(),
         "export_date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
         "image_shape": list(model.image_shape),

@@ -1,4 +1,4 @@
-"""Export a trained `.keras` checkpoint: SavedModel (TF Serving layout) + TFLite.
+r"""Export a trained `.keras` checkpoint: SavedModel (TF Serving layout) + TFLite.
 
     python -m tools.export --checkpoint=/tmp/vae/model.keras --base_dir=saved_models \
         --name=mnist_vae --tflite=float32,float16,int8
@@ -16,8 +16,10 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "The .keras file of a trained tfvae.VAE.")
-flags.DEFINE_string("base_dir", "saved_models", "Models land in <base_dir>/<name>/<version>.")
-flags.DEFINE_string("name", "vae", "Model name (a folder under base_dir; TFLite file stem).")
+flags.DEFINE_string("base_dir", "saved_models",
+                    "Models land in <base_dir>/<name>/<version>.")
+flags.DEFINE_string("name", "vae",
+                    "Model name (a folder under base_dir; TFLite file stem).")
 flags.DEFINE_integer("version", None, "Version folder; default: the next free integer.")
 flags.DEFINE_list("tflite", ["float32"],
                   "TFLite files to write: any of float32, float16, int8; empty for none.")
@@ -38,8 +40,11 @@ def main(argv):
             extra = json.load(f)
 
     import keras  # after flag parsing, so that --help is fast
+    import tensorflow as tf
     import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
     from tfvae import export
+
+    tf.get_logger().setLevel("WARNING")  # no INFO line per saved function
 
     model = keras.saving.load_model(FLAGS.checkpoint)
     paths = export.export_model(model, base_dir=FLAGS.base_dir, name=FLAGS.name,

@@ -1,4 +1,4 @@
-"""Sample images from an exported VAE (SavedModel folder or .tflite file) into a PNG.
+r"""Sample images from an exported VAE (SavedModel folder or .tflite file) into a PNG.
 
     python -m tools.sample saved_models/mnist_vae/1 --output=samples.png
     python -m tools.sample saved_models/mnist_vae/1/mnist_vae.tflite --output=samples.png
@@ -8,13 +8,16 @@
 
 A SavedModel runs its `sample` signature (and `reconstruct` for --reconstructions);
 a .tflite file runs its `sample` signature in the LiteRT interpreter (pip install
-ai-edge-litert). PNGs are written with tf.io.encode_png: no plotting package needed.
+ai-edge-litert); that path needs only numpy and ai-edge-litert, not TensorFlow. PNGs
+are written with zlib from the standard library: no plotting package needed.
 The reconstruction grid alternates rows of inputs and their reconstructions.
 """
 
 import math
 import os
+import struct
 import time
+import zlib
 
 import numpy as np
 from absl import app, flags
@@ -111,11 +114,27 @@ def image_grid(images, columns=None):
     return np.round(grid * 255).astype(np.uint8)
 
 
+def encode_png(grid):
+    """uint8 [H, W, C] (C = 1 grey, 3 RGB, 4 RGBA) -> PNG bytes, with zlib only."""
+    height, width, channels = grid.shape
+    color_type = {1: 0, 3: 2, 4: 6}[channels]
+    rows = np.concatenate([np.zeros((height, 1), np.uint8),  # filter type 0 per row
+                           np.ascontiguousarray(grid, np.uint8).reshape(height, -1)], 1)
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + chunk(b"IEND", b""))
+
+
 def write_png(path, grid):
-    import tensorflow as tf
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    tf.io.write_file(path, tf.io.encode_png(grid))
+    with open(path, "wb") as f:
+        f.write(encode_png(grid))
     return path
 
 
