@@ -13,6 +13,9 @@ and log p(x) - ELBO = KL(q || q*) >= 0, with equality only at q = q*.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -271,7 +274,7 @@ def test_jit_compiled_fit():
     x = prototype_images(64)
     model = small_vae()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
-    history = model.fit(x, epochs=2, batch_size=32, verbose=0).history
+    history = model.fit(x, epochs=2, batch_size=64, verbose=0).history
     for name in ("loss", "elbo", "rate", "distortion"):
         assert np.all(np.isfinite(history[name])), name
     np.testing.assert_allclose(history["elbo"], -(np.array(history["rate"])
@@ -299,6 +302,54 @@ def test_mirrored_strategy_gives_the_same_step_as_no_strategy():
         np.testing.assert_allclose(mirrored_history[name], value, rtol=1e-6, err_msg=name)
     for a, b in zip(plain_weights, mirrored_weights):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+_TWO_REPLICAS = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np, keras, tfvae
+x = (np.random.default_rng(0).random((64, 8, 8, 1)) > 0.5).astype("float32")
+
+def run(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(1)
+        model = tfvae.VAE(tfvae.MLPEncoder(2, (16,)), tfvae.MLPDecoder((8, 8, 1), (16,)))
+        kernel, bias = model.encoder.head.get_weights()
+        kernel[:, 2:], bias[2:] = 0.0, -30.0  # posterior scale = min_scale: z ~ its mean
+        model.encoder.head.set_weights([kernel, bias])
+        start = model.get_weights()
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    logs = model.fit(x, epochs=1, batch_size=64, shuffle=False, verbose=0).history
+    logs = {k: v[0] for k, v in logs.items()}
+    return logs, model.get_weights(), start
+
+plain, plain_w, start = run(tf.distribute.get_strategy())
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+mirrored, mirrored_w, _ = run(strategy)
+json.dump({"replicas": strategy.num_replicas_in_sync, "plain": plain, "mirrored": mirrored,
+           "weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(plain_w, mirrored_w)),
+           "update": max(float(np.abs(a - b).max()) for a, b in zip(plain_w, start))},
+          sys.stdout)
+"""
+
+
+def test_two_replicas_take_the_same_step_as_one_device():
+    """Gradients summed over replicas must equal the one-device batch-mean gradient.
+
+    Two logical CPUs need a fresh process (TF fixes its devices at start-up)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, os.environ.get("PYTHONPATH", "")]), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], env=env, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    for name, value in result["plain"].items():
+        np.testing.assert_allclose(result["mirrored"][name], value, rtol=1e-5, err_msg=name)
+    assert result["update"] > 1e-2  # a real step, ...
+    assert result["weight_diff"] < 1e-4  # ... the same on two replicas
 
 
 # -- the model's API -------------------------------------------------------------------
