@@ -224,13 +224,20 @@ def test_metadata_describes_the_model(bernoulli_model, bernoulli_export):
 
 # -- bad input at serving time -------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(2, 7, 8, 1), (2, 8, 8), (2, 8, 8, 3)])
+@pytest.mark.parametrize("shape", [(2, 7, 8, 1), (2, 8, 8), (2, 8, 8, 3), (2, 64), (1, 2, 8, 8, 1)])
 def test_wrong_image_shape_is_named(loaded, shape):
     images = tf.zeros(shape)
     for key in ("encode", "reconstruct", "elbo"):
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match=r"images must have shape \[batch, 8, 8, 1\]"):
             loaded.signatures[key](images=images)
+
+
+@pytest.mark.parametrize("shape", [(2, LATENT_DIM + 1), (2, 1, LATENT_DIM), (LATENT_DIM,), ()])
+def test_wrong_code_shape_is_named(loaded, shape):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"z must have shape \[batch, {LATENT_DIM}\]"):
+        loaded.signatures["decode"](z=tf.zeros(shape))
 
 
 def test_wrong_dtype_and_range_and_count_are_named(loaded):

@@ -33,6 +33,7 @@ weights (not the Keras layers), so the TF1 session loader that TF Serving and
 
 import datetime
 import json
+import math
 import os
 import re
 import subprocess
@@ -105,25 +106,33 @@ def _check_num_samples(num_samples):
         num_samples, message="num_samples must be a positive integer (int32 scalar)")])
 
 
+def _check_shape(tensor, name, shape):
+    """`tensor` reshaped to [batch, *shape] after a readable check of its shape.
+
+    Only run-time values are compared: grappler folds what the static signature
+    shape implies (such as the rank), so a check built on it would pass any input.
+    """
+    actual = tf.shape(tensor)
+    # Padded so that indexing cannot fail whatever the rank of the input.
+    padded = tf.concat([actual, tf.zeros([len(shape) + 1], tf.int32)], axis=0)
+    right_shape = tf.debugging.Assert(
+        tf.logical_and(tf.equal(tf.size(tensor), padded[0] * math.prod(shape)),
+                       tf.reduce_all(tf.equal(padded[1:len(shape) + 1], shape))),
+        [f"{name} must have shape [batch, {', '.join(map(str, shape))}], got", actual])
+    with tf.control_dependencies([right_shape]):
+        return tf.reshape(tensor, [-1, *shape])
+
+
 def _check_images(images, image_shape):
     """Readable run-time errors for images of the wrong shape or range."""
-    shape = tf.shape(images)
-    # Padded so that the comparison itself cannot fail on a tensor of another rank.
-    padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[1:4]
-    right_shape = tf.debugging.Assert(
-        tf.logical_and(tf.equal(tf.size(shape), 4),
-                       tf.reduce_all(tf.equal(padded, image_shape))),
-        [f"images must have shape [batch, {', '.join(map(str, image_shape))}], got",
-         shape])
-    with tf.control_dependencies([right_shape]):
-        in_range = [
-            tf.debugging.assert_greater_equal(
-                images, 0.0, message="images must be float32 in [0, 1]; found a value "
-                                     "below 0"),
-            tf.debugging.assert_less_equal(
-                images, 1.0, message="images must be float32 in [0, 1]; found a value "
-                                     "above 1 (divide uint8 images by 255)")]
-    return _checked(images, in_range)
+    images = _check_shape(images, "images", image_shape)
+    return _checked(images, [
+        tf.debugging.assert_greater_equal(
+            images, 0.0, message="images must be float32 in [0, 1]; found a value "
+                                 "below 0"),
+        tf.debugging.assert_less_equal(
+            images, 1.0, message="images must be float32 in [0, 1]; found a value "
+                                 "above 1 (divide uint8 images by 255)")])
 
 
 def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
@@ -150,6 +159,7 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
         return {"loc": posterior.loc, "scale": posterior.scale}
 
     def decode(z):
+        z = _check_shape(z, "z", (model.encoder.latent_dim,))
         likelihood = model.decode(z, training=False)
         return {"images": likelihood.mean(),
                 **distributions.likelihood_parameters(likelihood)}
