@@ -270,6 +270,16 @@ class VAE(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas if replicas > 1 else loss
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        results = super().compute_metrics(x, y, y_pred, sample_weight)
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # Keras 3 reduces step logs across workers along axis 0, which fails for
+            # scalars (tensorflow/tensorflow#72388); [1]-vectors reduce to the mean.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
+
     def predict_step(self, data):
         terms = super().predict_step(data)
         return {k: v for k, v in terms.items() if not k.startswith("_")}
