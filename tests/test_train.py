@@ -1,0 +1,288 @@
+"""The training CLI end to end on tfds.testing.mock_data (random bytes, binarized).
+
+Runs go through `tfvae.train.run(argv)`, the command line in-process (a subprocess
+costs seconds of TensorFlow import); one test runs the real `python -m tfvae.train`.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tfvae import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_EXAMPLES = 48  # 3 steps of 16 per epoch
+TINY = dict(dataset="mnist", binarization="dynamic", validation_split="test",
+            encoder_hidden_units=[16], decoder_hidden_units=[16], latent_dim=2,
+            batch_size=16, export=False, verbose=0, jit_compile=False,
+            log_images=False)
+FLAGFILE = """\
+# A tiny run on mock MNIST (random bytes, binarized each epoch).
+--dataset=mnist
+--binarization=dynamic
+--validation_split=test
+--encoder_hidden_units=16
+--decoder_hidden_units=16
+--latent_dim=3
+--batch_size=16
+--epochs=2
+--deterministic
+--noexport
+--verbose=0
+"""
+
+
+def _argv(**options):
+    """Command-line flags for `options` (booleans as --name / --noname)."""
+    argv = ["tfvae.train"]
+    for name, value in options.items():
+        if isinstance(value, bool):
+            argv.append(f"--{'' if value else 'no'}{name}")
+        elif isinstance(value, (list, tuple)):
+            argv.append(f"--{name}={','.join(map(str, value))}")
+        else:
+            argv.append(f"--{name}={value}")
+    return argv
+
+
+def _run(*argv):
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+        return train.run(["tfvae.train", *argv])
+
+
+def _fails(*argv, mock=True):
+    """The one-line message of a run that must stop before training."""
+    with pytest.raises(SystemExit) as exit_info:
+        if mock:
+            _run(*argv)
+        else:
+            train.run(["tfvae.train", *argv])
+    message = str(exit_info.value.code)
+    assert message.startswith("tfvae.train: error: ") and "\n" not in message
+    return message
+
+
+def _weights(path):
+    return keras.saving.load_model(path).get_weights()
+
+
+def _history(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_op_determinism():
+    """--deterministic turns op determinism on for the whole process; turn it off for
+    the test files that run after this one."""
+    yield
+    from tensorflow.python.framework import config  # the switch-off is not public
+
+    config.disable_op_determinism()
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One run through the CLI with a flagfile, a command-line override, XLA and
+    TensorBoard images: 2 epochs on mock MNIST."""
+    root = tmp_path_factory.mktemp("cli")
+    flagfile = root / "tiny.cfg"
+    flagfile.write_text(FLAGFILE)
+    output_dir = root / "run"
+    metrics = _run(f"--flagfile={flagfile}", "--latent_dim=2", f"--output_dir={output_dir}")
+    return output_dir, metrics
+
+
+def test_cli_run_writes_checkpoints_metrics_and_logs(cli_run):
+    output_dir, metrics = cli_run
+    names = set(os.listdir(output_dir))
+    assert {"best.keras", "model.keras", "metrics.json", "history.csv", "config.json",
+            "logs"} <= names
+    assert "backup" not in names  # Deleted once training finished.
+    with open(output_dir / "metrics.json") as f:
+        written = json.load(f)
+    assert written["test"] == pytest.approx(metrics["test"])
+    test = written["test"]
+    assert np.isfinite(test["elbo"]) and test["elbo"] == pytest.approx(
+        -(test["rate"] + test["distortion"]), rel=1e-5)
+    assert written["optimizer_steps"] == 2 * 3 and written["resumed_from"] is None
+    history = _history(output_dir / "history.csv")
+    assert [row["epoch"] for row in history] == ["0", "1"]
+    assert {"elbo", "val_elbo", "rate", "distortion", "images_per_s"} <= set(history[0])
+    # The final model holds the best validation epoch's weights and evaluates.
+    model = keras.saving.load_model(output_dir / "model.keras")
+    for got, want in zip(model.get_weights(), _weights(output_dir / "best.keras")):
+        np.testing.assert_array_equal(got, want)
+    event_dirs = {d for d, _, files in os.walk(output_dir / "logs")
+                  if any(f.startswith("events.out") for f in files)}
+    assert {os.path.basename(d) for d in event_dirs} >= {"train", "validation", "images"}
+
+
+def test_flagfile_is_read_and_the_command_line_overrides_it(cli_run):
+    output_dir, _ = cli_run
+    with open(output_dir / "config.json") as f:
+        config = json.load(f)
+    assert config["latent_dim"] == 2  # command line over the flagfile's 3
+    assert config["batch_size"] == 16 and config["epochs"] == 2  # from the flagfile
+    assert config["encoder_hidden_units"] == [16] and config["dataset"] == "mnist"
+    assert config["deterministic"] is True
+    assert keras.saving.load_model(output_dir / "model.keras").encoder.latent_dim == 2
+
+
+def test_deterministic_runs_give_identical_weights(cli_run, tmp_path):
+    output_dir, _ = cli_run
+    with open(output_dir / "config.json") as f:
+        config = json.load(f)
+    config["output_dir"] = str(tmp_path / "again")
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+        train.train_and_evaluate(**config)
+    first = _weights(output_dir / "model.keras")
+    second = _weights(tmp_path / "again" / "model.keras")
+    assert len(first) == len(second) > 0
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_best_checkpoint(cli_run, tmp_path):
+    source, _ = cli_run
+    output_dir = tmp_path / "nan"
+    shutil.copytree(source, output_dir)
+    best = output_dir / "best.keras"
+    before = _weights(best)
+    # A learning rate of 1e30 sends the weights to Inf within a step or two.
+    message = _fails(*_argv(**{**TINY, "epochs": 2, "optimizer": "sgd",
+                               "learning_rate": 1e30})[1:],
+                     f"--output_dir={output_dir}")
+    assert "the loss became nan" in message or "the loss became inf" in message
+    assert f"intact at {best}" in message
+    for got, want in zip(_weights(best), before):
+        np.testing.assert_array_equal(got, want)
+    model = keras.saving.load_model(best)
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+        from tfvae import data
+        images = next(iter(data.load_dataset("mnist", "test", 16)))
+    assert np.isfinite(model.elbo(images)["elbo"].numpy()).all()
+
+
+class _Kill(keras.callbacks.Callback):
+    """Simulates a killed process: raises before `batch` of `epoch` (0-based)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self._current = epoch, batch, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self._current, batch) == (self.epoch, self.batch):
+            raise KeyboardInterrupt("killed")
+
+
+def test_a_killed_run_resumes_from_the_backup(tmp_path, capsys):
+    options = {**TINY, "epochs": 3, "backup_save_freq": 2}
+    output_dir = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES), \
+            pytest.raises(KeyboardInterrupt):
+        # Steps 1-3 are epoch 1; backups after steps 2 and 4; killed before step 6.
+        train.train_and_evaluate(str(output_dir), callbacks=[_Kill(1, 2)], **options)
+    assert os.path.exists(output_dir / "backup" / "latest.weights.h5")
+    assert os.path.exists(output_dir / "backup" / "latest.weights.h5.bkp")
+    metrics = _run(*_argv(**options)[1:], f"--output_dir={output_dir}")
+    assert "Resuming from the backup" in capsys.readouterr().out
+    # Epoch 2 restarts at its first batch from the weights after step 4.
+    assert metrics["resumed_from"] == {"epoch": 1, "step": 4}
+    assert metrics["optimizer_steps"] == 4 + 2 * 3
+    assert [row["epoch"] for row in _history(output_dir / "history.csv")] == \
+        ["0", "1", "2"]
+    assert not os.path.exists(output_dir / "backup")
+
+
+def test_a_backup_of_another_model_is_refused(tmp_path):
+    output_dir = tmp_path / "run"
+    (output_dir / "backup").mkdir(parents=True)
+    (output_dir / "backup" / "latest.weights.h5").write_bytes(b"")
+    (output_dir / "config.json").write_text(json.dumps(
+        {**train.options_from_flags(), "dataset": "mnist", "latent_dim": 7}))
+    message = _fails(*_argv(**TINY)[1:], f"--output_dir={output_dir}")
+    assert "holds a backup of a different run (latent_dim: 7 -> 2" in message
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--nosuchflag"], "Unknown command line flag 'nosuchflag'"),
+    (["--flagfile=/no/such.cfg"], "Unable to open flagfile"),
+    (["--strategy=parameter_server"],
+     "flag --strategy=parameter_server: value should be one of "
+     "<default|mirrored|multi_worker|tpu>"),
+    (["--latent_dim=0"], "flag --latent_dim=0: 0 is not a positive integer"),
+    (["--dataset=no_such_dataset"], "Unknown dataset 'no_such_dataset'; supported: "
+     "binarized_mnist, mnist, fashion_mnist"),
+    (["--encoder_hidden_units=5,x"], "--encoder_hidden_units must be a comma-separated"),
+    (["--backup_save_freq=often"], "backup_save_freq must be 'epoch' or a positive"),
+    (["--dataset=mnist", "--encoder=conv", "--decoder=conv",
+      "--decoder_filters=8,8,8"], "needs height and width divisible by 8"),
+    (["positional"], "unexpected arguments: positional"),
+])
+def test_bad_flags_fail_in_one_line(argv, expected, tmp_path):
+    assert expected in _fails(*argv, f"--output_dir={tmp_path}")
+
+
+def test_unwritable_output_dir_fails_in_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    message = _fails(f"--output_dir={blocker}/run", "--dataset=mnist")
+    assert f"Output dir {blocker}/run is not writable" in message
+
+
+def test_missing_data_names_the_files_and_the_flag(tmp_path):
+    message = _fails(f"--tfds_data_dir={tmp_path / 'tfds'}", f"--tfds_manual_dir={tmp_path}",
+                     f"--output_dir={tmp_path / 'run'}", mock=False)
+    assert "binarized_mnist_train.amat" in message and "--tfds_manual_dir" in message
+
+
+def test_images_the_model_cannot_take_fail_in_one_line(tmp_path):
+    # Mock bytes 0-254 where binarized_mnist promises {0, 1}.
+    message = _fails("--dataset=binarized_mnist", f"--output_dir={tmp_path}")
+    assert "binarized_mnist[train] has pixel values in [0.0, 254.0]" in message
+
+
+def test_baseline_config_parses_to_the_documented_model():
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["tfvae.train", f"--flagfile={ROOT}/configs/mnist.cfg"])
+    options = train.options_from_flags()
+    train.FLAGS.unparse_flags()
+    assert options["dataset"] == "binarized_mnist"
+    assert options["encoder"] == options["decoder"] == "mlp"
+    assert options["encoder_hidden_units"] == options["decoder_hidden_units"] == [500, 500]
+    assert options["latent_dim"] == 50 and options["likelihood"] == "bernoulli"
+    assert options["optimizer"] == "adam" and options["batch_size"] == 100
+
+
+def test_every_option_is_a_flag_with_the_same_default():
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["tfvae.train"])
+    options = train.options_from_flags()
+    defaults = {k: v for k, v in train._DEFAULT.items() if k != "callbacks"}
+    assert options.keys() == defaults.keys()
+    for name, value in defaults.items():
+        expected = list(value) if isinstance(value, tuple) else value
+        assert options[name] == expected, name
+
+
+def test_the_module_entry_point_reports_a_bad_flag_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "tfvae.train", "--nosuchflag"], cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        "tfvae.train: error: Unknown command line flag 'nosuchflag'"

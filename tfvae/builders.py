@@ -1,0 +1,167 @@
+"""Plain functions that turn option values into a model, an optimizer and a strategy.
+
+`tfvae.train` calls them with its flag values; in a notebook they are called with
+keyword arguments, e.g.
+
+    model = build_model((28, 28, 1), latent_dim=50)
+    model.compile(optimizer=build_optimizer("adam", 1e-3), jit_compile=True)
+    model.fit(tfvae.data.load_dataset("binarized_mnist", "train", 100), epochs=10)
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from tfvae.model import VAE
+from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
+
+NETWORKS = ("mlp", "conv")
+PRIORS = ("standard_normal", "mixture", "vampprior")
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamax": keras.optimizers.Adamax,
+    "adagrad": keras.optimizers.Adagrad,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of {', '.join(choices)}.")
+    return value
+
+
+def _ints(name, values):
+    try:
+        return tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a list of integers, got {values!r}.") from None
+
+
+def build_model(image_shape, *, encoder="mlp", decoder="mlp",
+                encoder_hidden_units=(500, 500), decoder_hidden_units=(500, 500),
+                encoder_filters=(32, 64), decoder_filters=(64, 32), activation="relu",
+                dropout=0.0, latent_dim=50, likelihood="bernoulli",
+                prior="standard_normal",
+                prior_components=0, num_samples=1, kl="auto", objective="elbo",
+                gradient_estimator="reparameterization", beta=1.0, kl_warmup_steps=0,
+                free_bits=0.0, info_alpha=0.0, info_lambda=1.0, mmd_kernel="imq"):
+    """A built `VAE` for images of `image_shape` (H, W, C).
+
+    encoder, decoder: "mlp" or "conv". *_hidden_units: Dense layer sizes; *_filters:
+    conv channels (conv only; the conv decoder needs H and W divisible by
+    2**len(decoder_filters)). dropout: rate after each hidden layer of MLP networks.
+    prior: "standard_normal", "mixture" (prior_components
+    Gaussians, default 10) or "vampprior" (prior_components pseudo-inputs, default
+    500). The remaining arguments go to `VAE` unchanged.
+    """
+    image_shape = _ints("image_shape", image_shape)
+    if int(latent_dim) < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
+    enc_units = _ints("encoder_hidden_units", encoder_hidden_units)
+    dec_units = _ints("decoder_hidden_units", decoder_hidden_units)
+    if float(dropout) and "conv" in (encoder, decoder):
+        raise ValueError("dropout applies to MLP encoders and decoders only.")
+    if _choice("encoder", encoder, NETWORKS) == "mlp":
+        enc = MLPEncoder(latent_dim, enc_units, activation, dropout=dropout,
+                         name="encoder")
+    else:
+        enc = ConvEncoder(latent_dim, _ints("encoder_filters", encoder_filters), enc_units,
+                          activation, name="encoder")
+    if _choice("decoder", decoder, NETWORKS) == "mlp":
+        dec = MLPDecoder(image_shape, dec_units, likelihood, activation, dropout=dropout,
+                         name="decoder")
+    else:
+        dec = ConvDecoder(image_shape, _ints("decoder_filters", decoder_filters), dec_units,
+                          likelihood, activation, name="decoder")
+    prior = _choice("prior", prior, PRIORS)
+    components = int(prior_components)
+    if prior == "standard_normal":
+        prior_layer = StandardNormalPrior(latent_dim, name="prior")
+    elif prior == "mixture":
+        prior_layer = MixturePrior(latent_dim, components or 10, name="prior")
+    else:
+        prior_layer = VampPrior(image_shape, components or 500, name="prior")
+    return VAE(enc, dec, prior_layer, num_samples=num_samples, kl=kl, objective=objective,
+               gradient_estimator=gradient_estimator, beta=beta,
+               kl_warmup_steps=kl_warmup_steps, free_bits=free_bits,
+               info_alpha=info_alpha, info_lambda=info_lambda, mmd_kernel=mmd_kernel,
+               name="vae")
+
+
+def build_learning_rate(learning_rate, schedule="constant", *, total_steps=None,
+                        steps_per_epoch=None, decay_rate=0.5, decay_epochs=1.0):
+    """A float or a `keras.optimizers.schedules` object, stepped per batch.
+
+    constant: `learning_rate`. cosine: half a cosine from `learning_rate` to 0 over
+    `total_steps`. exponential: learning_rate * decay_rate ** (step / (decay_epochs *
+    steps_per_epoch)), a smooth decay by `decay_rate` every `decay_epochs` epochs.
+    """
+    learning_rate = float(learning_rate)
+    if learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}.")
+    schedule = _choice("lr_schedule", schedule, LR_SCHEDULES)
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "cosine":
+        if not total_steps:
+            raise ValueError("lr_schedule='cosine' needs the number of training steps.")
+        return keras.optimizers.schedules.CosineDecay(learning_rate, int(total_steps))
+    if not steps_per_epoch or float(decay_epochs) <= 0:
+        raise ValueError("lr_schedule='exponential' needs steps per epoch and "
+                         "lr_decay_epochs > 0.")
+    return keras.optimizers.schedules.ExponentialDecay(
+        learning_rate, max(1, round(float(decay_epochs) * steps_per_epoch)),
+        float(decay_rate))
+
+
+def build_optimizer(name="adam", learning_rate=1e-3, *, clipnorm=0.0, use_ema=False,
+                    ema_momentum=0.99):
+    """A Keras optimizer; `learning_rate` may be a schedule (`build_learning_rate`).
+
+    clipnorm > 0 clips each gradient tensor's norm; use_ema keeps an exponential
+    moving average of the weights (pair with `keras.callbacks.SwapEMAWeights`).
+    """
+    cls = OPTIMIZERS[_choice("optimizer", name, tuple(OPTIMIZERS))]
+    return cls(learning_rate=learning_rate, clipnorm=float(clipnorm) or None,
+               use_ema=bool(use_ema), ema_momentum=float(ema_momentum))
+
+
+def build_strategy(name="default", tpu=None):
+    """A `tf.distribute` strategy. Create it before any other TensorFlow work.
+
+    default: one device. mirrored: all local GPUs (one replica on a CPU).
+    multi_worker: `MultiWorkerMirroredStrategy`, cluster from the TF_CONFIG variable.
+    tpu: `TPUStrategy` on the TPU at address `tpu` ("" or "local" for a TPU VM);
+    untested here, as no TPU was available.
+    """
+    name = _choice("strategy", name, STRATEGIES)
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("strategy='multi_worker' needs the TF_CONFIG environment "
+                             "variable (cluster and task of this worker).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """True for the worker that writes checkpoints, logs and exports."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief

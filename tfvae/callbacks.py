@@ -1,0 +1,233 @@
+"""Keras callbacks for training a VAE: divergence guard, backups, images, timing.
+
+* `NonFiniteGuard` stops `fit` at the first batch whose loss is NaN or Inf (or at an
+  epoch whose validation loss is), and voids that epoch's logs (all NaN) so that no
+  later callback takes the diverged weights for the best ones. Put it first.
+* `BestCheckpoint` is `ModelCheckpoint(save_best_only=True)` that never saves an
+  epoch whose monitored value is missing or not finite.
+* `Backup` is `keras.callbacks.BackupAndRestore` that says when it resumes, never
+  saves weights after a non-finite loss (the last good backup survives), keeps the
+  backup when training diverged, and turns an unreadable backup into one clear error.
+* `ImageGrid` writes prior samples and reconstructions to TensorBoard each epoch.
+* `EpochTimer` adds `epoch_time_s` (training part of the epoch, without validation)
+  and `images_per_s` to the epoch logs; put it before the loggers.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+
+def _finite(value):
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # Not a number: nothing to judge.
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training when the loss stops being finite.
+
+    After `fit`, `diverged` is None or a dict with the `epoch` (0-based), `batch`
+    and `loss` at which training stopped.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.diverged = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.diverged is None and loss is not None and not _finite(loss):
+            self.diverged = {"epoch": self._epoch, "batch": int(batch), "loss": float(loss)}
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            if logs is not None and self.diverged is None and not _finite(
+                    logs.get(key, 0)):
+                self.diverged = {"epoch": epoch, "batch": None, "loss": float(logs[key]),
+                                 "key": key}
+                self.model.stop_training = True
+        if logs is not None and self.diverged is not None:
+            for key in logs:  # Later callbacks see this epoch as void.
+                logs[key] = float("nan")
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint(save_best_only=True)` that skips epochs whose monitored value
+    is missing, NaN or Inf (Keras 3 saves those when no best value is known yet)."""
+
+    def __init__(self, filepath, monitor, mode="max", initial_value_threshold=None,
+                 verbose=0):
+        super().__init__(filepath, monitor=monitor, mode=mode, save_best_only=True,
+                         initial_value_threshold=initial_value_threshold,
+                         verbose=verbose)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and _finite(value):
+            super().on_epoch_end(epoch, logs)
+
+
+class BackupError(RuntimeError):
+    """Neither the latest backup nor the previous copy can be read."""
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that logs resumption and never backs up diverged weights."""
+
+    def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=True,
+                 delete_checkpoint=True):
+        super().__init__(backup_dir, save_freq=save_freq,
+                         double_checkpoint=double_checkpoint,
+                         delete_checkpoint=delete_checkpoint)
+        self.resumed_from = None
+        self._diverged = False
+
+    def _read_metadata(self):
+        with open(self._training_metadata_path) as f:
+            return json.load(f)
+
+    def on_train_begin(self, logs=None):
+        if not os.path.exists(self._weights_path):
+            return
+        try:
+            self._load_model()
+        except (OSError, ValueError) as error:
+            if not os.path.exists(self._prev_weights_path):
+                raise BackupError(
+                    f"The backup {self._weights_path} cannot be read ({error}); delete "
+                    f"{self.backup_dir} to start over.") from error
+            logging.warning("Backup %s cannot be read (%s); falling back to the "
+                            "previous copy.", self._weights_path, error)
+            for previous, latest in ((self._prev_weights_path, self._weights_path),
+                                     (self._prev_training_metadata_path,
+                                      self._training_metadata_path)):
+                if os.path.exists(previous):
+                    os.replace(previous, latest)
+            try:
+                self._load_model()
+            except (OSError, ValueError) as error2:
+                raise BackupError(
+                    f"Neither the backup nor its previous copy in {self.backup_dir} can "
+                    f"be read ({error2}); delete that directory to start over.") from error2
+        step = int(self.model.optimizer.iterations.numpy()) if self.model.optimizer else 0
+        epoch = self._read_metadata()["epoch"] if os.path.exists(
+            self._training_metadata_path) else 0
+        self.resumed_from = {"epoch": epoch, "step": step}
+        # Keras restores the epoch; count it as done for the schedule of batch saves.
+        self._current_epoch = epoch
+        logging.info("Resuming from the backup in %s: epoch %d, optimizer step %d.",
+                     self.backup_dir, epoch + 1, step)
+        print(f"Resuming from the backup in {self.backup_dir}: epoch {epoch + 1}, "
+              f"optimizer step {step}.", flush=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not _finite((logs or {}).get("loss", 0)):
+            self._diverged = True
+        if not self._diverged:
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _finite((logs or {}).get("loss", 0)):
+            self._diverged = True
+        if not self._diverged:
+            super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        if not self._diverged:  # Keep the last good state of a diverged run.
+            super().on_train_end(logs)
+
+
+def image_grid(images, columns):
+    """[N, H, W, C] in [0, 1] -> one image [1, rows * H, columns * W, C]."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    count, height, width, channels = images.shape
+    rows = -(-count // columns)
+    padded = np.zeros((rows * columns, height, width, channels), np.float32)
+    padded[:count] = images
+    grid = padded.reshape(rows, columns, height, width, channels)
+    return grid.transpose(0, 2, 1, 3, 4).reshape(1, rows * height, columns * width,
+                                                 channels)
+
+
+class ImageGrid(keras.callbacks.Callback):
+    """Logs `samples` (decoded draws from the prior) and `reconstructions` (inputs on
+    the top row, their reconstructions below) to `log_dir` at each epoch's end."""
+
+    def __init__(self, log_dir, images, num_samples=16, seed=0):
+        super().__init__()
+        self.log_dir = log_dir
+        self.images = np.asarray(images, np.float32)
+        self.num_samples = int(num_samples)
+        self.seed = seed
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        # The first eager call of the prior would otherwise retrace the train step
+        # in the next epoch (seconds with XLA).
+        self.model.sample(1)
+        self.model.reconstruct(self.images[:1])
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        columns = max(len(self.images), 1)
+        samples = self.model.sample(self.num_samples)
+        reconstructions = self.model.reconstruct(self.images)
+        pairs = np.concatenate([self.images, np.asarray(reconstructions)], axis=0)
+        with self._writer.as_default(step=epoch):
+            tf.summary.image("samples", image_grid(samples, int(math.isqrt(
+                self.num_samples)) or 1))
+            tf.summary.image("reconstructions", image_grid(pairs, columns))
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_time_s` and `images_per_s` (training only) to the epoch logs.
+
+    `batch_size` is the global batch; the last partial batch counts as a full one.
+    """
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = int(batch_size)
+        self.times = []
+        self.rates = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._elapsed = None
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps = int(batch) + 1
+
+    def on_test_begin(self, logs=None):
+        if getattr(self, "_elapsed", 0) is None:  # Validation inside an epoch.
+            self._elapsed = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = self._elapsed or (time.perf_counter() - self._start)
+        rate = self._steps * self.batch_size / max(elapsed, 1e-9)
+        self.times.append(elapsed)
+        self.rates.append(rate)
+        if logs is not None:
+            logs["epoch_time_s"] = elapsed
+            logs["images_per_s"] = rate
