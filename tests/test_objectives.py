@@ -112,12 +112,12 @@ def test_kernel_values():
 def test_mmd_is_zero_for_equal_distributions_and_grows_with_a_shift(kernel):
     rng = np.random.default_rng(0)
     repeats, n, dim = 40, 200, 4
+    estimate = tf.function(lambda a, b: objectives.mmd(a, b, kernel))
 
     def estimates(shift):
         return np.array([
-            float(objectives.mmd(
-                tf.constant(rng.normal(size=(n, dim)), tf.float32),
-                tf.constant(rng.normal(size=(n, dim)) + shift, tf.float32), kernel))
+            float(estimate(tf.constant(rng.normal(size=(n, dim)), tf.float32),
+                           tf.constant(rng.normal(size=(n, dim)) + shift, tf.float32)))
             for _ in range(repeats)])
 
     null = estimates(0.0)
@@ -127,6 +127,14 @@ def test_mmd_is_zero_for_equal_distributions_and_grows_with_a_shift(kernel):
     means = [estimates(shift).mean() for shift in (0.25, 0.5, 1.0)]
     assert means[0] > 5 * noise
     assert means[0] < means[1] < means[2]
+
+
+def test_mmd_of_a_single_sample_is_zero_with_a_finite_gradient():
+    a = tf.Variable([[1.0, 2.0]])
+    with tf.GradientTape() as tape:
+        value = objectives.mmd(a, tf.zeros([5, 2]))
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(tape.gradient(value, a), [[0.0, 0.0]])
 
 
 # -- gradient estimators on a toy with a closed-form gradient ----------------------
@@ -308,6 +316,18 @@ def test_loss_assembles_beta_free_bits_and_infovae_terms():
     hand = (terms["distortion"].numpy().mean() + 0.75 * terms["rate"].numpy().mean()
             + 9.25 * mmd[0])
     np.testing.assert_allclose(model.compute_loss(images, None, terms), hand, rtol=1e-6)
+
+
+def test_infovae_fit_survives_a_last_batch_of_one_image():
+    """Regression: MMD on one image was 0 / 0 and turned every weight into NaN."""
+    keras.utils.set_random_seed(0)
+    x = copies(num_images=1, num_copies=17)
+    model = tfvae.VAE(tfvae.MLPEncoder(2, (4,)), tfvae.MLPDecoder(IMAGE_SHAPE, (4,)),
+                      info_lambda=10.0)
+    model.compile(optimizer="adam")
+    history = model.fit(x, epochs=1, batch_size=16, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
 def test_mixture_prior_picks_the_sampled_kl():

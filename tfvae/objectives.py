@@ -125,16 +125,22 @@ def kernel_matrix(a, b, kernel="imq"):
 
 
 def mmd(a, b, kernel="imq"):
-    """Unbiased estimate of MMD^2 between samples a [N, D] and b [M, D] (N, M >= 2)."""
+    """Unbiased estimate of MMD^2 between samples a [N, D] and b [M, D].
+
+    0 when N or M is below 2 (no estimate; e.g. a last batch of one image), rather
+    than 0 / 0 = NaN, which would poison the weights through the gradient.
+    """
     n = tf.cast(tf.shape(a)[0], a.dtype)
     m = tf.cast(tf.shape(b)[0], b.dtype)
 
     def off_diagonal_mean(k, size):
-        return (tf.reduce_sum(k) - tf.linalg.trace(k)) / (size * (size - 1.0))
+        return (tf.reduce_sum(k) - tf.linalg.trace(k)) / tf.maximum(size * (size - 1.0),
+                                                                    1.0)
 
-    return (off_diagonal_mean(kernel_matrix(a, a, kernel), n)
-            + off_diagonal_mean(kernel_matrix(b, b, kernel), m)
-            - 2.0 * tf.reduce_mean(kernel_matrix(a, b, kernel)))
+    value = (off_diagonal_mean(kernel_matrix(a, a, kernel), n)
+             + off_diagonal_mean(kernel_matrix(b, b, kernel), m)
+             - 2.0 * tf.reduce_mean(kernel_matrix(a, b, kernel)))
+    return tf.where((n > 1.0) & (m > 1.0), value, tf.zeros_like(value))
 
 
 def leave_one_out_baseline(signal):
