@@ -81,7 +81,7 @@ def test_gaussian_decoder_scale_is_finite_for_huge_codes():
     assert np.all(p.stddev().numpy() >= 0.05)
 
 
-def _assert_same_config_and_outputs(layer, clone, inputs):
+def _assert_same_outputs(layer, clone, inputs):
     np.testing.assert_equal(len(clone.weights), len(layer.weights))
     clone.set_weights(layer.get_weights())
     if isinstance(layer, tfvae.networks._Encoder):
@@ -103,13 +103,13 @@ def test_config_round_trip(name):
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
     clone(inputs)
-    _assert_same_config_and_outputs(layer, clone, inputs)
+    _assert_same_outputs(layer, clone, inputs)
     # Through JSON and the registered name, as a .keras file stores it.
     blob = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
     assert blob["registered_name"] == f"tfvae>{type(layer).__name__}"
     again = keras.saving.deserialize_keras_object(blob)
     assert type(again) is type(layer) and again.built
-    _assert_same_config_and_outputs(layer, again, inputs)
+    _assert_same_outputs(layer, again, inputs)
 
 
 def test_dropout_is_active_only_in_training():

@@ -133,7 +133,7 @@ def compare_estimators(model, images, num_draws, num_samples=1):
                 [moments[name][p].variance.ravel() for p in members]).mean())
         row["ratio"] = row["score_function"] / row["reparameterization"]
         results[group] = row
-    flat = {name: [np.concatenate([moments[name][p].__getattribute__(stat).ravel()
+    flat = {name: [np.concatenate([getattr(moments[name][p], stat).ravel()
                                    for p in paths]) for stat in ("mean", "variance")]
             for name in ESTIMATORS}
     (mean_s, var_s), (mean_r, var_r) = flat["score_function"], flat["reparameterization"]
