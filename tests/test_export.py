@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -142,7 +143,8 @@ def test_mixture_prior_sampling_in_the_saved_model(mixture_export):
 
 
 def test_vamp_prior_exports_its_sampler():
-    model = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (8,)), tfvae.MLPDecoder(IMAGE_SHAPE, (8,)),
+    model = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (8,)),
+                      tfvae.MLPDecoder(IMAGE_SHAPE, (8,)),
                       prior=tfvae.VampPrior(IMAGE_SHAPE, num_pseudo_inputs=4))
     out = export.serving_module(model).sample(tf.constant(6))
     assert out["z"].shape == (6, LATENT_DIM)
@@ -168,11 +170,12 @@ def test_log_prob_chunks_count_every_sample_once():
     """With q(z|x) = p(z) and a decoder that ignores z, every log weight equals
     log p(x|z) exactly, so log 1/k sum_i w_i is that value only if the chunked loop
     draws exactly k samples."""
-    model = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (4,)), tfvae.MLPDecoder(IMAGE_SHAPE, (4,)))
+    model = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (4,)),
+                      tfvae.MLPDecoder(IMAGE_SHAPE, (4,)))
     head = model.encoder.head
     head.kernel.assign(tf.zeros_like(head.kernel))
-    head.bias.assign(np.array([0.0] * LATENT_DIM + [inverse_softplus(1.0 - 1e-4)] * LATENT_DIM,
-                              np.float32))
+    unit_scale = inverse_softplus(1.0 - 1e-4)  # softplus + the 1e-4 floor = 1
+    head.bias.assign(np.array([0.0] * LATENT_DIM + [unit_scale] * LATENT_DIM, np.float32))
     out = model.decoder.out
     out.kernel.assign(tf.zeros_like(out.kernel))
     logits = np.random.default_rng(6).normal(size=out.bias.shape).astype(np.float32)
@@ -216,7 +219,7 @@ def test_metadata_describes_the_model(bernoulli_model, bernoulli_export):
     assert info["latent_dim"] == LATENT_DIM
     assert info["tfvae_version"] == tfvae.__version__
     if os.path.exists(os.path.join(REPO, ".git")):
-        assert len(info["tfvae_commit"]) == 40
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", info["tfvae_commit"])
     assert info["version"] == 1 and info["tflite"] == {"float32": "tiny.tflite"}
     rebuilt = tfvae.VAE.from_config(info["model_config"])
     assert rebuilt.count_params() == bernoulli_model.count_params()
@@ -224,7 +227,8 @@ def test_metadata_describes_the_model(bernoulli_model, bernoulli_export):
 
 # -- bad input at serving time -------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(2, 7, 8, 1), (2, 8, 8), (2, 8, 8, 3), (2, 64), (1, 2, 8, 8, 1)])
+@pytest.mark.parametrize("shape", [(2, 7, 8, 1), (2, 8, 8), (2, 8, 8, 3), (2, 64),
+                                   (1, 2, 8, 8, 1)])
 def test_wrong_image_shape_is_named(loaded, shape):
     images = tf.zeros(shape)
     for key in ("encode", "reconstruct", "elbo"):
@@ -233,7 +237,8 @@ def test_wrong_image_shape_is_named(loaded, shape):
             loaded.signatures[key](images=images)
 
 
-@pytest.mark.parametrize("shape", [(2, LATENT_DIM + 1), (2, 1, LATENT_DIM), (LATENT_DIM,), ()])
+@pytest.mark.parametrize("shape",
+                         [(2, LATENT_DIM + 1), (2, 1, LATENT_DIM), (LATENT_DIM,), ()])
 def test_wrong_code_shape_is_named(loaded, shape):
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=rf"z must have shape \[batch, {LATENT_DIM}\]"):
@@ -329,7 +334,7 @@ def test_export_and_sample_tools(bernoulli_model, bernoulli_export, tmp_path):
              f"--reconstructions={tmp_path / 'reconstructions.png'}")
     assert read_png(tmp_path / "samples.png").shape == (3 * 8, 4 * 8, 1)  # 10 in 4 columns
     pairs = read_png(tmp_path / "reconstructions.png")
-    assert pairs.shape == (2 * 2 * 8, 8 * 8, 1)  # 2 rows of 8 inputs, each + reconstructions
+    assert pairs.shape == (2 * 2 * 8, 8 * 8, 1)  # 2 rows of 8 inputs, each + its recons
     np.testing.assert_array_equal(pairs[:8, :8, 0], binary_images(10)[0, ..., 0] * 255)
 
     stdout = run_tool("tools.sample", str(version_dir / "cli_int8.tflite"),

@@ -256,13 +256,16 @@ def tflite_path(version_dir, name, quantization):
 # -- metadata and the TF Serving layout ------------------------------------------------
 
 def source_commit():
-    """The git commit of the tfvae checkout, or None outside a git checkout."""
+    """The git commit of the tfvae checkout ("<sha>-dirty" with local changes), or None
+    outside a git checkout."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.exists(os.path.join(root, ".git")):
         return None
+    command = ["git", "-C", root, "describe", "--always", "--dirty", "--abbrev=40",
+               "--exclude=*"]  # the full sha, never a tag name
     try:
-        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(command, check=True, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 

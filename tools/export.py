@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "The .keras file of a trained tfvae.VAE.")
@@ -39,12 +39,11 @@ def main(argv):
         with open(FLAGS.metadata, encoding="utf-8") as f:
             extra = json.load(f)
 
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # no INFO line per saved function
     import keras  # after flag parsing, so that --help is fast
-    import tensorflow as tf
     import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
     from tfvae import export
-
-    tf.get_logger().setLevel("WARNING")  # no INFO line per saved function
 
     model = keras.saving.load_model(FLAGS.checkpoint)
     paths = export.export_model(model, base_dir=FLAGS.base_dir, name=FLAGS.name,

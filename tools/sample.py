@@ -20,7 +20,7 @@ import time
 import zlib
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_samples", 64, "Number of prior samples in the grid.")
@@ -172,6 +172,8 @@ def load_test_images(count):
 def main(argv):
     if len(argv) != 2:
         raise app.UsageError("Usage: python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
     sampler = load_sampler(argv[1])
     print("samples:", write_png(FLAGS.output, image_grid(
         sampler.sample(FLAGS.num_samples), FLAGS.columns)))
