@@ -1,0 +1,233 @@
+"""Tests of tfvae.evaluate against known answers.
+
+The linear-Gaussian model p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I) has the exact
+marginal p(x) = N(b, W W^T + s^2 I). With orthogonal columns of W its posterior
+N(S W^T (x - b) / s^2, S), S = (I + W^T W / s^2)^-1, is diagonal, so an MLP encoder
+without hidden layers can represent it exactly (then every log w_i equals log p(x)),
+or a deliberately wrong version of it (then the estimate is a strict lower bound that
+closes as k grows).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfvae import VAE, MLPDecoder, MLPEncoder, MixturePrior, VampPrior
+from tfvae import evaluate as ev
+from tfvae import objectives
+
+tfd = tfp.distributions
+
+W = 0.8 * np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, -2.0]])  # [P=4, D=2]
+B = np.array([0.1, -0.2, 0.3, 0.0])
+NOISE = 0.5
+IMAGE_SHAPE = (2, 2, 1)
+
+
+def _inverse_softplus(y):
+    return np.log(np.expm1(y))
+
+
+def linear_gaussian_vae(mean_shift=0.0, scale_factor=1.0):
+    """The linear-Gaussian VAE; the encoder is exact at shift 0 and factor 1."""
+    latent, pixels = W.shape[1], W.shape[0]
+    encoder = MLPEncoder(latent, hidden_units=())
+    decoder = MLPDecoder(IMAGE_SHAPE, hidden_units=(), likelihood="gaussian")
+    model = VAE(encoder, decoder)
+    # Decoder Dense output is [H, W, 2] per image: column 2p is loc_p, 2p+1 scale_p.
+    kernel = np.zeros([latent, 2 * pixels])
+    bias = np.zeros([2 * pixels])
+    kernel[:, 0::2] = W.T
+    bias[0::2] = B
+    bias[1::2] = _inverse_softplus(NOISE - decoder.min_scale)
+    decoder.out.set_weights([kernel, bias])
+    # Encoder Dense output is [loc (D), raw scale (D)].
+    cov = np.linalg.inv(np.eye(latent) + W.T @ W / NOISE**2)
+    gain = cov @ W.T / NOISE**2  # [D, P]
+    kernel = np.zeros([pixels, 2 * latent])
+    bias = np.zeros([2 * latent])
+    kernel[:, :latent] = gain.T
+    bias[:latent] = -gain @ B + mean_shift
+    bias[latent:] = _inverse_softplus(scale_factor * np.sqrt(np.diag(cov))
+                                      - encoder.min_scale)
+    encoder.head.set_weights([kernel, bias])
+    return model
+
+
+def exact_log_px(images):
+    cov = W @ W.T + NOISE**2 * np.eye(len(B))
+    marginal = tfd.MultivariateNormalTriL(B, np.linalg.cholesky(cov))
+    return marginal.log_prob(images.reshape(len(images), -1).astype(np.float64)).numpy()
+
+
+def sample_images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal([n, W.shape[1]])
+    x = z @ W.T + B + NOISE * rng.standard_normal([n, len(B)])
+    return x.reshape(n, *IMAGE_SHAPE).astype(np.float32)
+
+
+def test_exact_posterior_gives_exact_log_px_for_any_k_and_chunking():
+    model = linear_gaussian_vae()
+    images = sample_images(50)
+    exact = exact_log_px(images)
+    for k, chunk, jit in [(1, None, False), (7, 3, True), (40, 40, False)]:
+        estimate = ev.importance_sampled_log_px(model, images, k, batch_size=16,
+                                                chunk_size=chunk, verbose=0,
+                                                jit_compile=jit)
+        assert estimate.values.shape == (50,)
+        np.testing.assert_allclose(estimate.values, exact, atol=2e-3)
+
+
+def test_estimate_is_a_lower_bound_that_converges_to_log_px():
+    model = linear_gaussian_vae(mean_shift=0.4, scale_factor=1.6)
+    images = sample_images(1000, seed=1)
+    exact = exact_log_px(images)
+    gaps = {}
+    for k in (1, 10, 500):
+        estimate = ev.importance_sampled_log_px(model, images, k, batch_size=100,
+                                                verbose=0, jit_compile=False)
+        diff = estimate.values - exact
+        gaps[k] = (diff.mean(), diff.std(ddof=1) / math.sqrt(len(diff)))
+    # Below log p(x) by clearly more than the Monte Carlo error at small k...
+    assert gaps[1][0] + 4 * gaps[1][1] < 0
+    assert gaps[10][0] + 4 * gaps[10][1] < 0
+    # ... tighter as k grows ...
+    assert gaps[1][0] < gaps[10][0] < gaps[500][0]
+    # ... and converged at large k.
+    assert abs(gaps[500][0]) < 0.02
+
+
+def test_single_sample_estimate_equals_the_elbo_in_expectation():
+    model = linear_gaussian_vae(mean_shift=0.3, scale_factor=1.4)
+    images = sample_images(4000, seed=2)
+    k1 = ev.importance_sampled_log_px(model, images, 1, batch_size=1000, seed=3,
+                                      verbose=0, jit_compile=False)
+    terms = ev.evaluate_elbo(model, images, batch_size=1000, seed=4, jit_compile=False)
+    # Reference: the ELBO with the expectation over q done by 500 samples.
+    reference = np.mean(model.elbo(images, num_samples=500)["elbo"].numpy())
+    tolerance = 4 * math.hypot(k1.stderr, terms["elbo"].stderr)
+    assert abs(k1.mean - reference) < 4 * k1.stderr + 0.01
+    assert abs(k1.mean - terms["elbo"].mean) < tolerance
+    np.testing.assert_allclose(terms["elbo"].values,
+                               -(terms["rate"].values + terms["distortion"].values),
+                               rtol=1e-5)
+    assert k1.mean < np.mean(exact_log_px(images))
+
+
+def test_chunked_and_unchunked_agree_within_monte_carlo_error():
+    model = linear_gaussian_vae(mean_shift=0.4, scale_factor=1.6)
+    images = sample_images(300, seed=5)
+    whole = ev.importance_sampled_log_px(model, images, 50, batch_size=64,
+                                         chunk_size=50, seed=1, verbose=0)
+    chunked = ev.importance_sampled_log_px(model, images, 50, batch_size=64,
+                                           chunk_size=8, seed=2, verbose=0,
+                                           jit_compile=False)
+    diff = whole.values - chunked.values
+    assert abs(diff.mean()) < 4 * diff.std(ddof=1) / math.sqrt(len(diff)) + 1e-6
+    # Same seed, same chunking: the stateless sampler repeats itself.
+    again = ev.importance_sampled_log_px(model, images, 50, batch_size=64,
+                                         chunk_size=50, seed=1, verbose=0)
+    np.testing.assert_allclose(whole.values, again.values, rtol=1e-6)
+
+
+def test_callable_path_combines_chunks_exactly():
+    model = linear_gaussian_vae()
+    images = sample_images(30, seed=6)
+
+    def log_prob(x, k):
+        return objectives.iwae_bound(model.log_importance_weights(x, k))
+
+    estimate = ev.importance_sampled_log_px(log_prob, images, 10, batch_size=8,
+                                            chunk_size=4, verbose=0)
+    np.testing.assert_allclose(estimate.values, exact_log_px(images), atol=2e-3)
+    # A fake callable whose every weight in a chunk of s samples is s: the total is
+    # log(sum_c s_c^2 / k) = log((9 + 9 + 9 + 1) / 10) for chunks of 3, 3, 3, 1.
+    sizes = []
+
+    def fake(x, k):
+        sizes.append(k)
+        return tf.fill([tf.shape(x)[0]], math.log(k))
+
+    estimate = ev.importance_sampled_log_px(fake, images[:8], 10, batch_size=8,
+                                            chunk_size=3, verbose=0)
+    assert sizes == [3, 3, 3, 1]
+    np.testing.assert_allclose(estimate.values, math.log(2.8), rtol=1e-6)
+
+
+def test_mixture_prior_log_prob_matches_tfp():
+    encoder = MLPEncoder(3, hidden_units=(8,))
+    for prior in (MixturePrior(3, 5), VampPrior(IMAGE_SHAPE, 7)):
+        model = VAE(encoder, MLPDecoder(IMAGE_SHAPE, hidden_units=(8,)), prior=prior)
+        p = model.prior_distribution()
+        z = 3.0 * tf.random.normal([4, 6, 3])
+        np.testing.assert_allclose(ev.prior_log_prob(p, z), p.log_prob(z), atol=1e-4)
+
+
+def test_bernoulli_fast_path_matches_the_decoder_distribution():
+    model = VAE(MLPEncoder(3, (16,)), MLPDecoder((4, 4, 1), (16,)))
+    images = (np.random.default_rng(0).random([5, 4, 4, 1]) > 0.5).astype(np.float32)
+    z = tf.random.normal([3, 5, 3])
+    np.testing.assert_allclose(ev.log_likelihood(model, images, z),
+                               model.log_likelihood(images, z), rtol=1e-5, atol=1e-4)
+
+
+def test_active_units_and_kl_per_dim_on_a_constructed_encoder():
+    rng = np.random.default_rng(0)
+    images = rng.random([400, 2, 2, 1]).astype(np.float32)
+    encoder = MLPEncoder(3, hidden_units=())
+    kernel = np.zeros([4, 6])
+    kernel[:, 0] = [1.0, -1.0, 0.5, 0.0]  # variance ~ 0.19: active
+    kernel[:, 1] = [0.1, 0.0, 0.0, 0.0]   # variance ~ 0.0008: inactive
+    bias = np.zeros(6)                     # dim 2: constant mean, inactive
+    bias[3:] = _inverse_softplus(np.array([0.5, 1.0, 0.9]) - encoder.min_scale)
+    model = VAE(encoder, MLPDecoder((2, 2, 1), hidden_units=()))
+    encoder.head.set_weights([kernel, bias])
+    stats = ev.latent_statistics(model, images, batch_size=64)
+    means = images.reshape(400, 4) @ kernel[:, :3]
+    np.testing.assert_allclose(stats["activity"], means.var(axis=0), rtol=1e-4, atol=1e-9)
+    assert stats["active_units"] == 1
+    scales = np.array([0.5, 1.0, 0.9])
+    expected_kl = np.mean(0.5 * (means**2 + scales**2 - 1) - np.log(scales), axis=0)
+    np.testing.assert_allclose(stats["kl_per_dim"], expected_kl, rtol=1e-4, atol=1e-6)
+    # From a callable (e.g. a SavedModel's encode signature): no KL per dimension.
+    from_callable = ev.latent_statistics(lambda x: model.encode(x).mean(), images)
+    assert from_callable["active_units"] == 1 and from_callable["kl_per_dim"] is None
+
+
+def test_bits_per_dim_known_cases():
+    # A uniform density on [0, 1]^D costs exactly 8 bits per 8-bit pixel.
+    assert ev.bits_per_dim(0.0, 784) == pytest.approx(8.0)
+    # Density 1/2 per dimension: one more bit each.
+    assert ev.bits_per_dim(-784 * math.log(2.0), 784) == pytest.approx(9.0)
+    # A density 2^D on [0, 1/2]^D: one bit less; and arrays work.
+    np.testing.assert_allclose(ev.bits_per_dim(np.array([10 * math.log(2.0)]), 10),
+                               [7.0])
+    with pytest.raises(ValueError):
+        ev.bits_per_dim(0.0, 0)
+
+
+def test_datasets_and_report():
+    model = linear_gaussian_vae(mean_shift=0.2)
+    images = sample_images(37, seed=7)
+    labels = np.arange(37)
+    from_array = ev.importance_sampled_log_px(model, images, 5, batch_size=10,
+                                              verbose=0, seed=9, jit_compile=False)
+    for data in (tf.data.Dataset.from_tensor_slices((images, labels)),
+                 tf.data.Dataset.from_tensor_slices({"image": images,
+                                                     "label": labels}).batch(10)):
+        from_dataset = ev.importance_sampled_log_px(model, data, 5, batch_size=10,
+                                                    verbose=0, seed=9, jit_compile=False)
+        np.testing.assert_allclose(from_dataset.values, from_array.values, rtol=1e-5)
+    report = ev.evaluate(model, images, num_samples=20, batch_size=16, verbose=0,
+                         jit_compile=False)
+    for key in ("nll", "nll_stderr", "elbo", "rate", "distortion", "active_units",
+                "kl_per_dim", "nll_bits_per_dim", "elbo_bits_per_dim", "nll_seconds"):
+        assert key in report, key
+    assert report["num_images"] == 37 and report["k"] == 20
+    assert report["nll"] <= -report["elbo"] + 5 * report["elbo_stderr"]
+    with pytest.raises(ValueError, match="shape"):
+        ev.importance_sampled_log_px(model, images[0], 5, verbose=0, jit_compile=False)
