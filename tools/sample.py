@@ -16,6 +16,7 @@ The reconstruction grid alternates rows of inputs and their reconstructions.
 import math
 import os
 import struct
+import sys
 import time
 import zlib
 
@@ -81,6 +82,8 @@ class TFLiteSampler:
 def load_sampler(path):
     """A `TFLiteSampler` for a .tflite file, else a `SavedModelSampler`."""
     if path.endswith(".tflite"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No TFLite file at {path}.")
         return TFLiteSampler(path)
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(f"{path} is neither a .tflite file nor a SavedModel "
@@ -172,9 +175,15 @@ def load_test_images(count):
 def main(argv):
     if len(argv) != 2:
         raise app.UsageError("Usage: python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
+    if (FLAGS.images or FLAGS.dataset) and argv[1].endswith(".tflite"):
+        raise app.UsageError("A .tflite file holds only `sample` and `decode`; pass the "
+                             "SavedModel folder to reconstruct --images or --dataset.")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    sampler = load_sampler(argv[1])
+    try:
+        sampler = load_sampler(argv[1])
+    except (FileNotFoundError, ImportError) as error:
+        sys.exit(f"Error: {error}")
     print("samples:", write_png(FLAGS.output, image_grid(
         sampler.sample(FLAGS.num_samples), FLAGS.columns)))
     if FLAGS.images or FLAGS.dataset:
