@@ -1,0 +1,337 @@
+"""Figures of a trained VAE, written as PNG files a person can open.
+
+Image figures (no dependency beyond TensorFlow; PNGs from `tf.io.encode_png`):
+
+* `image_grid` / `save_image_grid`: images [N, H, W, C] in [0, 1] tiled in rows.
+* `save_prior_samples`: means of p(x|z) for z ~ p(z).
+* `save_reconstructions`: rows of inputs, each followed by a row of their
+  reconstructions (decode of the posterior mean).
+* `save_interpolation`: per pair of images a row x_a, decode((1 - t) mu_a + t mu_b)
+  for t in [0, 1], x_b, with mu the posterior means.
+* `save_latent_manifold` (Kingma & Welling 2014, Fig. 4): a grid of z over two latent
+  dimensions, linearly spaced on the unit square and mapped through the inverse CDF
+  of the standard normal, z = Phi^-1(u), u = (i + 1/2) / n, decoded to mean images;
+  other dimensions are held at 0. z_1 grows rightwards, z_2 upwards.
+
+Plots (need matplotlib, `pip install matplotlib`; drawn with its object API, so the
+caller's pyplot state and backend are untouched):
+
+* `save_latent_scatter`: posterior means coloured by label (the first two principal
+  components when the latent space has more than two dimensions).
+* `save_learning_curves` (Kingma & Welling 2014, Fig. 2): the lower bound against the
+  number of training examples seen (log scale), one colour per run, training solid
+  and validation dashed, from the trainer's per-epoch `history.csv`.
+
+Every `save_*` function returns the path it wrote.
+"""
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+
+# -- image grids -------------------------------------------------------------------
+
+
+def image_grid(images, columns=None, padding=1, zoom=1, background=1.0):
+    """Tiles images [N, H, W, C] (floats in [0, 1]) into one uint8 image.
+
+    Args:
+        columns: images per row; about sqrt(N) by default.
+        padding: pixels of `background` between and around the images.
+        zoom: integer upscaling factor (nearest neighbour), applied to the images
+            before tiling.
+
+    Returns:
+        uint8 array [rows * (zoom H + padding) + padding,
+                     columns * (zoom W + padding) + padding, C], C in {1, 3}.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+        raise ValueError(f"Expected images [N, H, W, 1 or 3], got shape {images.shape}.")
+    zoom, padding = int(zoom), int(padding)
+    if zoom < 1 or padding < 0:
+        raise ValueError(f"zoom must be >= 1 and padding >= 0, got {zoom}, {padding}.")
+    if zoom > 1:
+        images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    count, height, width, channels = images.shape
+    columns = int(columns or math.ceil(math.sqrt(count)))
+    rows = math.ceil(count / columns)
+    grid = np.full([rows * (height + padding) + padding,
+                    columns * (width + padding) + padding, channels],
+                   background, np.float32)
+    for index, image in enumerate(images):
+        top = padding + (index // columns) * (height + padding)
+        left = padding + (index % columns) * (width + padding)
+        grid[top:top + height, left:left + width] = image
+    return np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def write_png(path, image):
+    """Writes a uint8 array [H, W, C] as a PNG file; creates missing directories."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    tf.io.write_file(path, tf.io.encode_png(np.asarray(image, np.uint8)))
+    return path
+
+
+def save_image_grid(images, path, columns=None, padding=1, zoom=1):
+    """`image_grid` written to `path`."""
+    return write_png(path, image_grid(images, columns, padding, zoom))
+
+
+# -- figures of a model ----------------------------------------------------------------
+
+
+def _numpy(x):
+    return np.asarray(x, np.float32)
+
+
+def save_prior_samples(model, path, num_samples=64, columns=None, zoom=1):
+    """Means of p(x|z) for `num_samples` draws z ~ p(z)."""
+    return save_image_grid(_numpy(model.sample(int(num_samples))), path, columns,
+                           zoom=zoom)
+
+
+def save_reconstructions(model, images, path, columns=8, zoom=1):
+    """Rows of `columns` inputs, each row followed by their reconstructions."""
+    images = _numpy(images)
+    reconstructions = _numpy(model.reconstruct(images))
+    rows = []
+    for start in range(0, len(images), columns):
+        for source in (images, reconstructions):
+            row = source[start:start + columns]
+            if len(row) < columns:  # a short last row, padded with white
+                row = np.concatenate([row, np.ones([columns - len(row), *row.shape[1:]],
+                                                  np.float32)])
+            rows.append(row)
+    return save_image_grid(np.concatenate(rows), path, columns, zoom=zoom)
+
+
+def save_interpolation(model, images_a, images_b, path, steps=8, zoom=1):
+    """One row per pair: x_a, decodes of the linear path between posterior means, x_b.
+
+    Args:
+        images_a, images_b: [N, H, W, C] pairs of end points (or one image each).
+        steps: decoded points on the path, t = 0, 1/(steps-1), ..., 1.
+    """
+    images_a, images_b = _numpy(images_a), _numpy(images_b)
+    if images_a.ndim == 3:
+        images_a, images_b = images_a[None], images_b[None]
+    if images_a.shape != images_b.shape:
+        raise ValueError(f"Interpolation end points differ in shape: {images_a.shape} "
+                         f"and {images_b.shape}.")
+    if int(steps) < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}.")
+    mu_a = _numpy(model.encode(images_a).mean())
+    mu_b = _numpy(model.encode(images_b).mean())
+    t = np.linspace(0.0, 1.0, int(steps), dtype=np.float32)[None, :, None]
+    path_z = (1.0 - t) * mu_a[:, None] + t * mu_b[:, None]  # [N, steps, D]
+    decoded = _numpy(model.decode(path_z.reshape(-1, path_z.shape[-1])).mean())
+    decoded = decoded.reshape(len(images_a), int(steps), *decoded.shape[1:])
+    rows = np.concatenate([images_a[:, None], decoded, images_b[:, None]], axis=1)
+    return save_image_grid(rows.reshape(-1, *rows.shape[2:]), path, int(steps) + 2,
+                           zoom=zoom)
+
+
+def latent_grid(num_per_side, latent_dim, dims=(0, 1)):
+    """Codes [n * n, latent_dim] on the grid Phi^-1((i + 1/2) / n) over `dims`.
+
+    Row-major with the first row at the largest z_2, so that a grid image shows
+    z_1 increasing to the right and z_2 increasing upwards; other dimensions are 0.
+    """
+    if len(dims) != 2 or len(set(dims)) != 2 or not all(
+            0 <= d < latent_dim for d in dims):
+        raise ValueError(f"dims must be two different latent dimensions below "
+                         f"{latent_dim}, got {dims}.")
+    n = int(num_per_side)
+    values = tf.math.ndtri((np.arange(n, dtype=np.float32) + 0.5) / n).numpy()
+    z2, z1 = np.meshgrid(values[::-1], values, indexing="ij")
+    z = np.zeros([n * n, latent_dim], np.float32)
+    z[:, dims[0]] = z1.ravel()
+    z[:, dims[1]] = z2.ravel()
+    return z
+
+
+def save_latent_manifold(model, path, num_per_side=20, dims=(0, 1), zoom=1):
+    """The learned 2-D manifold: mean images decoded on `latent_grid`."""
+    z = latent_grid(num_per_side, model.encoder.latent_dim, dims)
+    images = _numpy(model.decode(z).mean())
+    return save_image_grid(images, path, int(num_per_side), padding=0, zoom=zoom)
+
+
+# -- matplotlib plots ------------------------------------------------------------------
+
+
+def _figure(figsize, dpi):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("This plot needs matplotlib: pip install matplotlib "
+                          "(or pip install tfvae[plots]).") from error
+    figure = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_figure(figure, path):
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def principal_components(points, count=2):
+    """Projection of points [N, D] on their first `count` principal components."""
+    centred = points - points.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:count].T
+
+
+def posterior_means(model, images, batch_size=500):
+    """E_q[z|x] [N, D] for images [N, H, W, C]."""
+    images = _numpy(images)
+    return np.concatenate([_numpy(model.encode(images[i:i + batch_size]).mean())
+                           for i in range(0, len(images), batch_size)])
+
+
+def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
+                        max_points=5000):
+    """Posterior means of `images` coloured by `labels` (PCA to 2-D when D > 2)."""
+    images, labels = _numpy(images), np.asarray(labels).reshape(-1)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    images, labels = images[:max_points], labels[:max_points]
+    means = posterior_means(model, images)
+    if means.shape[1] == 1:
+        points, names = np.concatenate([means, np.zeros_like(means)], 1), ("z_1", "")
+    elif means.shape[1] == 2:
+        points, names = means, ("z_1", "z_2")
+    else:
+        points, names = principal_components(means), ("PC 1 of E[z|x]", "PC 2 of E[z|x]")
+    figure = _figure(figsize, dpi)
+    axes = figure.add_subplot()
+    classes = np.unique(labels)
+    cmap = "tab10" if len(classes) <= 10 else "viridis"
+    scatter = axes.scatter(points[:, 0], points[:, 1], c=labels, cmap=cmap, s=4,
+                           alpha=0.7)
+    if len(classes) <= 20:
+        figure.colorbar(scatter, ax=axes, ticks=classes, label="label")
+    else:
+        figure.colorbar(scatter, ax=axes, label="label")
+    axes.set_xlabel(names[0])
+    axes.set_ylabel(names[1])
+    axes.set_title("Posterior means E[z|x]")
+    figure.tight_layout()
+    return _save_figure(figure, path)
+
+
+def read_history(path):
+    """Columns of a per-epoch CSV (Keras CSVLogger) as {name: float array}."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} has no epochs.")
+
+    def number(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return {key: np.array([number(row.get(key)) for row in rows]) for key in rows[0]}
+
+
+def _history_path(run):
+    return os.path.join(run, "history.csv") if os.path.isdir(run) else run
+
+
+def examples_per_epoch_of_run(run, history=None):
+    """Training examples per epoch of a trainer run directory, or None if unknown.
+
+    From metrics.json (steps_per_epoch) and config.json (batch_size), else from the
+    `images_per_s * epoch_time_s` columns that the trainer logs.
+    """
+    directory = run if os.path.isdir(run) else os.path.dirname(run)
+    try:
+        with open(os.path.join(directory, "metrics.json")) as f:
+            steps = json.load(f).get("steps_per_epoch")
+        with open(os.path.join(directory, "config.json")) as f:
+            batch_size = json.load(f)["batch_size"]
+        if steps:
+            return float(steps) * float(batch_size)
+    except (OSError, KeyError, ValueError):
+        pass
+    if history and "images_per_s" in history and "epoch_time_s" in history:
+        per_epoch = history["images_per_s"] * history["epoch_time_s"]
+        if np.all(np.isfinite(per_epoch)):
+            return per_epoch
+    return None
+
+
+def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
+                         figsize=(7, 5), dpi=100, log_x=True, title=None):
+    """Lower bound vs training examples seen, one colour per run (K&W 2014, Fig. 2).
+
+    Args:
+        runs: {label: trainer output dir or history CSV path}, or a list of them
+            (labelled by their names). The CSV needs an `epoch` column (0-based) and
+            `metric` (train, solid) and/or `val_<metric>` (validation, dashed).
+        examples_per_epoch: training examples per epoch: a number, a {label: number}
+            dict or a function (label, run) -> number; by default read from the run
+            directory (see `examples_per_epoch_of_run`).
+        metric: the column to plot ("elbo", or "iwae" for an IWAE objective).
+    """
+    if not isinstance(runs, dict):
+        runs = {os.path.basename(os.path.normpath(r)): r for r in runs}
+    if not runs:
+        raise ValueError("No runs to plot.")
+    figure = _figure(figsize, dpi)
+    axes = figure.add_subplot()
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    for color, (label, run) in zip(colors, runs.items()):
+        history = read_history(_history_path(run))
+        if "epoch" not in history:
+            raise ValueError(f"{_history_path(run)} has no 'epoch' column.")
+        if callable(examples_per_epoch):
+            per_epoch = examples_per_epoch(label, run)
+        elif isinstance(examples_per_epoch, dict):
+            per_epoch = examples_per_epoch[label]
+        else:
+            per_epoch = examples_per_epoch
+        if per_epoch is None:
+            per_epoch = examples_per_epoch_of_run(run, history)
+        if per_epoch is None:
+            raise ValueError(f"Examples per epoch of run {label!r} unknown; pass "
+                             "examples_per_epoch.")
+        per_epoch = np.broadcast_to(np.asarray(per_epoch, np.float64),
+                                    history["epoch"].shape)
+        seen = np.cumsum(per_epoch)  # after each epoch
+        plotted = False
+        for column, style, part in ((metric, "-", "train"),
+                                    (f"val_{metric}", "--", "validation")):
+            if column in history:
+                axes.plot(seen, history[column], style, color=color, marker=".",
+                          label=f"{label} ({part})")
+                plotted = True
+        if not plotted:
+            raise ValueError(f"{_history_path(run)} has neither {metric!r} nor "
+                             f"'val_{metric}'.")
+    if log_x:
+        axes.set_xscale("log")
+    axes.set_xlabel("training examples seen")
+    axes.set_ylabel(f"{metric} (nats per image)")
+    axes.set_title(title or "Lower bound during training")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    return _save_figure(figure, path)
