@@ -14,6 +14,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfvae import train
@@ -121,9 +122,17 @@ def test_cli_run_writes_checkpoints_metrics_and_logs(cli_run):
     model = keras.saving.load_model(output_dir / "model.keras")
     for got, want in zip(model.get_weights(), _weights(output_dir / "best.keras")):
         np.testing.assert_array_equal(got, want)
-    event_dirs = {d for d, _, files in os.walk(output_dir / "logs")
-                  if any(f.startswith("events.out") for f in files)}
-    assert {os.path.basename(d) for d in event_dirs} >= {"train", "validation", "images"}
+    assert written["best_epoch"] in (1, 2)
+    for subdir, tags in (("train", {"epoch_elbo", "epoch_rate", "epoch_distortion"}),
+                         ("validation", {"epoch_elbo", "epoch_rate", "epoch_distortion"}),
+                         ("images", {"samples", "reconstructions"})):
+        assert tags <= _summary_tags(output_dir / "logs" / subdir), subdir
+
+
+def _summary_tags(directory):
+    return {value.tag for path in directory.glob("events.out.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value}
 
 
 def test_flagfile_is_read_and_the_command_line_overrides_it(cli_run):
@@ -194,8 +203,14 @@ def test_a_killed_run_resumes_from_the_backup(tmp_path, capsys):
             pytest.raises(KeyboardInterrupt):
         # Steps 1-3 are epoch 1; backups after steps 2 and 4; killed before step 6.
         train.train_and_evaluate(str(output_dir), callbacks=[_Kill(1, 2)], **options)
-    assert os.path.exists(output_dir / "backup" / "latest.weights.h5")
-    assert os.path.exists(output_dir / "backup" / "latest.weights.h5.bkp")
+    latest = output_dir / "backup" / "latest.weights.h5"
+    assert os.path.exists(latest) and os.path.exists(f"{latest}.bkp")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(output_dir, truncated)
+    size = os.path.getsize(latest)
+    with open(truncated / "backup" / "latest.weights.h5", "r+b") as f:
+        f.truncate(size // 2)  # A kill in the middle of writing the backup.
+
     metrics = _run(*_argv(**options)[1:], f"--output_dir={output_dir}")
     assert "Resuming from the backup" in capsys.readouterr().out
     # Epoch 2 restarts at its first batch from the weights after step 4.
@@ -204,6 +219,20 @@ def test_a_killed_run_resumes_from_the_backup(tmp_path, capsys):
     assert [row["epoch"] for row in _history(output_dir / "history.csv")] == \
         ["0", "1", "2"]
     assert not os.path.exists(output_dir / "backup")
+
+    # A truncated latest backup falls back to the previous copy (after step 2).
+    metrics = _run(*_argv(**options)[1:], f"--output_dir={truncated}")
+    assert metrics["resumed_from"] == {"epoch": 0, "step": 2}
+    assert metrics["optimizer_steps"] == 2 + 3 * 3
+
+
+def test_an_unreadable_backup_fails_in_one_line(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for name in ("latest.weights.h5", "latest.weights.h5.bkp"):
+        (backup / name).write_bytes(b"not hdf5")
+    message = _fails(*_argv(**TINY)[1:], f"--output_dir={tmp_path}")
+    assert f"Neither the backup nor its previous copy in {backup} can be read" in message
 
 
 def test_a_backup_of_another_model_is_refused(tmp_path):
@@ -286,3 +315,11 @@ def test_the_module_entry_point_reports_a_bad_flag_in_one_line():
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
         "tfvae.train: error: Unknown command line flag 'nosuchflag'"
+
+
+def test_main_returns_nothing_so_that_app_run_exits_with_0(monkeypatch):
+    monkeypatch.setattr(train, "train_and_evaluate", lambda **options: {"test": {}})
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["tfvae.train"])
+    assert train.main(["tfvae.train"]) is None
+    assert train.run(["tfvae.train"]) == {"test": {}}

@@ -102,15 +102,25 @@ def _check_resumable(path, config):
             f"{'; '.join(changed)}); use another --output_dir or delete its backup/.")
 
 
-def _best_logged(history_path, monitor):
-    """Best (max) finite value of `monitor` in an existing history.csv, or None."""
+def _logged(history_path, monitor):
+    """(epoch, value) of every finite `monitor` value in history.csv."""
     if not os.path.exists(history_path):
-        return None
+        return []
     with open(history_path) as f:
-        values = [float(row[monitor]) for row in csv.DictReader(f)
-                  if row.get(monitor) not in (None, "")]
-    finite = [v for v in values if math.isfinite(v)]
-    return max(finite) if finite else None
+        rows = [(int(row["epoch"]), float(row[monitor])) for row in csv.DictReader(f)
+                if row.get(monitor) not in (None, "")]
+    return [(epoch, value) for epoch, value in rows if math.isfinite(value)]
+
+
+def _best_logged(history_path, monitor):
+    """Best (max) value of `monitor` in an existing history.csv, or None."""
+    return max((v for _, v in _logged(history_path, monitor)), default=None)
+
+
+def _best_epoch(history_path, monitor):
+    """1-based epoch of the best `monitor` value in history.csv, or None."""
+    logged = _logged(history_path, monitor)
+    return max(logged, key=lambda ev: ev[1])[0] + 1 if logged else None
 
 
 def _steps_per_epoch(train_ds, num_examples, batch_size, cap):
@@ -292,6 +302,7 @@ def train_and_evaluate(
         model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch or None,
                   validation_data=val_ds, callbacks=cbs, verbose=verbose, shuffle=False)
         train_time = time.perf_counter() - start
+        optimizer_steps = int(model.optimizer.iterations.numpy())
         if guard.diverged:
             raise TrainingDiverged(_divergence_message(
                 guard.diverged, paths["best.keras"], paths["backup"]))
@@ -310,9 +321,10 @@ def train_and_evaluate(
             "test_split": test_split,
             "test": test,
             f"best_{monitor}": _best_logged(paths["history.csv"], monitor),
+            "best_epoch": _best_epoch(paths["history.csv"], monitor),
             "epochs": epochs,
             "steps_per_epoch": steps,
-            "optimizer_steps": int(model.optimizer.iterations.numpy()),
+            "optimizer_steps": optimizer_steps,
             "resumed_from": backup.resumed_from,
             "train_time_s": train_time,
             "epoch_time_s": timer.times,
@@ -491,7 +503,7 @@ def parse_flags(argv):
         _fail(str(error).splitlines()[0].removeprefix("ERROR:: "))
 
 
-def main(argv):
+def _train_from_flags(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:  # Keep TFDS's and TF's INFO lines out.
@@ -502,11 +514,15 @@ def main(argv):
         _fail(error)
 
 
+def main(argv):
+    _train_from_flags(argv)  # app.run would print a returned value and exit with 1
+
+
 def run(argv):
-    """Parses `argv` (argv[0] is the program name) from defaults and runs `main`:
-    the command line in-process, for tests and notebooks."""
+    """The command line in-process, for tests and notebooks: parses `argv` (argv[0]
+    is the program name) from the flag defaults, trains and returns the metrics."""
     FLAGS.unparse_flags()
-    return main(parse_flags(argv))
+    return _train_from_flags(parse_flags(argv))
 
 
 if __name__ == "__main__":
