@@ -34,6 +34,8 @@ A_u = Cov_x(E_{q(z|x)}[z_u]) > 0.01, the variance over the data of the posterior
 
 import dataclasses
 import math
+import os
+import platform
 import time
 
 import keras
@@ -116,11 +118,12 @@ def batches(data, batch_size, with_labels=False):
     """
     if isinstance(data, tf.data.Dataset):
         spec = _image_of(data.element_spec)
-        if spec.shape.rank == 3:
-            data = data.batch(batch_size)
-        elif spec.shape.rank != 4:
+        if spec.shape.rank == 4:
+            data = data.unbatch()  # rebatched below: compiled calls see one shape
+        elif spec.shape.rank != 3:
             raise ValueError(f"Expected images of rank 3 or batches of rank 4, got "
                              f"element shape {spec.shape}.")
+        data = data.batch(batch_size)
         for element in data:
             images = tf.cast(_image_of(element), tf.float32)
             yield (images, _label_of(element)) if with_labels else images
@@ -509,3 +512,23 @@ def evaluate(model, data, num_samples=5000, batch_size=100, chunk_size=None, see
     if latents["kl_per_dim"] is not None:
         report["kl_per_dim"] = latents["kl_per_dim"].tolist()
     return report
+
+
+def machine_info():
+    """The machine a timing ran on: CPU model, cores, TensorFlow version, GPUs."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f
+                     if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count()
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        gpus.append(details.get("device_name", device.name))
+    return {"cpu": cpu, "cpu_cores": cores, "tensorflow": tf.__version__,
+            "gpus": gpus, "platform": platform.platform()}

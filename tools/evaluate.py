@@ -1,0 +1,179 @@
+r"""Evaluate a trained VAE: test NLL (k importance samples), ELBO, active units.
+
+    python -m tools.evaluate runs/mnist/model.keras --num_samples=5000 \
+        --output=runs/mnist/nll.json
+    python -m tools.evaluate saved_models/vae_binarized_mnist/1 --num_samples=5000
+    python -m tools.evaluate runs/mnist --dataset=fashion_mnist --split=test \
+        --binarization=none
+    python -m tools.evaluate runs/mnist/model.keras --images_npy=my_images.npy
+
+MODEL is a `.keras` file, a trainer output directory (its model.keras), or an
+exported SavedModel directory (evaluated through its `log_prob`, `elbo` and `encode`
+signatures; no KL per dimension then). Data: a split of a TFDS dataset through
+`tfvae.data.load_dataset`, or a .npy of images [N, H, W, C] (floats in [0, 1] or
+uint8 0-255). When the model sits in a trainer output directory, the dataset,
+binarization, seed and TFDS directories default to its config.json, so the test
+split is binarized exactly as during training.
+
+Prints the NLL (= -mean log p(x), nats) with its standard error over images and
+the wall time, the ELBO, rate and distortion, the active units, and for Gaussian
+likelihoods bits per dimension (see tfvae/evaluate.py for the formulas); writes all
+of it, the KL per dimension and the machine to --output as JSON.
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", None, "TFDS dataset; default: the run's config.json, "
+                    "else binarized_mnist.")
+flags.DEFINE_string("split", "test", "Split (slices such as 'test[:1000]' work).")
+flags.DEFINE_enum("binarization", None, ["static", "dynamic", "none"],
+                  "Binarization of grey-level datasets; default: the run's "
+                  "config.json, else static.")
+flags.DEFINE_integer("seed", None, "Seed of the data pipeline (static binarization) "
+                     "and of the sampler; default: the run's config.json, else 0.")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
+flags.DEFINE_string("tfds_manual_dir", None, "Directory with the dataset's source "
+                    "files for offline preparation.")
+flags.DEFINE_string("images_npy", None, "Evaluate on these images [N, H, W, C] "
+                    "instead of a dataset.")
+flags.DEFINE_integer("num_images", 0, "Evaluate only the first N images (0: all).")
+flags.DEFINE_integer("num_samples", 5000, "k, importance samples per image for the "
+                     "NLL; 0 skips the NLL.")
+flags.DEFINE_integer("batch_size", 100, "Images per compiled call.")
+flags.DEFINE_integer("chunk_size", 0, "Samples decoded at once per image (0: about "
+                     "10000 / batch_size for a .keras model, all k for a SavedModel).")
+flags.DEFINE_bool("jit_compile", True, "Compile the evaluation with XLA.")
+flags.DEFINE_integer("num_levels", 256, "Gaussian likelihoods: bits/dim assume 8-bit "
+                     "data dequantized as (x + u) / num_levels.")
+flags.DEFINE_string("output", None, "Write the report here as JSON.")
+flags.DEFINE_integer("verbose", 1, "1: progress bar.")
+
+
+def model_location(path):
+    """('keras' | 'saved_model', file or directory, run directory or None)."""
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return "saved_model", path, None
+        if os.path.isfile(os.path.join(path, "model.keras")):
+            return "keras", os.path.join(path, "model.keras"), path
+        raise FileNotFoundError(f"{path} holds neither saved_model.pb nor model.keras.")
+    if path.endswith(".keras") and os.path.isfile(path):
+        return "keras", path, os.path.dirname(path) or "."
+    raise FileNotFoundError(f"{path} is not a .keras file, a trainer output directory "
+                            f"or a SavedModel directory.")
+
+
+def run_config(run_dir):
+    """The trainer's config.json beside the model, or {}."""
+    path = os.path.join(run_dir, "config.json") if run_dir else None
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def option(name, config, config_name=None, default=None):
+    """A flag given on the command line, else the run's config, else `default`."""
+    if FLAGS[name].present:
+        return FLAGS[name].value
+    return config.get(config_name or name, default)
+
+
+def load_images(config, image_shape):
+    """Evaluation images: a numpy array or a batched `tf.data.Dataset`."""
+    import numpy as np
+
+    if FLAGS.images_npy:
+        images = np.load(FLAGS.images_npy)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.dtype == np.uint8:
+            images = images.astype(np.float32) / 255.0
+        images = images.astype(np.float32)
+        if FLAGS.num_images:
+            images = images[:FLAGS.num_images]
+        if images.min() < 0 or images.max() > 1:
+            raise ValueError(f"{FLAGS.images_npy} has values in [{images.min()}, "
+                             f"{images.max()}]; expected [0, 1] or uint8.")
+        return images, f"{FLAGS.images_npy} ({len(images)} images)"
+    from tfvae import data
+
+    name = option("dataset", config, default="binarized_mnist")
+    binarization = option("binarization", config, default="static")
+    ds = data.load_dataset(
+        name, FLAGS.split, FLAGS.batch_size, shuffle=False,
+        binarize=None if binarization == "none" else binarization,
+        seed=option("seed", config, default=0),
+        data_dir=option("tfds_data_dir", config),
+        manual_dir=option("tfds_manual_dir", config))
+    data.check_images(ds, image_shape, f"{name}[{FLAGS.split}]")
+    if FLAGS.num_images:
+        ds = ds.unbatch().take(FLAGS.num_images)
+    return ds, f"{name}[{FLAGS.split}] ({binarization} binarization)"
+
+
+def print_report(report, description):
+    nll = (f"NLL (k={report['k']}): {report['nll']:.3f} +- {report['nll_stderr']:.3f} "
+           f"nats in {report['nll_seconds']:.1f} s" if "nll" in report else "")
+    print(f"{description}, {report['num_images']} images")
+    if nll:
+        print(nll)
+    print(f"ELBO: {report['elbo']:.3f} +- {report['elbo_stderr']:.3f} nats "
+          f"(rate {report['rate']:.3f}, distortion {report['distortion']:.3f})")
+    for name in ("nll_bits_per_dim", "elbo_bits_per_dim"):
+        if name in report:
+            print(f"{name}: {report[name]:.4f}")
+    print(f"active units: {report['active_units']} of {len(report['activity'])}")
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise app.UsageError("Usage: python -m tools.evaluate MODEL [flags]; MODEL is "
+                             "a .keras file, a run directory or a SavedModel directory.")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        kind, path, run_dir = model_location(argv[1])
+    except FileNotFoundError as error:
+        sys.exit(f"Error: {error}")
+    import keras
+    import tensorflow as tf
+
+    import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
+    from tfvae import data, evaluate
+
+    if kind == "keras":
+        model = keras.saving.load_model(path)
+        image_shape = model.image_shape
+    else:
+        model = evaluate.saved_model_functions(tf.saved_model.load(path))
+        image_shape = model["image_shape"]
+    config = run_config(run_dir)
+    try:
+        images, description = load_images(config, image_shape)
+    except (ValueError, OSError, data.DataUnavailableError) as error:
+        sys.exit(f"Error: {error}")
+    seed = option("seed", config, default=0)
+    report = evaluate.evaluate(
+        model, images, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
+        chunk_size=FLAGS.chunk_size or None, seed=seed, jit_compile=FLAGS.jit_compile,
+        num_levels=FLAGS.num_levels, verbose=FLAGS.verbose)
+    report.update(model=argv[1], data=description, machine=evaluate.machine_info(),
+                  date=time.strftime("%Y-%m-%d %H:%M:%S"))
+    print_report(report, description)
+    if FLAGS.output:
+        if os.path.dirname(FLAGS.output):
+            os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+        with open(FLAGS.output, "w") as f:
+            json.dump(report, f, indent=2)
+        print("report:", FLAGS.output)
+
+
+if __name__ == "__main__":
+    app.run(main)
