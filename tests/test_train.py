@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfvae import train
+from tfvae import data, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 48  # 3 steps of 16 per epoch
@@ -56,7 +56,7 @@ def _argv(**options):
 
 def _run(*argv):
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-        return train.run(["tfvae.train", *argv])
+        return train.run(["tfvae.train", "--noexport", *argv])
 
 
 def _fails(*argv, mock=True):
@@ -65,7 +65,7 @@ def _fails(*argv, mock=True):
         if mock:
             _run(*argv)
         else:
-            train.run(["tfvae.train", *argv])
+            train.run(["tfvae.train", "--noexport", *argv])
     message = str(exit_info.value.code)
     assert message.startswith("tfvae.train: error: ") and "\n" not in message
     return message
@@ -176,7 +176,6 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_best_checkpoint(cli_run, tm
         np.testing.assert_array_equal(got, want)
     model = keras.saving.load_model(best)
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-        from tfvae import data
         images = next(iter(data.load_dataset("mnist", "test", 16)))
     assert np.isfinite(model.elbo(images)["elbo"].numpy()).all()
 
@@ -269,11 +268,15 @@ def test_unwritable_output_dir_fails_in_one_line(tmp_path):
     blocker.write_text("not a directory")
     message = _fails(f"--output_dir={blocker}/run", "--dataset=mnist")
     assert f"Output dir {blocker}/run is not writable" in message
+    message = _fails("--export", f"--export_dir={blocker}/export", "--dataset=mnist",
+                     f"--output_dir={tmp_path}/run")
+    assert f"Export dir {blocker}/export is not writable" in message
 
 
 def test_missing_data_names_the_files_and_the_flag(tmp_path):
-    message = _fails(f"--tfds_data_dir={tmp_path / 'tfds'}", f"--tfds_manual_dir={tmp_path}",
-                     f"--output_dir={tmp_path / 'run'}", mock=False)
+    message = _fails(f"--tfds_data_dir={tmp_path / 'tfds'}",
+                     f"--tfds_manual_dir={tmp_path}", f"--output_dir={tmp_path / 'run'}",
+                     mock=False)
     assert "binarized_mnist_train.amat" in message and "--tfds_manual_dir" in message
 
 

@@ -42,7 +42,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -76,7 +75,7 @@ def _save_freq(value):
     return steps
 
 
-def _check_writable(directory):
+def _check_writable(directory, what):
     try:
         os.makedirs(directory, exist_ok=True)
         probe = os.path.join(directory, f".write_test_{os.getpid()}")
@@ -84,7 +83,7 @@ def _check_writable(directory):
             f.write("ok")
         os.remove(probe)
     except OSError as error:
-        raise ValueError(f"Output dir {directory} is not writable: "
+        raise ValueError(f"{what} {directory} is not writable: "
                          f"{error.strerror or error}.") from None
 
 
@@ -211,10 +210,18 @@ def train_and_evaluate(
             chief = builders.is_chief(strategy_obj)
             work_dir = output_dir if chief else os.path.join(
                 output_dir, "workers", str(strategy_obj.cluster_resolver.task_id))
-            _check_writable(work_dir)
+            _check_writable(work_dir, "Output dir")
             paths = {name: os.path.join(work_dir, name) for name in (
                 "config.json", "best.keras", "model.keras", "history.csv",
                 "metrics.json", "logs", "backup")}
+            export_name = export_name or f"vae_{dataset}"
+            if export and chief:  # Fail now, not after hours of training.
+                _check_writable(export_dir, "Export dir")
+                version_dir = os.path.join(export_dir, export_name, str(export_version))
+                if export_version and os.path.exists(version_dir) and os.listdir(
+                        version_dir):
+                    raise ValueError(f"Export {version_dir} exists; pick another "
+                                     "--export_version or 0 for the next free one.")
             resuming = os.path.exists(os.path.join(paths["backup"], "latest.weights.h5"))
             if resuming and os.path.exists(paths["config.json"]):
                 _check_resumable(paths["config.json"], config)
@@ -337,8 +344,7 @@ def train_and_evaluate(
         if chief:
             model.save(paths["model.keras"])
             if export:
-                metrics["export"] = _export(model, export_dir,
-                                            export_name or f"vae_{dataset}",
+                metrics["export"] = _export(model, export_dir, export_name,
                                             export_version)
         with open(paths["metrics.json"], "w") as f:
             json.dump(metrics, f, indent=2, default=str)
