@@ -86,6 +86,9 @@ def test_latent_scatter(tmp_path, model, images):
     path = plots.save_latent_scatter(wide, images, np.arange(10), str(tmp_path / "p.png"),
                                      figsize=(4, 3), dpi=50)
     assert png_shape(path)[:2] == (150, 200)
+    path = plots.save_latent_scatter(wide, images, None, str(tmp_path / "u.png"),
+                                     figsize=(4, 3), dpi=50)
+    assert png_shape(path)[:2] == (150, 200)
 
 
 def _write_run(directory, elbos, with_metadata=True):
@@ -121,3 +124,30 @@ def test_learning_curves(tmp_path):
     bare.write_text("epoch,elbo\n0,-100\n")
     with pytest.raises(ValueError, match="examples_per_epoch"):
         plots.save_learning_curves([str(bare)], str(tmp_path / "x.png"))
+
+
+def test_visualize_tool_writes_every_figure(tmp_path, model, images):
+    pytest.importorskip("matplotlib")
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    _write_run(str(run), [-150.0, -130.0])
+    model.save(str(run / "model.keras"))
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "labels.npy", np.arange(len(images)) % 2)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.visualize", f"--checkpoint={run}",
+         f"--images_npy={tmp_path / 'images.npy'}",
+         f"--labels_npy={tmp_path / 'labels.npy'}", "--num_reconstructions=4",
+         "--interpolation_pairs=2", "--manifold_size=5", "--num_samples=9"],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = ("samples", "reconstructions", "interpolation", "manifold",
+             "latent_scatter", "learning_curves")
+    for name in names:
+        assert png_shape(str(run / "figures" / f"{name}.png"))[0] > 0, name
+    # zoom 2 of 4x4 images, padding 0, 5 x 5 grid.
+    assert png_shape(str(run / "figures" / "manifold.png")) == (40, 40, 1)

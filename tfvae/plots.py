@@ -206,11 +206,15 @@ def posterior_means(model, images, batch_size=500):
 
 def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
                         max_points=5000):
-    """Posterior means of `images` coloured by `labels` (PCA to 2-D when D > 2)."""
-    images, labels = _numpy(images), np.asarray(labels).reshape(-1)
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
-    images, labels = images[:max_points], labels[:max_points]
+    """Posterior means of `images` coloured by `labels` (PCA to 2-D when D > 2).
+
+    `labels` may be None (datasets without labels): one colour, no colour bar.
+    """
+    images = _numpy(images)[:max_points]
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)[:max_points]
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels.")
     means = posterior_means(model, images)
     if means.shape[1] == 1:
         points, names = np.concatenate([means, np.zeros_like(means)], 1), ("z_1", "")
@@ -220,14 +224,14 @@ def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
         points, names = principal_components(means), ("PC 1 of E[z|x]", "PC 2 of E[z|x]")
     figure = _figure(figsize, dpi)
     axes = figure.add_subplot()
-    classes = np.unique(labels)
-    cmap = "tab10" if len(classes) <= 10 else "viridis"
-    scatter = axes.scatter(points[:, 0], points[:, 1], c=labels, cmap=cmap, s=4,
-                           alpha=0.7)
-    if len(classes) <= 20:
-        figure.colorbar(scatter, ax=axes, ticks=classes, label="label")
+    if labels is None:
+        axes.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5)
     else:
-        figure.colorbar(scatter, ax=axes, label="label")
+        classes = np.unique(labels)
+        scatter = axes.scatter(points[:, 0], points[:, 1], c=labels, s=4, alpha=0.7,
+                               cmap="tab10" if len(classes) <= 10 else "viridis")
+        figure.colorbar(scatter, ax=axes, label="label",
+                        ticks=classes if len(classes) <= 20 else None)
     axes.set_xlabel(names[0])
     axes.set_ylabel(names[1])
     axes.set_title("Posterior means E[z|x]")
