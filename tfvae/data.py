@@ -222,7 +222,9 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
         binarize = None
     image_bytes = math.prod(feature.shape) * tf.as_dtype(feature.tf_dtype).size
     read_config = tfds.ReadConfig(shuffle_seed=seed)
-    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+    # A static draw is keyed by the example's position, so the file order must be fixed.
+    ds = builder.as_dataset(split=split, shuffle_files=shuffle and binarize != "static",
+                            read_config=read_config)
     keys = ("image", "label") if with_labels else ("image",)
     ds = ds.map(lambda ex: tuple(ex[k] for k in keys),
                 num_parallel_calls=tf.data.AUTOTUNE)
@@ -252,8 +254,9 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
 
     if binarize == "dynamic":
         # One [2]-seed per batch; a new sequence each epoch, reproducible with `seed`.
-        seeds = tf.data.Dataset.random(seed=_split_seed(seed, split),
-                                       rerandomize_each_iteration=True).batch(2)
+        seeds = tf.data.Dataset.random(
+            seed=None if seed is None else _split_seed(seed, split),
+            rerandomize_each_iteration=True).batch(2)
 
         def draw(batch, batch_seed):
             image = tf.cast(batch[0], tf.float32) / scale
