@@ -119,7 +119,8 @@ def _check_shape(tensor, name, shape):
     right_shape = tf.debugging.Assert(
         tf.logical_and(tf.equal(tf.size(tensor), padded[0] * math.prod(shape)),
                        tf.reduce_all(tf.equal(padded[1:len(shape) + 1], shape))),
-        [f"{name} must have shape [batch, {', '.join(map(str, shape))}], got", actual])
+        [f"{name} must have shape [batch, {', '.join(map(str, shape))}], got", actual],
+        summarize=8)
     with tf.control_dependencies([right_shape]):
         return tf.reshape(tensor, [-1, *shape])
 
@@ -144,8 +145,11 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
     SavedModel signatures). The Keras model is only captured by the functions; the
     module tracks the raw variables, so each is saved once and the TF1 loader finds it.
     """
-    image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
-    z_spec = tf.TensorSpec([None, model.encoder.latent_dim], tf.float32, name="z")
+    # Only the rank is fixed: with the full static shape in the signature, grappler
+    # takes the checking reshape for a no-op, removes it, and the graph may crash on
+    # a wrong shape before the readable assert fires. The checks restore the shapes.
+    image_spec = tf.TensorSpec([None] * 4, tf.float32, name="images")
+    z_spec = tf.TensorSpec([None, None], tf.float32, name="z")
     count_spec = tf.TensorSpec([], tf.int32, name="num_samples")
     log_prob_rows = int(log_prob_rows)
 
@@ -271,6 +275,24 @@ def source_commit():
         return None
 
 
+def signature_summary(model):
+    """Signature key -> "inputs -> outputs" with shapes (the SavedModel's own input
+    specs fix only the rank, see `serving_module`)."""
+    image_dims = f"[batch, {', '.join(map(str, model.image_shape))}]"
+    images = f"images {image_dims}"
+    z = f"z [batch, {model.encoder.latent_dim}]"
+    params = ("logits" if model.decoder.likelihood == "bernoulli" else "loc, scale")
+    sample = f"num_samples (int32 scalar) -> images, {z}"
+    return {
+        "serving_default": sample, "sample": sample,
+        "encode": f"{images} -> loc, scale [batch, {model.encoder.latent_dim}]",
+        "decode": f"{z} -> images, {params} (each {image_dims})",
+        "reconstruct": f"{images} -> images",
+        "log_prob": f"{images}, num_samples (int32 scalar) -> log_prob [batch]",
+        "elbo": f"{images} -> elbo, distortion, rate [batch]",
+    }
+
+
 def model_metadata(model):
     """A JSON-serializable description of `model` for `metadata.json`."""
     from tfvae import __version__
@@ -284,14 +306,7 @@ def model_metadata(model):
         "latent_dim": model.encoder.latent_dim,
         "prior": type(model.prior).__name__,
         "num_weights": int(sum(np.prod(w.shape) for w in model.weights)),
-        "signatures": {
-            "serving_default": "sample", "sample": "num_samples -> images, z",
-            "encode": "images -> loc, scale",
-            "decode": "z -> images, " + (
-                "logits" if model.decoder.likelihood == "bernoulli" else "loc, scale"),
-            "reconstruct": "images -> images",
-            "log_prob": "images, num_samples -> log_prob",
-            "elbo": "images -> elbo, distortion, rate"},
+        "signatures": signature_summary(model),
         "model_config": json.loads(json.dumps(model.get_config(), default=str)),
     }
 
