@@ -21,6 +21,8 @@ setuptools.setup(
         # tensorflow-datasets 4.9.x imports it at run time without declaring it.
         "importlib_resources",
         "absl-py",
+        # TensorBoard logging of the training CLI; TF 2.21 no longer installs it.
+        "tensorboard",
     ],
     extras_require={
         # LiteRT interpreter to run exported .tflite models.
