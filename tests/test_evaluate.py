@@ -256,6 +256,14 @@ def test_saved_model_agrees_with_the_keras_model(tmp_path):
     keras_stats = ev.latent_statistics(model, images)
     np.testing.assert_allclose(report["activity"], keras_stats["activity"], rtol=1e-4)
     assert "kl_per_dim" not in report and "nll_bits_per_dim" not in report
+    gaussian = VAE(MLPEncoder(2, hidden_units=(8,)),
+                   MLPDecoder((4, 4, 1), (8,), likelihood="gaussian"))
+    path = export.export_saved_model(gaussian, str(tmp_path / "gaussian"))
+    functions = ev.saved_model_functions(tf.saved_model.load(path))
+    assert functions["likelihood"] == "gaussian"
+    report = ev.evaluate(functions, images[:20], num_samples=5, verbose=0)
+    assert report["nll_bits_per_dim"] == pytest.approx(
+        ev.bits_per_dim(-report["nll"], 16))
 
 
 def test_evaluate_tool_on_a_run_directory(tmp_path):

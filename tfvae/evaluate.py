@@ -441,11 +441,12 @@ def latent_statistics(model, data, batch_size=500, threshold=ACTIVE_UNIT_THRESHO
 def saved_model_functions(loaded):
     """Callables for this module from a `tf.saved_model.load`-ed tfvae export.
 
-    Uses the `log_prob`, `elbo` and `encode` signatures (see DESIGN.md) and reads the
-    likelihood family from the `decode` signature's outputs ("loc"/"scale": Gaussian).
+    Uses the `log_prob`, `elbo` and `encode` signatures (see DESIGN.md), the image
+    shape from `sample`'s output and the likelihood family from the `decode`
+    signature's outputs ("loc"/"scale": Gaussian).
     """
     signatures = loaded.signatures
-    missing = {"log_prob", "elbo", "encode"} - set(signatures)
+    missing = {"log_prob", "elbo", "encode", "sample"} - set(signatures)
     if missing:
         raise ValueError(f"The SavedModel lacks the signatures {sorted(missing)}.")
 
@@ -462,7 +463,8 @@ def saved_model_functions(loaded):
     likelihood = "bernoulli"
     if "decode" in signatures and "loc" in signatures["decode"].structured_outputs:
         likelihood = "gaussian"
-    image_shape = tuple(signatures["elbo"].structured_input_signature[1]["images"].shape[1:])
+    # The input specs fix only the rank; the sampled images have the full shape.
+    image_shape = tuple(signatures["sample"].structured_outputs["images"].shape[1:])
     return {"log_prob": log_prob, "elbo": elbo, "posterior_mean": posterior_mean,
             "likelihood": likelihood, "image_shape": image_shape}
 
