@@ -1,0 +1,220 @@
+r"""Benchmark training throughput and k=5000 NLL evaluation time, XLA on and off.
+
+    python -m tools.benchmark                        # MLP baseline, about 2-3 minutes
+    python -m tools.benchmark --config=configs/mnist_vampprior.cfg
+    python -m tools.benchmark --long --output=benchmark.json
+
+Training: the stock `model.fit` on synthetic binary 28x28 images held in memory
+(a cached `tf.data` pipeline), `jit_compile=True` and False; images/s is the median
+over the timed epochs after `--warmup_epochs` (which include tracing and XLA
+compilation). Evaluation: `tfvae.evaluate.importance_sampled_log_px` with
+k=`--num_samples` on `--nll_images` images after a compile-only warm-up, reported
+as seconds per 1000 images and extrapolated to the 10,000 test images of MNIST.
+
+Besides wall time, the table gives process CPU seconds (all threads): on a machine
+shared with other jobs the wall time can vary 2x or more, the CPU time much less.
+The "CPU-bound estimate" rows divide the CPU time by the cores, i.e. what the machine
+would give if it were ours alone and the work spread perfectly over its cores (an
+optimistic figure; on a GPU they mean little). Timings are of this machine, printed
+above the table (CPU model, cores, TensorFlow, GPU).
+The model is the MLP baseline 784-500-500-50 (ReLU, Bernoulli, batch 100) unless
+--config names a trainer flagfile, whose model options, batch size and optimizer
+are used (its other flags are ignored).
+"""
+
+import inspect
+import json
+import os
+import statistics
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "A trainer flagfile (configs/*.cfg) whose model "
+                    "options to benchmark; default: the MLP baseline.")
+flags.DEFINE_integer("batch_size", None, "Training batch; default: the config's, "
+                     "else 100.")
+flags.DEFINE_integer("train_images", 10_000, "Synthetic images per training epoch.")
+flags.DEFINE_integer("warmup_epochs", 1, "Untimed epochs (tracing, compilation).")
+flags.DEFINE_integer("epochs", 5, "Timed epochs; the median is reported.")
+flags.DEFINE_integer("num_samples", 5000, "k of the NLL evaluation.")
+flags.DEFINE_integer("nll_images", 100, "Images of the timed NLL evaluation.")
+flags.DEFINE_integer("nll_batch_size", 100, "Images per compiled NLL call.")
+flags.DEFINE_list("jit", ["true", "false"], "jit_compile settings to compare.")
+flags.DEFINE_bool("long", False, "Longer, steadier runs: 10 timed epochs of 20,000 "
+                  "images and the NLL on 1000 images.")
+flags.DEFINE_string("output", None, "Also write the results as JSON here.")
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def read_config(path):
+    """Model options, batch size and optimizer settings from a trainer flagfile."""
+    from tfvae import builders
+
+    defaults = {name: p.default for name, p in
+                inspect.signature(builders.build_model).parameters.items()
+                if p.kind == p.KEYWORD_ONLY}
+    extra = {"batch_size": 100, "optimizer": "adam", "learning_rate": 1e-3}
+    options = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("--") or "=" not in line:
+                continue
+            name, value = line[2:].split("=", 1)
+            if name not in defaults and name not in extra:
+                continue
+            default = defaults.get(name, extra.get(name))
+            if isinstance(default, tuple):
+                options[name] = tuple(int(v) for v in value.split(",") if v)
+            elif isinstance(default, bool):
+                options[name] = value.lower() in ("1", "true")
+            elif isinstance(default, int):
+                options[name] = int(value)
+            elif isinstance(default, float):
+                options[name] = float(value)
+            else:
+                options[name] = value
+    return options
+
+
+def build(options, jit_compile):
+    from tfvae import builders
+
+    model_options = {k: v for k, v in options.items()
+                     if k not in ("batch_size", "optimizer", "learning_rate")}
+    model = builders.build_model(IMAGE_SHAPE, **model_options)
+    model.compile(optimizer=builders.build_optimizer(
+        options.get("optimizer", "adam"), options.get("learning_rate", 1e-3)),
+        jit_compile=jit_compile)
+    return model
+
+
+def training_throughput(options, jit_compile, images, batch_size, warmup, epochs):
+    """Median images/s and CPU seconds per 1000 images over the timed epochs."""
+    import keras
+    import tensorflow as tf
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.wall, self.cpu = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = (time.perf_counter(), time.process_time())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.wall.append(time.perf_counter() - self._start[0])
+            self.cpu.append(time.process_time() - self._start[1])
+
+    keras.utils.set_random_seed(0)
+    model = build(options, jit_compile)
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).cache().prefetch(
+        tf.data.AUTOTUNE)
+    timer = Timer()
+    model.fit(ds, epochs=warmup + epochs, verbose=0, callbacks=[timer])
+    wall, cpu = timer.wall[warmup:], timer.cpu[warmup:]
+    return {"images_per_s": len(images) / statistics.median(wall),
+            "cpu_s_per_1000_images": 1000 * statistics.median(cpu) / len(images),
+            "epoch_s": wall, "params": model.count_params()}
+
+
+def nll_time(options, jit_compile, images, num_samples, batch_size):
+    """Seconds (wall and CPU) per 1000 images of the k-sample NLL, after compiling."""
+    import keras
+
+    from tfvae import evaluate
+
+    keras.utils.set_random_seed(0)
+    model = build(options, jit_compile)
+    batch_size = min(batch_size, len(images))
+    # Compile on one batch with the same shapes (k is static in the compiled call).
+    evaluate.importance_sampled_log_px(model, images[:batch_size], num_samples,
+                                       batch_size, jit_compile=jit_compile, verbose=0)
+    cpu = time.process_time()
+    estimate = evaluate.importance_sampled_log_px(
+        model, images, num_samples, batch_size, jit_compile=jit_compile, verbose=0)
+    cpu = time.process_time() - cpu
+    return {"s_per_1000_images": 1000 * estimate.seconds / len(images),
+            "cpu_s_per_1000_images": 1000 * cpu / len(images),
+            "minutes_for_10000_images": 10_000 * estimate.seconds / len(images) / 60,
+            "images": len(images), "num_samples": num_samples}
+
+
+def table(results, machine, label):
+    settings = list(results)
+    gpus = ", ".join(machine["gpus"]) or "none"
+    lines = [f"machine: {machine['cpu']}, {machine['cpu_cores']} cores, "
+             f"TensorFlow {machine['tensorflow']}, GPU: {gpus}",
+             f"model: {label}", "",
+             "| measurement | " + " | ".join(f"jit_compile={s}" for s in settings) + " |",
+             "| --- |" + " --- |" * len(settings)]
+    first = results[settings[0]]
+    cores = machine["cpu_cores"]
+    rows = [
+        ("training images/s (median)", lambda r: f"{r['train']['images_per_s']:,.0f}"),
+        ("training CPU s per 1000 images", lambda r:
+         f"{r['train']['cpu_s_per_1000_images']:.3f}"),
+        (f"NLL k={first['nll']['num_samples']}: s per 1000 images",
+         lambda r: f"{r['nll']['s_per_1000_images']:.1f}"),
+        (f"NLL k={first['nll']['num_samples']}: CPU s per 1000 images",
+         lambda r: f"{r['nll']['cpu_s_per_1000_images']:.1f}"),
+        (f"NLL k={first['nll']['num_samples']}: minutes for 10,000 images",
+         lambda r: f"{r['nll']['minutes_for_10000_images']:.1f}"),
+        (f"CPU-bound estimate on {cores} idle cores: training images/s",
+         lambda r: f"{1000 * cores / r['train']['cpu_s_per_1000_images']:,.0f}"),
+        (f"CPU-bound estimate on {cores} idle cores: NLL minutes for 10,000 images",
+         lambda r: f"{r['nll']['cpu_s_per_1000_images'] * 10 / cores / 60:.1f}"),
+    ]
+    for name, cell in rows:
+        lines.append(f"| {name} | " + " | ".join(cell(results[s]) for s in settings) + " |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    import numpy as np
+
+    from tfvae import evaluate
+
+    options = read_config(FLAGS.config) if FLAGS.config else {}
+    batch_size = FLAGS.batch_size or options.get("batch_size", 100)
+    train_images, epochs, nll_images = FLAGS.train_images, FLAGS.epochs, FLAGS.nll_images
+    if FLAGS.long:
+        train_images, epochs, nll_images = 20_000, 10, 1000
+    rng = np.random.default_rng(0)
+    images = (rng.random([max(train_images, nll_images), *IMAGE_SHAPE]) < 0.13).astype(
+        np.float32)  # about MNIST's fraction of ink
+    label = FLAGS.config or "MLP 784-500-500-50, ReLU, Bernoulli, Adam"
+    label += f", batch {batch_size}"
+    machine = evaluate.machine_info()
+    results = {}
+    for setting in FLAGS.jit:
+        jit = setting.lower() in ("1", "true", "on", "yes")
+        print(f"jit_compile={jit}: training {FLAGS.warmup_epochs}+{epochs} epochs of "
+              f"{train_images} images ...", flush=True)
+        train = training_throughput(options, jit, images[:train_images], batch_size,
+                                    FLAGS.warmup_epochs, epochs)
+        print(f"jit_compile={jit}: NLL k={FLAGS.num_samples} on {nll_images} images ...",
+              flush=True)
+        nll = nll_time(options, jit, images[:nll_images], FLAGS.num_samples,
+                       FLAGS.nll_batch_size)
+        results[str(jit)] = {"train": train, "nll": nll}
+    print()
+    print(table(results, machine, label))
+    if FLAGS.output:
+        if os.path.dirname(FLAGS.output):
+            os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+        with open(FLAGS.output, "w") as f:
+            json.dump({"machine": machine, "model": label, "batch_size": batch_size,
+                       "results": results}, f, indent=2)
+        print("results:", FLAGS.output)
+
+
+if __name__ == "__main__":
+    app.run(main)
