@@ -11,8 +11,9 @@ its weights at the start of `fit` and at each backup step beside its output dir.
 3 epochs of 8 steps, backups every 5 steps: the kill comes after step 12 (epoch 2),
 the backup holds step 10 and its previous copy step 5. Keras resumes a backup made
 inside an epoch at the start of that epoch: 10 + 2 * 8 = 26 steps in all.
-(NaN handling, deterministic weights and an unreadable backup are tested in-process
-in test_train.py.)
+Runs use --deterministic, so the killed run and an uninterrupted one in this process
+agree bit for bit up to the kill. (NaN handling, deterministic weights within one
+process and an unreadable backup are tested in-process in test_train.py.)
 """
 
 import json
@@ -29,12 +30,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tfvae import train
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--dataset=mnist", "--binarization=static", "--validation_split=test",
          "--encoder_hidden_units=16", "--decoder_hidden_units=16", "--latent_dim=2",
          "--num_samples=10", "--batch_size=32", "--epochs=3", "--optimizer=adam",
          "--learning_rate=0.01", "--backup_save_freq=5", "--seed=0", "--noexport",
-         "--nojit_compile", "--nolog_images", "--verbose=0"]
+         "--deterministic", "--nojit_compile", "--nolog_images", "--verbose=0"]
 NUM_EXAMPLES, STEPS_PER_EPOCH, EPOCHS, KILL_AFTER_STEP = 256, 8, 3, 12
 TIMEOUT_S = 240  # One TensorFlow import and a short run on a loaded 2-core machine.
 UNTRAINED_ELBO = -784 * np.log(2)  # Every pixel at p = 1/2.
@@ -134,6 +137,27 @@ def _metrics(output_dir):
         return json.load(f)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_op_determinism():
+    """--deterministic turns op determinism on for the whole process; turn it off for
+    the test files that run after this one."""
+    yield
+    from tensorflow.python.framework import config  # the switch-off is not public
+
+    config.disable_op_determinism()
+
+
+def _train_in_process(output_dir):
+    """The command line's run, in this process, recording weights like the script."""
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["tfvae.train", *FLAGS])
+    options = {**train.options_from_flags(), "output_dir": str(output_dir)}
+    train.FLAGS.unparse_flags()
+    with generated_data():
+        return train.train_and_evaluate(
+            callbacks=[RecordWeights(output_dir, options["backup_save_freq"])], **options)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A run killed with SIGKILL after step 12, then restarted twice with the same
@@ -148,10 +172,7 @@ def runs(tmp_path_factory):
     processes = []
     try:
         processes.append(_start(killed, env, "first"))
-        from tfvae import train  # noqa: PLC0415
-
-        with generated_data():  # Meanwhile, the uninterrupted run.
-            train.run(["tfvae.train", *FLAGS, f"--output_dir={reference}"])
+        _train_in_process(reference)  # Meanwhile, the uninterrupted run.
 
         deadline = time.monotonic() + TIMEOUT_S
         while not marker.exists():
@@ -216,6 +237,15 @@ def test_the_resumed_run_ends_as_good_as_an_uninterrupted_one(runs):
     assert resumed == pytest.approx(reference["test"]["elbo"], rel=0.08)
 
 
+def test_deterministic_runs_agree_bit_for_bit_across_processes(runs):
+    for step in (5, 10):
+        killed = _recorded(runs["killed"], f"step{step}")
+        uninterrupted = _recorded(runs["reference"], f"step{step}")
+        assert len(killed) == len(uninterrupted) > 0
+        for got, want in zip(killed, uninterrupted):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_a_truncated_latest_backup_falls_back_to_the_previous_copy(runs):
     out, err = runs["fallback_logs"]
     backup = runs["truncated"] / "backup"
@@ -234,8 +264,6 @@ def test_a_truncated_latest_backup_falls_back_to_the_previous_copy(runs):
 
 if __name__ == "__main__":  # The training command line, on generated data.
     from absl import app
-
-    from tfvae import train
 
     def train_and_evaluate(output_dir, _original=train.train_and_evaluate, **options):
         callbacks = [RecordWeights(output_dir, options["backup_save_freq"])]
