@@ -5,6 +5,8 @@ Encoders and decoders are Keras layers that return `tfp.distributions` objects; 
 divergence, and trains with the stock `model.fit`.
 """
 
+from tfvae.data import load_dataset
+from tfvae.export import export_model
 from tfvae.model import VAE
 from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
@@ -18,6 +20,8 @@ __all__ = [
     "StandardNormalPrior",
     "MixturePrior",
     "VampPrior",
+    "load_dataset",
+    "export_model",
 ]
 
 __version__ = "0.1.0"
