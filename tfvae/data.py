@@ -278,7 +278,11 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
 
 def check_images(dataset, image_shape, description="the dataset"):
     """First batch of `dataset` as numpy, after checking it fits a model for images of
-    `image_shape`: float32 [B, H, W, C] in [0, 1]. Raises a one-line ValueError."""
+    `image_shape`: float32 [B, H, W, C] in [0, 1]. Raises a one-line ValueError.
+
+    Reading one batch of a `cache()`d dataset leaves a partial cache behind that can
+    truncate later passes over the same object: check an uncached twin (`cache=False`)
+    or `load_dataset(...).take(1)` built for the purpose, as `tfvae.train` does."""
     want = f"float32 images of shape (batch, {', '.join(map(str, image_shape))}) in [0, 1]"
     spec = dataset.element_spec
     if not isinstance(spec, tf.TensorSpec):
