@@ -8,6 +8,9 @@
 * `Backup` is `keras.callbacks.BackupAndRestore` that says when it resumes, never
   saves weights after a non-finite loss (the last good backup survives), keeps the
   backup when training diverged, and turns an unreadable backup into one clear error.
+  Under multi-worker training every worker restores its own backup; workers that
+  resumed different steps (one fell back to its previous copy) stop with one error
+  instead of training on with different weights.
 * `ImageGrid` writes prior samples and reconstructions to TensorBoard each epoch.
 * `EpochTimer` adds `epoch_time_s` (training part of the epoch, without validation)
   and `images_per_s` to the epoch logs; put it before the loggers.
@@ -100,6 +103,10 @@ class Backup(keras.callbacks.BackupAndRestore):
             return json.load(f)
 
     def on_train_begin(self, logs=None):
+        self._restore()
+        self._check_workers_agree()
+
+    def _restore(self):
         if not os.path.exists(self._weights_path):
             return
         try:
@@ -132,6 +139,23 @@ class Backup(keras.callbacks.BackupAndRestore):
                      self.backup_dir, epoch + 1, step)
         print(f"Resuming from the backup in {self.backup_dir}: epoch {epoch + 1}, "
               f"optimizer step {step}.", flush=True)
+
+    def _check_workers_agree(self):
+        """Raises BackupError when the workers of a multi-worker run are at different
+        optimizer steps; Keras does not synchronize restored weights."""
+        strategy = self.model.distribute_strategy
+        if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        local = strategy.run(lambda: tf.constant([step], tf.int64))
+        steps = strategy.gather(local, axis=0).numpy().tolist()  # One per replica.
+        if len(set(steps)) > 1:
+            raise BackupError(
+                f"The workers resumed from backups of different optimizer steps {steps}"
+                f" (a backup was unreadable or missing on some worker); put the same "
+                f"step's backup on every worker or delete every worker's backup "
+                f"directory to start over.")
 
     def on_train_batch_end(self, batch, logs=None):
         if not _finite((logs or {}).get("loss", 0)):
