@@ -123,26 +123,9 @@ def _tail(path, lines=25):
         return "".join(f.readlines()[-lines:])
 
 
-def _wait_all(processes, logs, timeout):
-    """Waits for every process; fails at once, with the log, when one fails (the
-    others would wait for it forever) or when time is up."""
-    deadline = time.monotonic() + timeout
-    while any(p.poll() is None for p in processes):
-        for p, log in zip(processes, logs):
-            if p.poll() not in (None, 0):
-                pytest.fail(f"worker exited with {p.returncode}:\n{_tail(log)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"workers still running after {timeout} s:\n"
-                        + "\n".join(_tail(log) for log in logs))
-        time.sleep(0.5)
-    for p, log in zip(processes, logs):
-        assert p.returncode == 0, _tail(log)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two workers and, meanwhile, a single-worker run of the same global batch."""
-    root = tmp_path_factory.mktemp("multi_worker")
+def _start_workers(output_dir, root):
+    """Two workers of one cluster on free loopback ports, writing to `output_dir`, with
+    logs and probes in `root`; returns the processes and their log paths."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
@@ -153,10 +136,46 @@ def runs(tmp_path_factory):
             tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
             with open(logs[-1], "w") as log:
                 processes.append(subprocess.Popen(
-                    [sys.executable, os.path.abspath(__file__), str(root / "multi"),
+                    [sys.executable, os.path.abspath(__file__), str(output_dir),
                      str(root / f"probe{index}.npz")],
                     cwd=ROOT, env={**env, "TF_CONFIG": json.dumps(tf_config)},
                     stdout=log, stderr=subprocess.STDOUT))
+    except BaseException:
+        _kill(processes)
+        raise
+    return processes, logs
+
+
+def _kill(processes):
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=30)
+
+
+def _wait_all(processes, logs, timeout, fail_fast=True):
+    """Waits for every process; with `fail_fast`, fails at once, with the log, when
+    one fails (the others would wait for it forever). Fails when time is up."""
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in processes):
+        for p, log in zip(processes, logs):
+            if fail_fast and p.poll() not in (None, 0):
+                pytest.fail(f"worker exited with {p.returncode}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"workers still running after {timeout} s:\n"
+                        + "\n".join(_tail(log) for log in logs))
+        time.sleep(0.5)
+    if fail_fast:
+        for p, log in zip(processes, logs):
+            assert p.returncode == 0, _tail(log)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two workers and, meanwhile, a single-worker run of the same global batch."""
+    root = tmp_path_factory.mktemp("multi_worker")
+    processes, logs = _start_workers(root / "multi", root)
+    try:
         from tfvae import train  # noqa: PLC0415
 
         with generated_data():
@@ -165,10 +184,7 @@ def runs(tmp_path_factory):
                                      **OPTIONS)
         _wait_all(processes, logs, WORKER_TIMEOUT_S)
     finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
+        _kill(processes)
     return {
         "root": root,
         "logs": [log.read_text() for log in logs],
@@ -242,6 +258,48 @@ def test_weight_updates_match_a_single_worker_run(runs):
         assert cosine > 0.9 and 2 / 3 < ratio < 1.5, (start.shape, cosine, ratio)
         if start.shape == (784,):  # The decoder's output bias barely feels z's noise.
             assert ratio == pytest.approx(1.0, abs=0.05) and cosine > 0.999
+
+
+def _save_backup(backup_dir, suffix, step, epoch, batch):
+    """A BackupAndRestore file pair for the workers' model at optimizer `step`."""
+    from tfvae import builders  # noqa: PLC0415
+
+    model = builders.build_model((28, 28, 1), **{
+        k: OPTIONS[k] for k in ("encoder_hidden_units", "decoder_hidden_units",
+                                "latent_dim", "num_samples")})
+    model.compile(optimizer=builders.build_optimizer(OPTIONS["optimizer"], 0.01))
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(step)
+    model.save_weights(str(backup_dir / "new.weights.h5"))  # Keras wants this suffix.
+    os.replace(backup_dir / "new.weights.h5", backup_dir / f"latest.weights.h5{suffix}")
+    (backup_dir / f"training_metadata.json{suffix}").write_text(
+        json.dumps({"epoch": epoch, "batch": batch}))
+
+
+def test_workers_that_resume_different_steps_stop_with_one_error(tmp_path):
+    # Each worker backed up steps 2 and 4 of epoch 1 (--backup_save_freq=2); worker 1's
+    # latest file is truncated (killed while saving), so it falls back to step 2 while
+    # worker 0 resumes step 4. Both would restart epoch 1 and train on to the end
+    # with different weights: Keras does not synchronize restored weights.
+    output_dir = tmp_path / "run"
+    for worker_dir in (output_dir, output_dir / "workers" / "1"):
+        (worker_dir / "backup").mkdir(parents=True)
+        _save_backup(worker_dir / "backup", ".bkp", step=2, epoch=0, batch=1)
+        _save_backup(worker_dir / "backup", "", step=4, epoch=0, batch=3)
+    latest = output_dir / "workers" / "1" / "backup" / "latest.weights.h5"
+    with open(latest, "r+b") as f:
+        f.truncate(os.path.getsize(latest) // 2)
+    processes, logs = _start_workers(output_dir, tmp_path)
+    try:
+        _wait_all(processes, logs, WORKER_TIMEOUT_S, fail_fast=False)
+    finally:
+        _kill(processes)
+    for process, log in zip(processes, logs):
+        text = log.read_text()
+        assert process.returncode == 1, _tail(log)
+        assert "BackupError: The workers resumed from backups of different optimizer " \
+            "steps [4, 2]" in text, _tail(log)
+    assert "falling back to the previous copy" in logs[1].read_text()
 
 
 if __name__ == "__main__":  # One worker: OUTPUT_DIR PROBE_PATH, TF_CONFIG set.
