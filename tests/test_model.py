@@ -483,3 +483,14 @@ def test_wrong_image_shape_is_a_clear_error():
 def test_invalid_options_are_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
         small_vae(**options)
+
+
+def test_loss_of_an_empty_batch_is_zero_not_nan():
+    # Under a multi-worker strategy the last partial global batch can leave a worker
+    # with no image; its share of the loss must be 0, not NaN.
+    import numpy as np
+    import tfvae
+    model = tfvae.VAE(tfvae.MLPEncoder(4, (8,)), tfvae.MLPDecoder((28, 28, 1), (8,)))
+    empty = np.zeros((0, 28, 28, 1), "float32")
+    loss = model.compute_loss(y_pred=model(empty, training=True))
+    assert float(loss) == 0.0

@@ -251,17 +251,17 @@ class VAE(keras.Model):
                      training=True):
         terms = y_pred
         if self.objective == "iwae":
-            loss = -tf.reduce_mean(terms["iwae"])
+            loss = -objectives.batch_mean(terms["iwae"])
         else:
             if self.free_bits:
                 rate = objectives.free_bits_rate(terms["_rate_per_dim"], self.free_bits)
             else:
-                rate = tf.reduce_mean(terms["rate"])
-            loss = tf.reduce_mean(terms["distortion"]) + self._rate_weight() * rate
+                rate = objectives.batch_mean(terms["rate"])
+            loss = objectives.batch_mean(terms["distortion"]) + self._rate_weight() * rate
             if self.mmd_weight:
-                loss += self.mmd_weight * tf.reduce_mean(terms["_mmd"])
+                loss += self.mmd_weight * objectives.batch_mean(terms["_mmd"])
         if "_surrogate" in terms:
-            loss -= tf.reduce_mean(terms["_surrogate"])
+            loss -= objectives.batch_mean(terms["_surrogate"])
         if self.losses:
             loss += tf.add_n(self.losses)
         for name, tracker in self.trackers.items():

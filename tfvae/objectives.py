@@ -100,9 +100,19 @@ def kl_weight(step, beta=1.0, warmup_steps=0):
     return beta * tf.minimum(1.0, ramp)
 
 
+def batch_mean(values):
+    """Mean over the batch axis that is 0, not NaN, for an empty batch.
+
+    Under a multi-worker strategy the last, partial global batch can leave a worker
+    with no example at all.
+    """
+    count = tf.cast(tf.shape(values)[0], values.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(values, axis=0), count)
+
+
 def free_bits_rate(rate_per_dim, free_bits):
     """sum_d max(lambda, mean over the batch of KL_d): [B, D] -> scalar."""
-    return tf.reduce_sum(tf.maximum(tf.reduce_mean(rate_per_dim, axis=0), free_bits))
+    return tf.reduce_sum(tf.maximum(batch_mean(rate_per_dim), free_bits))
 
 
 def _squared_distances(a, b):

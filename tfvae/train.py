@@ -518,6 +518,11 @@ def _train_from_flags(argv):
         return train_and_evaluate(**options_from_flags())
     except (ConfigError, TrainingDiverged, vae_callbacks.BackupError) as error:
         _fail(error)
+    except (tf.errors.UnavailableError, tf.errors.InternalError) as error:
+        if FLAGS.strategy != "multi_worker":
+            raise
+        _fail(f"a worker of the cluster stopped ({type(error).__name__}); run the same "
+              "command again on every worker: they resume from their backups.")
 
 
 def main(argv):
