@@ -27,10 +27,9 @@ import time
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from tfvae import train
+from pattern_data import generated_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--dataset=mnist", "--binarization=static", "--validation_split=test",
@@ -41,25 +40,6 @@ FLAGS = ["--dataset=mnist", "--binarization=static", "--validation_split=test",
 NUM_EXAMPLES, STEPS_PER_EPOCH, EPOCHS, KILL_AFTER_STEP = 256, 8, 3, 12
 TIMEOUT_S = 240  # One TensorFlow import and a short run on a loaded 2-core machine.
 UNTRAINED_ELBO = -784 * np.log(2)  # Every pixel at p = 1/2.
-
-
-def pattern_images(num_examples=NUM_EXAMPLES, seed=0):
-    """uint8 [N, 28, 28, 1] in {0, 255}: 4 random patterns (25% on), 2% pixels flipped."""
-    rng = np.random.default_rng(seed)
-    patterns = rng.random((4, 28, 28, 1)) < 0.25
-    flips = rng.random((num_examples, 28, 28, 1)) < 0.02
-    return ((patterns[np.arange(num_examples) % 4] ^ flips) * 255).astype(np.uint8)
-
-
-def _as_dataset(builder, split, **kwargs):
-    """Stands in for `builder.as_dataset`: every split holds the pattern images."""
-    images = pattern_images()
-    return tf.data.Dataset.from_tensor_slices(
-        {"image": images, "label": np.zeros(len(images), np.int64)})
-
-
-def generated_data():
-    return tfds.testing.mock_data(as_dataset_fn=_as_dataset)
 
 
 class HangOnce(keras.callbacks.Callback):
@@ -153,7 +133,7 @@ def _train_in_process(output_dir):
     train.FLAGS(["tfvae.train", *FLAGS])
     options = {**train.options_from_flags(), "output_dir": str(output_dir)}
     train.FLAGS.unparse_flags()
-    with generated_data():
+    with generated_data(NUM_EXAMPLES):
         return train.train_and_evaluate(
             callbacks=[RecordWeights(output_dir, options["backup_save_freq"])], **options)
 
@@ -272,5 +252,5 @@ if __name__ == "__main__":  # The training command line, on generated data.
         return _original(output_dir, callbacks=callbacks, **options)
 
     train.train_and_evaluate = train_and_evaluate
-    with generated_data():
+    with generated_data(NUM_EXAMPLES):
         app.run(train.main, flags_parser=train.parse_flags)

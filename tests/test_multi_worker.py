@@ -25,8 +25,7 @@ import time
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
+from pattern_data import generated_data, pattern_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES, BATCH_SIZE, EPOCHS = 64, 16, 2
@@ -37,25 +36,6 @@ OPTIONS = dict(dataset="mnist", binarization="static", validation_split="",
                num_samples=10, export=False, verbose=0, jit_compile=False, log_images=False)
 WORKER_TIMEOUT_S = 300  # Two TensorFlow imports on a loaded 2-core machine: ~80 s.
 UNTRAINED_LOSS = 784 * np.log(2)  # Every pixel at p = 1/2.
-
-
-def pattern_images(num_examples=NUM_EXAMPLES, seed=0):
-    """uint8 [N, 28, 28, 1] in {0, 255}: 4 random patterns (25% on), 2% pixels flipped."""
-    rng = np.random.default_rng(seed)
-    patterns = rng.random((4, 28, 28, 1)) < 0.25
-    flips = rng.random((num_examples, 28, 28, 1)) < 0.02
-    return ((patterns[np.arange(num_examples) % 4] ^ flips) * 255).astype(np.uint8)
-
-
-def _as_dataset(builder, split, **kwargs):
-    """Stands in for `builder.as_dataset`: every split holds the pattern images."""
-    images = pattern_images()
-    return tf.data.Dataset.from_tensor_slices(
-        {"image": images, "label": np.zeros(len(images), np.int64)})
-
-
-def generated_data():
-    return tfds.testing.mock_data(as_dataset_fn=_as_dataset)
 
 
 class Probe(keras.callbacks.Callback):
@@ -178,7 +158,7 @@ def runs(tmp_path_factory):
     try:
         from tfvae import train  # noqa: PLC0415
 
-        with generated_data():
+        with generated_data(NUM_EXAMPLES):
             train.train_and_evaluate(str(root / "single"),
                                      callbacks=[Probe(str(root / "probe_single.npz"))],
                                      **OPTIONS)
@@ -214,7 +194,7 @@ def test_each_worker_reads_its_half_of_every_global_batch(runs):
         np.testing.assert_array_equal(np.concatenate([half0, half1]), whole)
     # One pass: together the workers saw every image once.
     seen = np.concatenate(worker0 + worker1).reshape(NUM_EXAMPLES, -1)
-    expected = (pattern_images().reshape(NUM_EXAMPLES, -1) / 255).astype(np.float32)
+    expected = (pattern_images(NUM_EXAMPLES).reshape(NUM_EXAMPLES, -1) / 255).astype(np.float32)
     np.testing.assert_array_equal(seen[np.lexsort(seen.T)], expected[np.lexsort(expected.T)])
 
 
@@ -305,6 +285,6 @@ def test_workers_that_resume_different_steps_stop_with_one_error(tmp_path):
 if __name__ == "__main__":  # One worker: OUTPUT_DIR PROBE_PATH, TF_CONFIG set.
     from tfvae import train
 
-    with generated_data():
+    with generated_data(NUM_EXAMPLES):
         train.train_and_evaluate(sys.argv[1], strategy="multi_worker",
                                  callbacks=[Probe(sys.argv[2])], **OPTIONS)

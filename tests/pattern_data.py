@@ -1,0 +1,29 @@
+"""Learnable generated images served through `tfds.testing.mock_data`.
+
+Random mock bytes cannot be learned, so a wrong training step would not show in the
+loss; these 4 patterns with 2% flipped pixels can. Shared by the multi-worker and
+fault-tolerance tests, which also run as worker scripts (this folder is on sys.path).
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+
+def pattern_images(num_examples, seed=0):
+    """uint8 [N, 28, 28, 1] in {0, 255}: 4 random patterns (25% on), 2% pixels flipped."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.random((4, 28, 28, 1)) < 0.25
+    flips = rng.random((num_examples, 28, 28, 1)) < 0.02
+    return ((patterns[np.arange(num_examples) % 4] ^ flips) * 255).astype(np.uint8)
+
+
+def generated_data(num_examples):
+    """Context manager: every split of every TFDS dataset holds the pattern images."""
+    images = pattern_images(num_examples)
+
+    def as_dataset(builder, split, **kwargs):
+        return tf.data.Dataset.from_tensor_slices(
+            {"image": images, "label": np.zeros(len(images), np.int64)})
+
+    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
