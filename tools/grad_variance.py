@@ -30,20 +30,6 @@ from absl import app, flags
 import tfvae
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "A trained .keras model; default: a fresh MLP VAE.")
-flags.DEFINE_string("images", None, ".npy file of images [N, H, W, C] in [0, 1].")
-flags.DEFINE_string("dataset", None, "TFDS dataset to take the batch from (first batch "
-                    "of --split, statically binarized), e.g. binarized_mnist.")
-flags.DEFINE_string("split", "test", "TFDS split for --dataset.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir for --dataset.")
-flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual_dir (offline source files).")
-flags.DEFINE_integer("batch_size", 64, "Images in the fixed batch.")
-flags.DEFINE_integer("num_draws", 200, "Gradient draws per estimator.")
-flags.DEFINE_integer("num_samples", 1, "Samples of z per image in each draw (L).")
-flags.DEFINE_integer("latent_dim", 16, "Latent size of the fresh model.")
-flags.DEFINE_list("hidden_units", ["256"], "Hidden layers of the fresh MLP model.")
-flags.DEFINE_integer("seed", 0, "Seeds the fresh model, the synthetic batch and the draws.")
-
 ESTIMATORS = ("score_function", "reparameterization")
 
 
@@ -191,5 +177,24 @@ def main(argv):
     print(format_results(results))
 
 
+def define_flags():
+    """The command line's flags; defined only when run as a script, so that importing
+    this module next to tfvae.train (as the tests do) cannot define a flag twice."""
+    flags.DEFINE_string("checkpoint", None, "A trained .keras model; default: a fresh MLP VAE.")
+    flags.DEFINE_string("images", None, ".npy file of images [N, H, W, C] in [0, 1].")
+    flags.DEFINE_string("dataset", None, "TFDS dataset to take the batch from (first batch "
+                        "of --split, statically binarized), e.g. binarized_mnist.")
+    flags.DEFINE_string("split", "test", "TFDS split for --dataset.")
+    flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir for --dataset.")
+    flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual_dir (offline source files).")
+    flags.DEFINE_integer("batch_size", 64, "Images in the fixed batch.")
+    flags.DEFINE_integer("num_draws", 200, "Gradient draws per estimator.")
+    flags.DEFINE_integer("num_samples", 1, "Samples of z per image in each draw (L).")
+    flags.DEFINE_integer("latent_dim", 16, "Latent size of the fresh model.")
+    flags.DEFINE_list("hidden_units", ["256"], "Hidden layers of the fresh MLP model.")
+    flags.DEFINE_integer("seed", 0, "Seeds the fresh model, the synthetic batch and the draws.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
