@@ -326,3 +326,13 @@ def test_main_returns_nothing_so_that_app_run_exits_with_0(monkeypatch):
     train.FLAGS(["tfvae.train"])
     assert train.main(["tfvae.train"]) is None
     assert train.run(["tfvae.train"]) == {"test": {}}
+
+
+def test_an_iwae_run_keeps_the_checkpoint_of_the_best_iwae_bound(tmp_path):
+    output_dir = tmp_path / "iwae"
+    metrics = _run(*_argv(**{**TINY, "epochs": 2, "objective": "iwae",
+                             "num_samples": 3})[1:], f"--output_dir={output_dir}")
+    history = _history(output_dir / "history.csv")
+    assert metrics["best_val_iwae"] == pytest.approx(
+        max(float(row["val_iwae"]) for row in history))
+    assert "best_val_elbo" not in metrics

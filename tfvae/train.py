@@ -10,7 +10,7 @@ Flags given after `--flagfile` override it. The same run from Python (a notebook
 default; only `main` reads FLAGS. What a run writes to `output_dir`:
 
     config.json    the options of the run
-    best.keras     the model with the best validation ELBO so far (ModelCheckpoint)
+    best.keras     the model with the best validation bound so far (ELBO, or IWAE)
     model.keras    the final model: the best.keras weights, tested and exported
     history.csv    per-epoch train and validation metrics, epoch time and images/s
     metrics.json   test ELBO / rate / distortion and a summary of the run
@@ -277,7 +277,9 @@ def train_and_evaluate(
               flush=True)
 
         # -- callbacks ---------------------------------------------------------------
-        monitor = "val_elbo" if val_ds is not None else "elbo"
+        # The bound being maximized: the k-sample IWAE bound when that is the objective.
+        bound = "iwae" if objective == "iwae" else "elbo"
+        monitor = f"val_{bound}" if val_ds is not None else bound
         guard = vae_callbacks.NonFiniteGuard()
         timer = vae_callbacks.EpochTimer(batch_size)
         backup = vae_callbacks.Backup(paths["backup"], save_freq=save_freq,
@@ -450,7 +452,8 @@ flags.DEFINE_bool("use_ema", _DEFAULT["use_ema"],
 flags.DEFINE_float("ema_momentum", _DEFAULT["ema_momentum"], "EMA momentum.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("early_stopping_patience", _DEFAULT["early_stopping_patience"],
-                     "Stop after this many epochs without a better validation ELBO "
+                     "Stop after this many epochs without a better validation bound (ELBO, or "
+                     "the IWAE bound with --objective=iwae) "
                      "(0: off).", lower_bound=0)
 # runtime
 flags.DEFINE_integer("seed", _DEFAULT["seed"],
