@@ -5,7 +5,8 @@ r"""Benchmark training throughput and k=5000 NLL evaluation time, XLA on and off
     python -m tools.benchmark --long --output=benchmark.json
 
 Training: the stock `model.fit` on synthetic binary 28x28 images held in memory
-(a cached `tf.data` pipeline), `jit_compile=True` and False; images/s is the median
+(a cached `tf.data` pipeline), `jit_compile=True` and False, `steps_per_execution`
+as the config's (20 by default, as configs/mnist.cfg); images/s is the median
 over the timed epochs after `--warmup_epochs` (which include tracing and XLA
 compilation). Evaluation: `tfvae.evaluate.importance_sampled_log_px` with
 k=`--num_samples` on `--nll_images` images after a compile-only warm-up, reported
@@ -35,6 +36,8 @@ flags.DEFINE_string("config", None, "A trainer flagfile (configs/*.cfg) whose mo
                     "options to benchmark; default: the MLP baseline.")
 flags.DEFINE_integer("batch_size", None, "Training batch; default: the config's, "
                      "else 100.")
+flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call; "
+                     "default: the config's, else 20 (as configs/mnist.cfg).")
 flags.DEFINE_integer("train_images", 10_000, "Synthetic images per training epoch.")
 flags.DEFINE_integer("warmup_epochs", 1, "Untimed epochs (tracing, compilation).")
 flags.DEFINE_integer("epochs", 5, "Timed epochs; the median is reported.")
@@ -56,7 +59,8 @@ def read_config(path):
     defaults = {name: p.default for name, p in
                 inspect.signature(builders.build_model).parameters.items()
                 if p.kind == p.KEYWORD_ONLY}
-    extra = {"batch_size": 100, "optimizer": "adam", "learning_rate": 1e-3}
+    extra = {"batch_size": 100, "optimizer": "adam", "learning_rate": 1e-3,
+             "steps_per_execution": 20}
     options = {}
     with open(path) as f:
         for line in f:
@@ -84,11 +88,12 @@ def build(options, jit_compile):
     from tfvae import builders
 
     model_options = {k: v for k, v in options.items()
-                     if k not in ("batch_size", "optimizer", "learning_rate")}
+                     if k not in ("batch_size", "optimizer", "learning_rate",
+                                  "steps_per_execution")}
     model = builders.build_model(IMAGE_SHAPE, **model_options)
     model.compile(optimizer=builders.build_optimizer(
         options.get("optimizer", "adam"), options.get("learning_rate", 1e-3)),
-        jit_compile=jit_compile)
+        jit_compile=jit_compile, steps_per_execution=options.get("steps_per_execution", 1))
     return model
 
 
@@ -111,8 +116,10 @@ def training_throughput(options, jit_compile, images, batch_size, warmup, epochs
 
     keras.utils.set_random_seed(0)
     model = build(options, jit_compile)
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).cache().prefetch(
-        tf.data.AUTOTUNE)
+    # No prefetch: the data are in memory already, and with a prefetch thread `fit`
+    # idled about 0.5 s at the start of half the epochs on a 2-core CPU (measured),
+    # a stall the trainer's own pipeline does not show.
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).cache()
     timer = Timer()
     model.fit(ds, epochs=warmup + epochs, verbose=0, callbacks=[timer])
     wall, cpu = timer.wall[warmup:], timer.cpu[warmup:]
@@ -184,6 +191,8 @@ def main(argv):
 
     options = read_config(FLAGS.config) if FLAGS.config else {}
     batch_size = FLAGS.batch_size or options.get("batch_size", 100)
+    options["steps_per_execution"] = (FLAGS.steps_per_execution
+                                      or options.get("steps_per_execution", 20))
     train_images, epochs, nll_images = FLAGS.train_images, FLAGS.epochs, FLAGS.nll_images
     if FLAGS.long:
         train_images, epochs, nll_images = 20_000, 10, 1000
@@ -191,7 +200,8 @@ def main(argv):
     images = (rng.random([max(train_images, nll_images), *IMAGE_SHAPE]) < 0.13).astype(
         np.float32)  # about MNIST's fraction of ink
     label = FLAGS.config or "MLP 784-500-500-50, ReLU, Bernoulli, Adam"
-    label += f", batch {batch_size}"
+    label += (f", batch {batch_size}, "
+              f"{options['steps_per_execution']} steps per execution")
     machine = evaluate.machine_info()
     results = {}
     for setting in FLAGS.jit:
