@@ -470,7 +470,7 @@ flags.DEFINE_string("tpu", _DEFAULT["tpu"],
 flags.DEFINE_bool("jit_compile", _DEFAULT["jit_compile"], "Compile steps with XLA.")
 flags.DEFINE_integer("steps_per_execution", _DEFAULT["steps_per_execution"],
                      "Training steps per compiled call: fewer Python round trips "
-                     "(+10% images/s at 20 on a 2-core CPU); callbacks, NaN checks and "
+                     "(about 2x images/s at 20 on a 2-core CPU); callbacks, NaN checks and "
                      "step backups then see every N-th step.", lower_bound=1)
 flags.DEFINE_enum("mixed_precision", _DEFAULT["mixed_precision"], list(MIXED_PRECISION),
                   "Keras mixed precision policy (the loss stays float32).")
