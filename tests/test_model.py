@@ -477,8 +477,6 @@ def test_wrong_image_shape_is_a_clear_error():
      r"pseudo-inputs have shape \(8, 4, 1\), the model's images \(8, 8, 1\)"),
     (dict(objective="iwae", beta=2.0), "apply to objective='elbo' only"),
     (dict(beta=-1.0), "must be >= 0"),
-    (dict(objective="iwae", gradient_estimator="dreg",
-          prior=tfvae.VampPrior(IMAGE_SHAPE, 2)), "cannot be used with a VampPrior"),
 ])
 def test_invalid_options_are_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):

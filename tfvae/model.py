@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from tfvae import objectives
-from tfvae.priors import StandardNormalPrior, VampPrior
+from tfvae.priors import StandardNormalPrior
 
 OBJECTIVES = ("elbo", "iwae")
 GRADIENT_ESTIMATORS = ("reparameterization", "score_function", "dreg")
@@ -105,9 +105,6 @@ class VAE(keras.Model):
                              "apply to objective='elbo' only.")
         if self.gradient_estimator == "dreg" and self.objective != "iwae":
             raise ValueError("gradient_estimator='dreg' needs objective='iwae'.")
-        if self.gradient_estimator == "dreg" and isinstance(self.prior, VampPrior):
-            raise ValueError("DReG assumes p(z) does not share the encoder's weights; "
-                             "it cannot be used with a VampPrior.")
         if self.gradient_estimator == "score_function" and self.objective != "elbo":
             raise ValueError("gradient_estimator='score_function' needs objective='elbo'.")
         if self.gradient_estimator == "score_function" and self.mmd_weight:

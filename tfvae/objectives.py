@@ -26,7 +26,10 @@ The family around the ELBO, each a knob of one loss rather than a new model:
   unbiased for any baseline b that does not depend on z; high variance.
 * DReG (Tucker et al. 2019), the doubly reparameterized IWAE encoder gradient:
   sum_i w~_i^2 d log w_i / d z_i * d z_i / d phi, with w~ the normalized weights and
-  log q evaluated with its parameters held fixed.
+  log q evaluated with its parameters held fixed. A prior that shares the encoder's
+  weights (the VampPrior) keeps its direct term sum_i w~_i d log p(z_i) / d phi at
+  fixed z: the identity that turns the score term into w~^2 path terms holds with
+  every other occurrence of phi held fixed.
 
 Functions that return a gradient estimator return a *surrogate* whose value is zero and
 whose gradient is the estimator, so the loss shown in logs stays the true objective.
