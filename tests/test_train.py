@@ -336,3 +336,31 @@ def test_an_iwae_run_keeps_the_checkpoint_of_the_best_iwae_bound(tmp_path):
     assert metrics["best_val_iwae"] == pytest.approx(
         max(float(row["val_iwae"]) for row in history))
     assert "best_val_elbo" not in metrics
+
+
+def test_init_from_starts_an_iwae_run_from_an_elbo_model(tmp_path):
+    base = tmp_path / "elbo"
+    _run(*_argv(**{**TINY, "epochs": 1})[1:], f"--output_dir={base}")
+    start = _weights(base / "model.keras")
+    tuned = tmp_path / "iwae"
+    # One step at a negligible learning rate: the run tests and saves the model it
+    # started from.
+    metrics = _run(*_argv(**{**TINY, "epochs": 1, "steps_per_epoch": 1, "objective": "iwae",
+                             "num_samples": 2, "learning_rate": 1e-9})[1:],
+                   f"--init_from={base / 'model.keras'}", f"--output_dir={tuned}")
+    for got, want in zip(_weights(tuned / "model.keras"), start):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.isfinite(metrics["test"]["iwae"])
+
+
+@pytest.mark.parametrize("init, expected", [
+    ("missing.keras", "missing.keras is not a file; give a saved model"),
+    ("other.keras", "has other networks or another prior than this run"),
+])
+def test_a_bad_init_from_fails_in_one_line(init, expected, tmp_path):
+    other = tmp_path / "other"
+    _run(*_argv(**{**TINY, "epochs": 1, "latent_dim": 3})[1:], f"--output_dir={other}")
+    os.replace(other / "model.keras", tmp_path / "other.keras")
+    message = _fails(*_argv(**TINY)[1:], f"--init_from={tmp_path / init}",
+                     f"--output_dir={tmp_path / 'run'}")
+    assert expected in message

@@ -87,6 +87,22 @@ def _check_writable(directory, what):
                          f"{error.strerror or error}.") from None
 
 
+def _warm_start(model, path):
+    """Starts from the weights of a saved model with the same networks and prior.
+
+    The objective may differ: e.g. fine-tune an ELBO-trained model on the IWAE bound.
+    A backup of this run, when there is one, still takes precedence (it is newer).
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"--init_from {path} is not a file; give a saved model, e.g. "
+                         "a run's best.keras.")
+    try:
+        model.load_weights(path)
+    except ValueError as error:
+        raise ValueError(f"--init_from {path} has other networks or another prior than "
+                         f"this run: {str(error).splitlines()[0]}") from None
+
+
 def _check_resumable(path, config):
     """A backup may only be resumed by the same model and dataset."""
     with open(path) as f:
@@ -174,7 +190,7 @@ def train_and_evaluate(
         # optimization
         epochs=10, steps_per_epoch=0, optimizer="adam", learning_rate=1e-3,
         lr_schedule="constant", lr_decay_rate=0.5, lr_decay_epochs=1.0, clipnorm=0.0,
-        use_ema=False, ema_momentum=0.99, early_stopping_patience=0,
+        use_ema=False, ema_momentum=0.99, early_stopping_patience=0, init_from="",
         # runtime
         seed=0, deterministic=False, strategy="default", tpu="", jit_compile=True,
         steps_per_execution=1,
@@ -263,6 +279,8 @@ def train_and_evaluate(
                     optimizer, lr, clipnorm=clipnorm, use_ema=use_ema,
                     ema_momentum=ema_momentum), jit_compile=jit_compile,
                     steps_per_execution=steps_per_execution)
+            if init_from:
+                _warm_start(model, init_from)
             # A forward pass on two images finds bad option combinations now.
             model.compute_loss(y_pred=model(peeks["train"][:2]))
             model.reset_metrics()
@@ -455,6 +473,10 @@ flags.DEFINE_integer("early_stopping_patience", _DEFAULT["early_stopping_patienc
                      "Stop after this many epochs without a better validation bound (ELBO, or "
                      "the IWAE bound with --objective=iwae) "
                      "(0: off).", lower_bound=0)
+flags.DEFINE_string("init_from", _DEFAULT["init_from"],
+                    "Start from the weights of this saved model (.keras, e.g. another "
+                    "run's best.keras) with the same networks and prior; the objective "
+                    "may differ (fine-tune an ELBO model on the IWAE bound).")
 # runtime
 flags.DEFINE_integer("seed", _DEFAULT["seed"],
                      "Seeds weights, shuffling and binarization.")
