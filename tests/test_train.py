@@ -298,6 +298,19 @@ def test_baseline_config_parses_to_the_documented_model():
     assert options["optimizer"] == "adam" and options["batch_size"] == 100
 
 
+@pytest.mark.parametrize("config", sorted(os.listdir(os.path.join(ROOT, "configs"))))
+def test_every_config_parses_to_a_model_that_computes_its_loss(config):
+    from tfvae import builders
+
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["tfvae.train", f"--flagfile={ROOT}/configs/{config}"])
+    options = train.options_from_flags()
+    train.FLAGS.unparse_flags()
+    model = builders.build_model((28, 28, 1), **{k: options[k] for k in train._MODEL_OPTIONS})
+    images = np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)).astype("float32")
+    assert np.isfinite(float(model.compute_loss(y_pred=model(images, training=True))))
+
+
 def test_every_option_is_a_flag_with_the_same_default():
     train.FLAGS.unparse_flags()
     train.FLAGS(["tfvae.train"])
