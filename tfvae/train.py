@@ -40,6 +40,7 @@ import os
 import statistics
 import sys
 import time
+import zipfile
 
 import keras
 import tensorflow as tf
@@ -96,8 +97,14 @@ def _warm_start(model, path):
     if not os.path.isfile(path):
         raise ValueError(f"--init_from {path} is not a file; give a saved model, e.g. "
                          "a run's best.keras.")
+    if not path.endswith((".keras", ".weights.h5")):
+        raise ValueError(f"--init_from {path} is neither a .keras model nor a "
+                         ".weights.h5 file.")
     try:
         model.load_weights(path)
+    except zipfile.BadZipFile:
+        raise ValueError(f"--init_from {path} cannot be read as a .keras file (cut "
+                         "short or not a model).") from None
     except ValueError as error:
         raise ValueError(f"--init_from {path} has other networks or another prior than "
                          f"this run: {str(error).splitlines()[0]}") from None
