@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfvae import data, train
+from tfvae import builders, data, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 48  # 3 steps of 16 per epoch
@@ -286,11 +286,17 @@ def test_images_the_model_cannot_take_fail_in_one_line(tmp_path):
     assert "binarized_mnist[train] has pixel values in [0.0, 254.0]" in message
 
 
-def test_baseline_config_parses_to_the_documented_model():
+def _config_options(name):
+    """train_and_evaluate's options from configs/<name>."""
     train.FLAGS.unparse_flags()
-    train.FLAGS(["tfvae.train", f"--flagfile={ROOT}/configs/mnist.cfg"])
+    train.FLAGS(["tfvae.train", f"--flagfile={ROOT}/configs/{name}"])
     options = train.options_from_flags()
     train.FLAGS.unparse_flags()
+    return options
+
+
+def test_baseline_config_parses_to_the_documented_model():
+    options = _config_options("mnist.cfg")
     assert options["dataset"] == "binarized_mnist"
     assert options["encoder"] == options["decoder"] == "mlp"
     assert options["encoder_hidden_units"] == options["decoder_hidden_units"] == [500, 500]
@@ -300,12 +306,7 @@ def test_baseline_config_parses_to_the_documented_model():
 
 @pytest.mark.parametrize("config", sorted(os.listdir(os.path.join(ROOT, "configs"))))
 def test_every_config_parses_to_a_model_that_computes_its_loss(config):
-    from tfvae import builders
-
-    train.FLAGS.unparse_flags()
-    train.FLAGS(["tfvae.train", f"--flagfile={ROOT}/configs/{config}"])
-    options = train.options_from_flags()
-    train.FLAGS.unparse_flags()
+    options = _config_options(config)
     model = builders.build_model((28, 28, 1), **{k: options[k] for k in train._MODEL_OPTIONS})
     images = np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)).astype("float32")
     assert np.isfinite(float(model.compute_loss(y_pred=model(images, training=True))))
