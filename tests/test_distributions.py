@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import distributions
+from tfvae import MLPDecoder, MLPEncoder, MixturePrior, VAE, VampPrior
 
 tfd = tfp.distributions
 
@@ -90,3 +91,29 @@ def test_float16_params_give_float32_distributions():
     assert distributions.gaussian_posterior(params, 1e-4).dtype == tf.float32
     p = distributions.image_likelihood("bernoulli", tf.zeros([2, 2, 2, 1], tf.float16), 1e-3)
     assert p.dtype == tf.float32
+
+
+# -- the fast paths equal TFP's own distributions ------------------------------------
+
+def test_mixture_prior_log_prob_matches_tfp():
+    image_shape = (4, 4, 1)
+    encoder = MLPEncoder(3, hidden_units=(8,))
+    for prior in (MixturePrior(3, 5), VampPrior(image_shape, 7)):
+        model = VAE(encoder, MLPDecoder(image_shape, hidden_units=(8,)), prior=prior)
+        p = model.prior_distribution()
+        assert isinstance(p, distributions.DiagonalGaussianMixture)
+        reference = tfd.MixtureSameFamily(p.mixture_distribution,
+                                          p.components_distribution)
+        z = 3.0 * tf.random.normal([4, 6, 3])
+        np.testing.assert_allclose(p.log_prob(z), reference.log_prob(z), atol=1e-4)
+
+
+def test_bernoulli_fast_path_matches_tfp_and_broadcasts_over_samples():
+    model = VAE(MLPEncoder(3, (16,)), MLPDecoder((4, 4, 1), (16,)))
+    images = (np.random.default_rng(0).random([5, 4, 4, 1]) > 0.5).astype(np.float32)
+    z = tf.random.normal([3, 5, 3])
+    logits = model.decode(z).distribution.logits_parameter()  # [3, 5, 4, 4, 1]
+    reference = tfd.Independent(tfd.Bernoulli(logits=logits), 3)
+    tiled = np.broadcast_to(images, (3, *images.shape))
+    np.testing.assert_allclose(model.log_likelihood(images, z), reference.log_prob(tiled),
+                               rtol=1e-5, atol=1e-4)

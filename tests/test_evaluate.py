@@ -159,23 +159,6 @@ def test_callable_path_combines_chunks_exactly():
     np.testing.assert_allclose(estimate.values, math.log(2.8), rtol=1e-6)
 
 
-def test_mixture_prior_log_prob_matches_tfp():
-    encoder = MLPEncoder(3, hidden_units=(8,))
-    for prior in (MixturePrior(3, 5), VampPrior(IMAGE_SHAPE, 7)):
-        model = VAE(encoder, MLPDecoder(IMAGE_SHAPE, hidden_units=(8,)), prior=prior)
-        p = model.prior_distribution()
-        z = 3.0 * tf.random.normal([4, 6, 3])
-        np.testing.assert_allclose(ev.prior_log_prob(p, z), p.log_prob(z), atol=1e-4)
-
-
-def test_bernoulli_fast_path_matches_the_decoder_distribution():
-    model = VAE(MLPEncoder(3, (16,)), MLPDecoder((4, 4, 1), (16,)))
-    images = (np.random.default_rng(0).random([5, 4, 4, 1]) > 0.5).astype(np.float32)
-    z = tf.random.normal([3, 5, 3])
-    np.testing.assert_allclose(ev.log_likelihood(model, images, z),
-                               model.log_likelihood(images, z), rtol=1e-5, atol=1e-4)
-
-
 def test_active_units_and_kl_per_dim_on_a_constructed_encoder():
     rng = np.random.default_rng(0)
     images = rng.random([400, 2, 2, 1]).astype(np.float32)

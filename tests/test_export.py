@@ -172,7 +172,7 @@ def test_log_prob_chunks_count_every_sample_once():
     draws exactly k samples."""
     model = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (4,)),
                       tfvae.MLPDecoder(IMAGE_SHAPE, (4,)))
-    head = model.encoder.head
+    head = model.encoder.head.params  # the Dense layer of the Gaussian head
     head.kernel.assign(tf.zeros_like(head.kernel))
     unit_scale = inverse_softplus(1.0 - 1e-4)  # softplus + the 1e-4 floor = 1
     head.bias.assign(np.array([0.0] * LATENT_DIM + [unit_scale] * LATENT_DIM, np.float32))

@@ -13,6 +13,8 @@ import os
 import keras
 import tensorflow as tf
 
+from tfvae.heads import POSTERIORS
+from tfvae.hierarchy import TopDownBlock
 from tfvae.model import VAE
 from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
@@ -46,8 +48,9 @@ def _ints(name, values):
 def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                 encoder_hidden_units=(500, 500), decoder_hidden_units=(500, 500),
                 encoder_filters=(32, 64), decoder_filters=(64, 32), activation="relu",
-                dropout=0.0, latent_dim=50, likelihood="bernoulli",
-                prior="standard_normal",
+                dropout=0.0, latent_dim=50, top_down_latent_dims=(),
+                top_down_hidden_units=(300, 300), posterior="gaussian", flow_steps=2,
+                flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal",
                 prior_components=0, num_samples=1, kl="auto", objective="elbo",
                 gradient_estimator="reparameterization", beta=1.0, kl_warmup_steps=0,
                 free_bits=0.0, info_alpha=0.0, info_lambda=1.0, mmd_kernel="imq"):
@@ -56,23 +59,31 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     encoder, decoder: "mlp" or "conv". *_hidden_units: Dense layer sizes; *_filters:
     conv channels (conv only; the conv decoder needs H and W divisible by
     2**len(decoder_filters)). dropout: rate after each hidden layer of MLP networks.
+    latent_dim: size of z (of the top layer z_L in a hierarchy).
+    top_down_latent_dims: sizes of the layers below the top, top first, e.g. (40,)
+    for a two-level hierarchy p(z_2) p(z_1|z_2) p(x|z_1, h_1); () for one layer.
+    top_down_hidden_units: Dense layers of each top-down block (see `hierarchy.py`).
+    posterior: "gaussian" or "iaf" (`flow_steps` MADE steps of `flow_hidden_units`
+    units; see `heads.py`), for every layer's posterior.
     prior: "standard_normal", "mixture" (prior_components
     Gaussians, default 10) or "vampprior" (prior_components pseudo-inputs, default
-    500). The remaining arguments go to `VAE` unchanged.
+    500), the prior of the top layer. The remaining arguments go to `VAE` unchanged.
     """
     image_shape = _ints("image_shape", image_shape)
     if int(latent_dim) < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
+    head = dict(posterior=_choice("posterior", posterior, POSTERIORS),
+                flow_steps=flow_steps, flow_hidden_units=flow_hidden_units)
     enc_units = _ints("encoder_hidden_units", encoder_hidden_units)
     dec_units = _ints("decoder_hidden_units", decoder_hidden_units)
     if float(dropout) and "conv" in (encoder, decoder):
         raise ValueError("dropout applies to MLP encoders and decoders only.")
     if _choice("encoder", encoder, NETWORKS) == "mlp":
         enc = MLPEncoder(latent_dim, enc_units, activation, dropout=dropout,
-                         name="encoder")
+                         name="encoder", **head)
     else:
         enc = ConvEncoder(latent_dim, _ints("encoder_filters", encoder_filters), enc_units,
-                          activation, name="encoder")
+                          activation, name="encoder", **head)
     if _choice("decoder", decoder, NETWORKS) == "mlp":
         dec = MLPDecoder(image_shape, dec_units, likelihood, activation, dropout=dropout,
                          name="decoder")
@@ -87,7 +98,11 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
         prior_layer = MixturePrior(latent_dim, components or 10, name="prior")
     else:
         prior_layer = VampPrior(image_shape, components or 500, name="prior")
-    return VAE(enc, dec, prior_layer, num_samples=num_samples, kl=kl, objective=objective,
+    top_down = [TopDownBlock(dim, _ints("top_down_hidden_units", top_down_hidden_units),
+                             activation, name=f"top_down_{i}", **head)
+                for i, dim in enumerate(_ints("top_down_latent_dims", top_down_latent_dims))]
+    return VAE(enc, dec, prior_layer, top_down=top_down, num_samples=num_samples, kl=kl,
+               objective=objective,
                gradient_estimator=gradient_estimator, beta=beta,
                kl_warmup_steps=kl_warmup_steps, free_bits=free_bits,
                info_alpha=info_alpha, info_lambda=info_lambda, mmd_kernel=mmd_kernel,

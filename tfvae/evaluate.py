@@ -8,12 +8,13 @@ It is the IWAE bound L_k: E[L_k] <= log p(x), non-decreasing in k, equal to the 
 in expectation at k=1, and consistent as k -> infinity. Papers report -L_5000 as the
 test "NLL" in nats. k=5000 samples of a 784-dimensional likelihood do not fit in
 memory at once, so the k samples are split into chunks of `chunk_size` and the sum
-is accumulated with a running log-sum-exp (exact, not an approximation):
+is accumulated with a running log-sum-exp (exact, not an approximation; `objectives.chunked_log_mean_exp`, which the exported
+`log_prob` signature shares). The log-weights come from the model's one core,
+`VAE.log_weight_terms`, for any depth of latent layers.
 
-    log sum_i w_i = logaddexp(log sum_{chunk 1} w_i, log sum_{chunk 2} w_i, ...).
-
-For a `VAE` the encoder runs once per batch of images; each chunk only samples z and
-runs the decoder, and the whole batch is one XLA-compiled call. From a generic
+For a `VAE` the encoder's bottom-up pass runs once per batch of images; each chunk
+samples the latent layers and runs the decoder, and the whole batch is one
+XLA-compiled call. From a generic
 callable `log_prob(images, num_samples) -> [B]` (e.g. the `log_prob` signature of an
 exported SavedModel) each chunk's estimate L_c over s_c samples is combined as
 log p(x) ~= logsumexp_c(L_c + log s_c) - log k.
@@ -163,115 +164,38 @@ def _is_vae(model):
 # -- importance-sampled log p(x) -------------------------------------------------
 
 
-def _logaddexp(a, b):
-    m = tf.maximum(a, b)
-    return m + tf.math.log(tf.exp(a - m) + tf.exp(b - m))
-
-
-def log_likelihood(model, images, z):
-    """log p(x|z) [s, B] for codes z [s, B, D]; a fast path for Bernoulli decoders.
-
-    sum_j x_j l_j - softplus(l_j) on the raw logits l: the same value as the
-    decoder's `tfd.Bernoulli` log-probability (which evaluates two softplus per
-    pixel) at 10-15% less CPU time per decoded code, and no tiled copy of x.
-    Other likelihoods use `model.log_likelihood`.
-    """
-    decoder = model.decoder
-    if getattr(decoder, "likelihood", None) != "bernoulli" or not hasattr(
-            decoder, "parameters"):
-        return model.log_likelihood(images, z)
-    shape = tf.shape(z)
-    logits = decoder.parameters(tf.reshape(z, [-1, shape[-1]]), training=False)
-    logits = tf.reshape(tf.cast(logits, tf.float32), [shape[0], shape[1], -1])
-    x = tf.reshape(images, [1, shape[1], -1])
-    return tf.reduce_sum(x * logits - tf.math.softplus(logits), axis=-1)
-
-
-def prior_log_prob(prior, z):
-    """log p(z) for z [..., D]; mixtures of diagonal Gaussians through matmuls.
-
-    For p(z) = sum_k pi_k N(z; m_k, diag(s_k^2)) (MixturePrior, VampPrior),
-    sum_d (z_d - m_kd)^2 / s_kd^2 = z^2 . a_k - 2 z . (m_k a_k) + m_k^2 . a_k with
-    a_k = 1 / s_k^2, so all K components cost two [N, D] x [D, K] matmuls instead of a
-    broadcast [N, K, D] tensor (a VampPrior with K=500 evaluates about 4x faster,
-    without GB-sized intermediates). The quadratic form is summed in float64 because
-    its terms can be much larger than their difference (error < 1e-4 nats; float32
-    gave up to ~1e-2 with component scales near 0.02).
-    Other priors use `prior.log_prob`.
-    """
-    components = getattr(prior, "components_distribution", None)
-    if not (isinstance(components, tfd.Independent)
-            and isinstance(components.distribution, tfd.Normal)
-            and components.reinterpreted_batch_ndims == 1
-            and components.batch_shape.rank == 1):
-        return prior.log_prob(z)
-    normal = components.distribution
-    shape = tf.broadcast_dynamic_shape(tf.shape(normal.loc), tf.shape(normal.scale))
-    loc = tf.broadcast_to(normal.loc, shape)
-    scale = tf.broadcast_to(normal.scale, shape)  # [K, D]
-    precision = tf.cast(1.0 / tf.square(scale), tf.float64)
-    loc64 = tf.cast(loc, tf.float64)
-    flat = tf.cast(tf.reshape(z, [-1, tf.shape(z)[-1]]), tf.float64)  # [N, D]
-    quadratic = (tf.matmul(tf.square(flat), precision, transpose_b=True)
-                 - 2.0 * tf.matmul(flat, loc64 * precision, transpose_b=True)
-                 + tf.reduce_sum(tf.square(loc64) * precision, axis=-1))  # [N, K]
-    dim = tf.cast(tf.shape(loc)[-1], tf.float32)
-    log_components = (-0.5 * tf.cast(quadratic, tf.float32)
-                      - tf.reduce_sum(tf.math.log(scale), axis=-1)
-                      - 0.5 * dim * math.log(2.0 * math.pi))
-    log_mix = tf.nn.log_softmax(prior.mixture_distribution.logits_parameter())
-    log_p = tf.reduce_logsumexp(log_mix + log_components, axis=-1)
-    return tf.reshape(log_p, tf.shape(z)[:-1])
-
-
 @functools.lru_cache(maxsize=8)  # repeated calls reuse the compiled function
 def _vae_log_px_fn(model, num_samples, chunk_size, jit_compile):
     """Compiled (images [B, ...], seed [2]) -> log p(x) estimates [B] for a VAE.
 
-    The encoder runs once; then `full` chunks of `chunk_size` samples in a
-    `tf.while_loop` and one chunk of the remainder, each from its own stateless seed.
+    The encoder's bottom-up pass runs once; each chunk samples the latent layers,
+    runs the decoder and adds to the running log-sum-exp (`chunked_log_mean_exp`).
     """
-    full, rest = divmod(num_samples, chunk_size)  # chunk_size <= num_samples: full >= 1
-
-    def chunk_log_sum(images, posterior, prior, size, seed):
-        z = posterior.sample(size, seed=seed)  # [s, B, D]
-        log_w = (log_likelihood(model, images, z) + prior_log_prob(prior, z)
-                 - posterior.log_prob(z))
-        return tf.reduce_logsumexp(log_w, axis=0)
-
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def log_px(images, seed):
-        posterior = model.encoder(images, training=False)
-        prior = model.prior_distribution()
-        seeds = tf.random.experimental.stateless_split(seed, full + 1)
-        total = chunk_log_sum(images, posterior, prior, chunk_size, seeds[0])
+        features = model.encoder.features(images, training=False)
 
-        def body(i, acc):
-            return i + 1, _logaddexp(acc, chunk_log_sum(images, posterior, prior,
-                                                        chunk_size, seeds[i]))
+        def chunk(size, chunk_seed):
+            return model.log_weight_terms(images, size, training=False, seed=chunk_seed,
+                                          features=features)["log_weights"]
 
-        if full > 1:
-            _, total = tf.while_loop(lambda i, _: i < full, body, (tf.constant(1), total))
-        if rest:
-            total = _logaddexp(total, chunk_log_sum(images, posterior, prior, rest,
-                                                    seeds[full]))
-        return total - math.log(num_samples)
+        return objectives.chunked_log_mean_exp(chunk, num_samples, chunk_size, seed)
 
     return log_px
 
 
 def _callable_log_px_fn(log_prob, num_samples, chunk_size):
-    """(images, seed) -> log p(x) [B] from chunks of a `log_prob(images, k)` callable."""
-    full, rest = divmod(num_samples, chunk_size)
-    sizes = [chunk_size] * full + ([rest] if rest else [])
+    """(images, seed) -> log p(x) [B] from chunks of a `log_prob(images, k)` callable.
 
+    A chunk's estimate L_c over s_c samples contributes log sum w = L_c + log s_c.
+    """
     def log_px(images, seed):
         del seed  # the callable draws its own samples
-        total = None
-        for size in sizes:
-            part = tf.cast(log_prob(images, size), tf.float32) + math.log(size)
-            total = part if total is None else _logaddexp(total, part)
-        return total - math.log(num_samples)
+
+        def chunk(size, _):
+            return (tf.cast(log_prob(images, size), tf.float32) + math.log(size))[None]
+
+        return objectives.chunked_log_mean_exp(chunk, num_samples, chunk_size)
 
     return log_px
 
@@ -341,39 +265,37 @@ def evaluate_elbo(model, data, batch_size=500, seed=0, jit_compile=True, verbose
 
     Args:
         model: a `VAE` (rate is its KL: closed form where one exists), or a callable
-            `images -> {"elbo", "rate", "distortion"}` (e.g. an exported `elbo`).
+            `images -> {"elbo", "rate", "distortion", ...}` (e.g. an exported `elbo`).
         data, batch_size, verbose: as for `importance_sampled_log_px`.
         seed: seed of the stateless sampler (VAE path).
 
     Returns:
-        {"elbo": Estimate, "rate": Estimate, "distortion": Estimate}.
+        {"elbo": Estimate, "rate": Estimate, "distortion": Estimate}, and the rate of
+        each layer of a hierarchy ("rate/1" is the layer next to x).
     """
     batch_size = int(batch_size)
     if _is_vae(model):
+        names = model.metric_names
+
         @tf.function(jit_compile=jit_compile, reduce_retracing=True)
         def terms_fn(images, seed_tensor):
-            # As model.elbo, with a stateless seed per batch and the fast likelihood.
-            posterior = model.encoder(images, training=False)
-            prior = model.prior_distribution()
-            z = posterior.sample(1, seed=seed_tensor)
-            log_px_z = log_likelihood(model, images, z)
-            rate, _ = objectives.kl_divergence(posterior, prior, z, model.kl)
-            distortion = -log_px_z[0]
-            return {"elbo": -(rate + distortion), "rate": rate, "distortion": distortion}
+            return model.elbo(images, num_samples=1, seed=seed_tensor)
     elif callable(model):
+        names = None  # whatever the callable returns
+
         def terms_fn(images, seed_tensor):
             del seed_tensor
             return model(images)
     else:
         raise TypeError(f"Expected a VAE or a callable, got {type(model).__name__}.")
     bar = _progbar(data, verbose, "image")
-    values = {name: [] for name in ELBO_TERMS}
+    values = {name: [] for name in names or ELBO_TERMS}
     start = time.perf_counter()
     for index, images in enumerate(batches(data, batch_size)):
         padded, n = _padded(images, batch_size)
         terms = terms_fn(padded, tf.constant([seed, index], tf.int32))
-        for name in ELBO_TERMS:
-            values[name].append(np.asarray(terms[name])[:n])
+        for name in terms:
+            values.setdefault(name, []).append(np.asarray(terms[name])[:n])
         if bar:
             bar.add(n)
     if not values["elbo"]:
@@ -389,8 +311,12 @@ def evaluate_elbo(model, data, batch_size=500, seed=0, jit_compile=True, verbose
 def latent_statistics(model, data, batch_size=500, threshold=ACTIVE_UNIT_THRESHOLD):
     """Active units and the rate per latent dimension, averaged over `data`.
 
+    For a hierarchy the dimensions of all layers are listed top first (split them
+    with `VAE.latent_dims`); a lower layer's KL is taken at the posterior codes of
+    the layers above.
+
     Args:
-        model: a `VAE`, or a callable `images -> posterior mean [B, D]` (then the
+        model: a `VAE`, or a callable `images -> posterior codes [B, D]` (then the
             KL per dimension is not computed).
         data, batch_size: as for `importance_sampled_log_px`.
         threshold: A_u = Var_x(E_q[z_u]) above it counts as active (0.01, Burda et al.).
@@ -404,11 +330,12 @@ def latent_statistics(model, data, batch_size=500, threshold=ACTIVE_UNIT_THRESHO
     if _is_vae(model):
         @tf.function(reduce_retracing=True)
         def stats(images):
-            posterior = model.encoder(images, training=False)
-            per_dim = objectives.kl_per_dimension(posterior, model.prior_distribution())
-            if per_dim is None:
-                per_dim = tf.zeros([0])
-            return posterior.mean(), per_dim
+            codes, layers, _ = model.posterior_codes(images, training=False)
+            per_dim = [objectives.kl_per_dimension(layer["posterior"], layer["prior"])
+                       for layer in layers]
+            if any(d is None for d in per_dim):
+                return codes, tf.zeros([0])
+            return codes, tf.concat(per_dim, axis=-1)
     elif callable(model):
         def stats(images):
             return model(images), tf.zeros([0])

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import distributions
+from tfvae import distributions, heads, objectives
 
 tfd = tfp.distributions
 
@@ -137,6 +137,35 @@ def _check_images(images, image_shape):
                                  "above 1 (divide uint8 images by 255)")])
 
 
+def signature_name(metric):
+    """A metric's name as a signature output: "rate/1" -> "rate_1"."""
+    return metric.replace("/", "_")
+
+
+def _base_gaussian(posterior):
+    """The diagonal Gaussian of a posterior head (an IAF's base distribution)."""
+    return posterior if heads.is_diagonal_gaussian(posterior) else posterior._base
+
+
+def encoding(model, codes, layers):
+    """`encode`'s outputs: loc and scale of each layer's (base) Gaussian posterior.
+
+    One layer with a Gaussian posterior: {"loc", "scale"}. A hierarchy names them by
+    layer, "loc_1", "scale_1" (next to x) up to "loc_L", "scale_L", and adds "code",
+    the posterior codes of all layers top first (what `decode` takes); an IAF
+    posterior adds its "code" too, the flow's image of the base mean.
+    """
+    if model.num_layers == 1 and heads.is_diagonal_gaussian(layers[0]["posterior"]):
+        base = layers[0]["posterior"].distribution
+        return {"loc": base.loc, "scale": base.scale}
+    outputs = {"code": codes}
+    for index, layer in enumerate(layers):
+        base = _base_gaussian(layer["posterior"]).distribution
+        suffix = "" if model.num_layers == 1 else f"_{model.num_layers - index}"
+        outputs.update({f"loc{suffix}": base.loc, f"scale{suffix}": base.scale})
+    return outputs
+
+
 def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
     """A `tf.Module` with the signature functions of `model`, ready to save.
 
@@ -155,16 +184,24 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
 
     def sample(num_samples):
         num_samples = _check_num_samples(num_samples)
-        z = sample_mixture(*prior_mixture(model.prior_distribution()), num_samples)
-        return {"images": model.decode(z, training=False).mean(), "z": z}
+
+        def choose(index, posterior, prior):
+            if index == 0:
+                return sample_mixture(*prior_mixture(prior), num_samples), None
+            loc, scale = _diagonal_normal(prior)
+            return loc + scale * tf.random.normal(tf.shape(loc)), None
+
+        layers, inputs = model._walk(None, choose)
+        return {"images": model.decoder(inputs, training=False).mean(),
+                "z": tf.concat([layer["z"] for layer in layers], axis=-1)}
 
     def encode(images):
         images = _check_images(images, model.image_shape)
-        posterior = model.encode(images, training=False).distribution
-        return {"loc": posterior.loc, "scale": posterior.scale}
+        codes, layers, _ = model.posterior_codes(images, training=False)
+        return encoding(model, codes, layers)
 
     def decode(z):
-        z = _check_shape(z, "z", (model.encoder.latent_dim,))
+        z = _check_shape(z, "z", (model.latent_dim,))
         likelihood = model.decode(z, training=False)
         return {"images": likelihood.mean(),
                 **distributions.likelihood_parameters(likelihood)}
@@ -176,27 +213,20 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
     def log_prob(images, num_samples):
         images = _check_images(images, model.image_shape)
         num_samples = _check_num_samples(num_samples)
-        posterior = model.encode(images, training=False)
-        prior = model.prior_distribution()
+        features = model.encoder.features(images, training=False)
         chunk = tf.maximum(1, log_prob_rows // tf.maximum(1, tf.shape(images)[0]))
 
-        def body(done, total):
-            z = posterior.sample(tf.minimum(chunk, num_samples - done))  # [c, B, D]
-            log_weights = (model.log_likelihood(images, z, training=False)
-                           + prior.log_prob(z) - posterior.log_prob(z))
-            chunk_total = tf.reduce_logsumexp(log_weights, axis=0)
-            return done + tf.shape(z)[0], tf.reduce_logsumexp(
-                tf.stack([total, chunk_total]), axis=0)
+        def chunk_log_weights(size, seed):
+            del seed
+            return model.log_weight_terms(images, size, training=False,
+                                          features=features)["log_weights"]
 
-        start = tf.fill(tf.shape(images)[:1], -np.inf)
-        # One chunk at a time: parallel iterations would multiply the memory.
-        _, total = tf.while_loop(lambda done, _: done < num_samples, body,
-                                 (tf.constant(0), start), parallel_iterations=1)
-        return {"log_prob": total - tf.math.log(tf.cast(num_samples, tf.float32))}
+        return {"log_prob": objectives.chunked_log_mean_exp(chunk_log_weights,
+                                                            num_samples, chunk)}
 
     def elbo(images):
         images = _check_images(images, model.image_shape)
-        return model.elbo(images)
+        return {signature_name(k): v for k, v in model.elbo(images).items()}
 
     module = tf.Module(name="vae_export")
     module.model_variables = [w.value for w in model.weights]
@@ -280,16 +310,26 @@ def signature_summary(model):
     specs fix only the rank, see `serving_module`)."""
     image_dims = f"[batch, {', '.join(map(str, model.image_shape))}]"
     images = f"images {image_dims}"
-    z = f"z [batch, {model.encoder.latent_dim}]"
+    z = f"z [batch, {model.latent_dim}]"
+    if model.num_layers > 1:
+        z += f" (layers {', '.join(map(str, model.latent_dims))}, top first)"
     params = ("logits" if model.decoder.likelihood == "bernoulli" else "loc, scale")
     sample = f"num_samples (int32 scalar) -> images, {z}"
+    rates = ", ".join(signature_name(name) for name in model.metric_names[1:])
+    if model.num_layers > 1:
+        encoded = (f"code [batch, {model.latent_dim}], and loc_l, scale_l of layer l "
+                   f"= 1 (next to x) .. {model.num_layers}")
+    else:
+        encoded = f"loc, scale [batch, {model.latent_dim}]"
+        if model.encoder.posterior != "gaussian":
+            encoded += " (of the flow's base Gaussian), code"
     return {
         "serving_default": sample, "sample": sample,
-        "encode": f"{images} -> loc, scale [batch, {model.encoder.latent_dim}]",
+        "encode": f"{images} -> {encoded}",
         "decode": f"{z} -> images, {params} (each {image_dims})",
         "reconstruct": f"{images} -> images",
         "log_prob": f"{images}, num_samples (int32 scalar) -> log_prob [batch]",
-        "elbo": f"{images} -> elbo, distortion, rate [batch]",
+        "elbo": f"{images} -> elbo, {rates} [batch]",
     }
 
 
@@ -303,7 +343,9 @@ def model_metadata(model):
             timespec="seconds"),
         "image_shape": list(model.image_shape),
         "likelihood": model.decoder.likelihood,
-        "latent_dim": model.encoder.latent_dim,
+        "latent_dim": model.latent_dim,
+        "latent_dims": list(model.latent_dims),
+        "posterior": model.encoder.posterior,
         "prior": type(model.prior).__name__,
         "num_weights": int(sum(np.prod(w.shape) for w in model.weights)),
         "signatures": signature_summary(model),

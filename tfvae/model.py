@@ -12,8 +12,9 @@ score-function gradients) is chosen by arguments; see `objectives.py` for the ma
 import keras
 import tensorflow as tf
 
-from tfvae import objectives
-from tfvae.priors import StandardNormalPrior
+from tfvae import heads, objectives
+from tfvae.hierarchy import flat_features
+from tfvae.priors import StandardNormalPrior, VampPrior
 
 OBJECTIVES = ("elbo", "iwae")
 GRADIENT_ESTIMATORS = ("reparameterization", "score_function", "dreg")
@@ -26,11 +27,6 @@ def _choice(name, value, choices):
     return value
 
 
-def _flatten_samples(z):
-    """[L, B, D] -> [L * B, D]."""
-    return tf.reshape(z, [-1, tf.shape(z)[-1]])
-
-
 @keras.saving.register_keras_serializable(package="tfvae")
 class VAE(keras.Model):
     """Variational autoencoder trained on the ELBO or one of its relatives.
@@ -39,8 +35,11 @@ class VAE(keras.Model):
         encoder: layer mapping images [B, H, W, C] to q(z|x) (batch [B], event [D]),
             e.g. `MLPEncoder` or `ConvEncoder`.
         decoder: layer mapping z [B, D] to p(x|z) (event [H, W, C]), e.g. `MLPDecoder`.
-        prior: layer returning p(z) when called as `prior(encoder=encoder)`;
-            `StandardNormalPrior(D)` when None.
+        prior: layer returning p(z) (of the top layer) when called as
+            `prior(encoder=encoder)`; `StandardNormalPrior(D)` when None.
+        top_down: `TopDownBlock`s of the layers below the top, top first (see
+            `hierarchy.py`); none for a single stochastic layer. With blocks, the
+            encoder's head gives q(z_L|x), and the decoder reads [z_1, h_1].
         num_samples: samples of z per example: L for the ELBO, k for IWAE.
         kl: "analytic", "sampled" or "auto" (closed form when TFP registers one).
         objective: "elbo" or "iwae".
@@ -58,10 +57,11 @@ class VAE(keras.Model):
     def __init__(self, encoder, decoder, prior=None, num_samples=1, kl="auto",
                  objective="elbo", gradient_estimator="reparameterization", beta=1.0,
                  kl_warmup_steps=0, free_bits=0.0, info_alpha=0.0, info_lambda=1.0,
-                 mmd_kernel="imq", **kwargs):
+                 mmd_kernel="imq", top_down=(), **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
+        self.top_down = list(top_down)
         self.prior = prior if prior is not None else StandardNormalPrior(encoder.latent_dim)
         self.num_samples = int(num_samples)
         if self.num_samples < 1:
@@ -86,7 +86,11 @@ class VAE(keras.Model):
         if prior_images != self.image_shape:
             raise ValueError(f"The prior's pseudo-inputs have shape {prior_images}, the "
                              f"model's images {self.image_shape}.")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        if isinstance(self.prior, VampPrior) and encoder.posterior != "gaussian":
+            raise ValueError("The VampPrior mixes the encoder's posteriors; it needs the "
+                             "Gaussian posterior on top (use the IAF in lower layers).")
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in self.metric_names}
         if self.objective == "iwae":
             self.trackers["iwae"] = keras.metrics.Mean(name="iwae")
         # Built here, from the decoder's image shape, so that `fit` never needs a
@@ -112,16 +116,29 @@ class VAE(keras.Model):
                              "gradient of the InfoVAE MMD term; use 'reparameterization'.")
         if self.free_bits < 0 or self.beta < 0 or self.kl_warmup_steps < 0:
             raise ValueError("beta, kl_warmup_steps and free_bits must be >= 0.")
+        if self.gradient_estimator == "score_function" and self.top_down:
+            raise ValueError("gradient_estimator='score_function' supports one "
+                             "stochastic layer; use 'reparameterization' for a hierarchy.")
 
     # -- building and checking -------------------------------------------------
 
     def build(self, input_shape):
         # Sublayers restored from a `.keras` file arrive already built.
-        for layer, shape in ((self.encoder, tuple(input_shape)),
-                             (self.decoder, (None, self.encoder.latent_dim)),
-                             (self.prior, None)):
+        for layer, shape in ((self.encoder, tuple(input_shape)), (self.prior, None)):
             if not layer.built:
                 layer.build(shape)
+        above, decoder_input = self.encoder.latent_dim, self.encoder.latent_dim
+        if self.top_down:
+            features = [flat_features(f) for f in self.encoder.features(
+                tf.zeros([1, *tuple(input_shape)[1:]]))]
+            for index, block in enumerate(self.top_down, start=1):
+                if not block.built:
+                    feature = features[max(0, len(features) - 1 - index)]
+                    block.build(((None, above), (None, feature.shape[-1])))
+                above = block.latent_dim + block.state_dim
+            decoder_input = above
+        if not self.decoder.built:
+            self.decoder.build((None, decoder_input))
         self.built = True
 
     def _check_images(self, images):
@@ -141,50 +158,168 @@ class VAE(keras.Model):
 
     # -- the probabilistic model -----------------------------------------------
 
+    @property
+    def num_layers(self):
+        return 1 + len(self.top_down)
+
+    @property
+    def latent_dims(self):
+        """Sizes of z_L, ..., z_1 (top first); one entry for a single-layer VAE."""
+        return (self.encoder.latent_dim, *(b.latent_dim for b in self.top_down))
+
+    @property
+    def latent_dim(self):
+        """Size of all layers' codes together (what `decode` takes)."""
+        return sum(self.latent_dims)
+
     def encode(self, images, training=None):
-        """q(z|x): a distribution with batch [B] and event [latent_dim]."""
+        """q(z_L|x), the top layer's posterior: batch [B], event [latent_dims[0]]."""
         return self.encoder(self._check_images(images), training=training)
 
-    def decode(self, z, training=None):
-        """p(x|z): a distribution with batch [B] and event [H, W, C]."""
-        return self.decoder(z, training=training)
-
     def prior_distribution(self):
-        """p(z): batch [], event [latent_dim]."""
+        """p(z_L), the top layer's prior: batch [], event [latent_dims[0]]."""
         return self.prior(encoder=self.encoder)
+
+    def _walk(self, features, choose, top_shape=None):
+        """The stochastic layers, top first, each z_l chosen by `choose`.
+
+        Args:
+            features: the encoder's bottom-up features (`encoder.features`), or None
+                to walk the generative model alone (prior samples, decoding codes).
+            choose: (index, posterior or None, prior) -> (z_l, log q(z_l) or None).
+        Returns:
+            (layers, decoder input), layers a list of dicts with z, posterior, prior,
+            log_q, top first.
+        """
+        layers, state, z = [], None, None
+        for index in range(self.num_layers):
+            if index == 0:
+                posterior = None if features is None else self.encoder.head(features[-1])
+                prior = self.prior_distribution()
+            else:
+                block = self.top_down[index - 1]
+                state = block.state(z if state is None else tf.concat([z, state], -1))
+                prior = block.prior_distribution(state)
+                posterior = None if features is None else block.posterior_distribution(
+                    state, flat_features(features[max(0, len(features) - 1 - index)]))
+            z, log_q = choose(index, posterior, prior)
+            layers.append({"z": z, "posterior": posterior, "prior": prior,
+                           "log_q": log_q})
+        return layers, z if state is None else tf.concat([z, state], -1)
+
+    def _split_codes(self, z):
+        return tf.split(z, list(self.latent_dims), axis=-1)
+
+    def _sampler(self, num_samples, seed=None):
+        """choose() that draws z_l ~ q (k samples of the top, one path below each)."""
+        seeds = (None,) * self.num_layers if seed is None else \
+            tf.unstack(tf.random.experimental.stateless_split(seed, self.num_layers))
+
+        def choose(index, posterior, prior):
+            shape = [num_samples] if index == 0 else []
+            return posterior.experimental_sample_and_log_prob(shape, seed=seeds[index])
+        return choose
 
     def sample(self, num_samples, return_codes=False):
         """Images (the likelihood's mean) decoded from `num_samples` draws of p(z)."""
-        z = self.prior_distribution().sample(num_samples)
-        images = self.decode(z).mean()
-        return (images, z) if return_codes else images
+        def choose(index, posterior, prior):
+            return prior.sample(num_samples if index == 0 else ()), None
+
+        layers, inputs = self._walk(None, choose)
+        images = self.decoder(inputs).mean()
+        codes = tf.concat([layer["z"] for layer in layers], axis=-1)
+        return (images, codes) if return_codes else images
+
+    def decode(self, z, training=None):
+        """p(x|z) for the codes of all layers, concatenated top first [..., latent_dim]."""
+        codes = self._split_codes(tf.convert_to_tensor(z, tf.float32))
+        _, inputs = self._walk(None, lambda index, posterior, prior: (codes[index], None))
+        return self.decoder(inputs, training=training)
+
+    def posterior_codes(self, images, training=None):
+        """(codes [B, latent_dim], per-layer list of (z_l, q, p)) at the posterior's
+        code of each layer (its mean for a Gaussian), top first."""
+        features = self.encoder.features(self._check_images(images), training=training)
+
+        def choose(index, posterior, prior):
+            head = self.encoder if index == 0 else self.top_down[index - 1]
+            return head.code(posterior), None
+
+        layers, inputs = self._walk(features, choose)
+        return tf.concat([layer["z"] for layer in layers], axis=-1), layers, inputs
+
+    def code(self, images):
+        """The codes a person looks at, all layers concatenated top first [B, D]."""
+        return self.posterior_codes(images)[0]
 
     def reconstruct(self, images):
-        """Decode of the posterior mean: the reconstruction a user looks at."""
-        return self.decode(self.encode(images).mean()).mean()
+        """Decode of the posterior codes: the reconstruction a user looks at."""
+        return self.decoder(self.posterior_codes(images)[2]).mean()
 
     def log_likelihood(self, images, z, training=None):
-        """log p(x|z) [L, B] for images [B, ...] and codes z [L, B, D]."""
-        num = tf.shape(z)[0]
-        likelihood = self.decoder(_flatten_samples(z), training=training)
-        tiled = tf.tile(images[None], [num, 1, 1, 1, 1])
-        flat = tf.reshape(tiled, tf.concat([[-1], tf.shape(images)[1:]], axis=0))
-        return tf.reshape(likelihood.log_prob(flat), tf.shape(z)[:2])
+        """log p(x|z) [k, B] for images [B, ...] and all layers' codes z [k, B, D]."""
+        return self.decode(z, training=training).log_prob(images)
 
-    def log_importance_weights(self, images, num_samples):
-        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q: [k, B]."""
-        images = self._check_images(images)
-        posterior = self.encoder(images)
-        prior = self.prior_distribution()
-        z = posterior.sample(num_samples)
-        return (self.log_likelihood(images, z) + prior.log_prob(z)
-                - posterior.log_prob(z))
+    # -- the one core: per-sample log-weights and the named terms -----------------
 
-    def elbo(self, images, num_samples=None):
-        """Per-example `elbo`, `rate` and `distortion` [B] (nats)."""
+    def log_weight_terms(self, images, num_samples, training=None, codes=None,
+                         seed=None, features=None):
+        """Per-sample terms of log w = log p(x|z) + log p(z) - log q(z|x), z ~ q.
+
+        Args:
+            images: [B, H, W, C] (checked).
+            num_samples: k samples of z per image.
+            codes: score these codes (a list per layer, top first, [k, B, D_l])
+                instead of sampling.
+            seed: a stateless seed [2] for the samples.
+            features: the encoder's bottom-up features, when already computed.
+        Returns:
+            {"log_weights", "log_px_z", "log_p", "log_q": [k, B]; "codes": the list
+             of z_l; "rates": [B] per layer, top first; "rate_per_dim": [B, D] or
+             None where a layer's KL has no closed form per dimension}.
+        """
+        if features is None:
+            features = self.encoder.features(images, training=training)
+        if codes is None:
+            choose = self._sampler(num_samples, seed)
+        else:
+            def choose(index, posterior, prior):
+                return codes[index], posterior.log_prob(codes[index])
+        layers, inputs = self._walk(features, choose)
+        log_px_z = self.decoder(inputs, training=training).log_prob(images)
+        rates, per_dims, log_p = [], [], 0.0
+        for layer in layers:
+            layer_log_p = layer["prior"].log_prob(layer["z"])
+            log_p += layer_log_p
+            rate, per_dim = objectives.kl_divergence(
+                layer["posterior"], layer["prior"], layer["z"], self.kl,
+                log_q=layer["log_q"], log_p=layer_log_p)
+            rates.append(rate)
+            per_dims.append(per_dim)
+        log_q = tf.add_n([layer["log_q"] for layer in layers])
+        return {"log_weights": log_px_z + log_p - log_q, "log_px_z": log_px_z,
+                "log_p": log_p, "log_q": log_q, "codes": [l["z"] for l in layers],
+                "rates": rates, "rate_per_dim": None if any(
+                    p is None for p in per_dims) else tf.concat(per_dims, axis=-1)}
+
+    def log_importance_weights(self, images, num_samples, seed=None):
+        """log w_k = log p(x, z_k) - log q(z_k|x), z_k ~ q(z|x): [k, B]."""
+        return self.log_weight_terms(self._check_images(images), num_samples,
+                                     training=False, seed=seed)["log_weights"]
+
+    def elbo(self, images, num_samples=None, seed=None):
+        """Per-example `elbo`, `rate` and `distortion` [B] (nats), and `rate/l` per
+        layer for a hierarchy."""
         terms = self._terms(self._check_images(images), training=False,
-                            num_samples=num_samples)
-        return {name: terms[name] for name in METRIC_NAMES}
+                            num_samples=num_samples, seed=seed,
+                            estimator="reparameterization")  # values, not gradients
+        return {name: terms[name] for name in self.metric_names}
+
+    @property
+    def metric_names(self):
+        layers = (f"rate/{l}" for l in range(1, self.num_layers + 1)) \
+            if self.num_layers > 1 else ()
+        return (*METRIC_NAMES, *layers)
 
     # -- objective ---------------------------------------------------------------
 
@@ -192,51 +327,67 @@ class VAE(keras.Model):
         """Per-example terms of the objective; keys with '_' are internal."""
         return self._terms(self._check_images(images), training=training)
 
-    def _terms(self, images, training=None, num_samples=None):
-        num_samples = num_samples or self.num_samples
-        posterior = self.encoder(images, training=training)
-        prior = self.prior_distribution()
-        z = posterior.sample(num_samples)  # [L, B, D], reparameterized
-        if self.gradient_estimator == "score_function":
-            z = tf.stop_gradient(z)
+    def _terms(self, images, training=None, num_samples=None, seed=None,
+               estimator=None):
+        k = num_samples or self.num_samples
+        estimator = estimator or self.gradient_estimator
+        features = self.encoder.features(images, training=training)
         terms = {}
-        if self.gradient_estimator == "dreg":
-            fixed = tf.nest.map_structure(tf.stop_gradient, posterior, expand_composites=True)
-            saved = {}
-
-            def log_weights_fn(z_fixed):
-                saved["log_px_z"] = self.log_likelihood(images, z_fixed, training)
-                return saved["log_px_z"] + prior.log_prob(z_fixed) - fixed.log_prob(z_fixed)
-
-            terms["_surrogate"], log_weights = objectives.dreg_surrogate(log_weights_fn, z)
-            log_px_z = saved["log_px_z"]
+        if estimator == "reparameterization":
+            core = self.log_weight_terms(images, k, training, seed=seed,
+                                         features=features)
+            log_weights = core["log_weights"]
         else:
-            log_px_z = self.log_likelihood(images, z, training)
-        rate, rate_per_dim = objectives.kl_divergence(posterior, prior, z, self.kl)
-        distortion = -tf.reduce_mean(log_px_z, axis=0)
+            codes = self._sampled_codes(features, k, seed)
+            if estimator == "dreg":
+                fixed = [tf.stop_gradient(z) for z in codes]
+                with tf.GradientTape() as tape:
+                    tape.watch(fixed)
+                    core = self.log_weight_terms(images, k, training, codes=fixed,
+                                                 features=features)
+                terms["_surrogate"] = objectives.dreg_surrogate(
+                    tape, core["log_weights"], fixed, codes)
+                # Direct terms only: log q's parameters get DReG's path terms instead.
+                log_weights = (core["log_px_z"] + core["log_p"]
+                               - tf.stop_gradient(core["log_q"]))
+            else:  # score function, one layer (checked at construction)
+                core = self.log_weight_terms(images, k, training,
+                                             codes=[tf.stop_gradient(z) for z in codes],
+                                             features=features)
+                log_weights = core["log_weights"]
+                signal = core["log_px_z"]
+                # A sampled rate at stopped z has no path gradient: its score term goes
+                # in f.
+                if core["rate_per_dim"] is None or self.kl == "sampled":
+                    signal = signal - self._rate_weight() * (core["log_q"] - core["log_p"])
+                terms["_surrogate"] = objectives.score_function_surrogate(
+                    signal, core["log_q"])
+        rate = tf.add_n(core["rates"])
+        distortion = -tf.reduce_mean(core["log_px_z"], axis=0)
         terms.update(elbo=-(distortion + rate), rate=rate, distortion=distortion)
+        if self.num_layers > 1:
+            for index, layer_rate in enumerate(core["rates"]):
+                terms[f"rate/{self.num_layers - index}"] = layer_rate
         if self.objective == "iwae":
-            if self.gradient_estimator != "dreg":
-                log_weights = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
             terms["iwae"] = objectives.iwae_bound(log_weights)
-        if self.gradient_estimator == "score_function":
-            signal = log_px_z
-            # A sampled rate at stopped z has no path gradient: its score term goes in f.
-            if self.kl == "sampled" or not objectives.has_analytic_kl(posterior, prior):
-                signal = signal - self._rate_weight() * (
-                    posterior.log_prob(z) - prior.log_prob(z))
-            terms["_surrogate"] = objectives.score_function_surrogate(
-                signal, posterior.log_prob(z))
         if self.free_bits:
-            if rate_per_dim is None:
-                raise ValueError("free_bits needs a factorized posterior and prior with a "
-                                 "closed-form KL per dimension (the standard normal prior).")
-            terms["_rate_per_dim"] = rate_per_dim
+            if core["rate_per_dim"] is None:
+                raise ValueError("free_bits needs a factorized posterior and prior with "
+                                 "a closed-form KL per dimension in every layer "
+                                 "(Gaussian posteriors, the standard normal prior on "
+                                 "top).")
+            terms["_rate_per_dim"] = core["rate_per_dim"]
         if self.mmd_weight:
             batch = tf.shape(images)[0]
-            divergence = objectives.mmd(z[0], prior.sample(batch), self.mmd_kernel)
+            top = core["codes"][0][0]
+            divergence = objectives.mmd(top, self.prior_distribution().sample(batch),
+                                        self.mmd_kernel)
             terms["_mmd"] = tf.fill([batch], divergence)
         return terms
+
+    def _sampled_codes(self, features, num_samples, seed=None):
+        layers, _ = self._walk(features, self._sampler(num_samples, seed))
+        return [layer["z"] for layer in layers]
 
     def _rate_weight(self):
         optimizer = getattr(self, "optimizer", None)  # absent before compile()
@@ -301,6 +452,7 @@ class VAE(keras.Model):
             "info_alpha": self.info_alpha,
             "info_lambda": self.info_lambda,
             "mmd_kernel": self.mmd_kernel,
+            "top_down": [serialize(block) for block in self.top_down],
         }
 
     @classmethod
@@ -308,4 +460,6 @@ class VAE(keras.Model):
         config = dict(config)
         for key in ("encoder", "decoder", "prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["top_down"] = [keras.saving.deserialize_keras_object(block)
+                              for block in config.get("top_down", ())]
         return cls(**config)

@@ -12,8 +12,9 @@ event shape [H, W, C] (see `distributions.py` for the heads).
 import math
 
 import keras
+import tensorflow as tf
 
-from tfvae import distributions
+from tfvae import distributions, heads
 
 
 def _check_positive(name, value):
@@ -31,18 +32,27 @@ def _dense_stack(hidden_units, activation, prefix):
 
 
 class _Encoder(keras.layers.Layer):
-    """Shared head: body features -> Dense(2 * latent_dim) -> Gaussian posterior."""
+    """A body (features of the images) under a posterior head (see `heads.py`).
 
-    def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
+    `features(images)` lists the body's intermediate features, bottom to top (the
+    bottom-up path of a hierarchical VAE); the head reads the last of them.
+    """
+
+    def __init__(self, latent_dim, min_scale=1e-4, posterior="gaussian", flow_steps=2,
+                 flow_hidden_units=256, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = _check_positive("latent_dim", latent_dim)
         self.min_scale = float(min_scale)
-        self.head = keras.layers.Dense(2 * self.latent_dim, name="posterior_params")
-
-    def body(self, images, training=None):
-        raise NotImplementedError
+        self.posterior = posterior
+        self.flow_steps = int(flow_steps)
+        self.flow_hidden_units = int(flow_hidden_units)
+        self.head = heads.posterior_head(self.latent_dim, posterior, self.min_scale,
+                                         self.flow_steps, self.flow_hidden_units)
 
     def body_layers(self):
+        raise NotImplementedError
+
+    def features(self, images, training=None):
         raise NotImplementedError
 
     def build(self, input_shape):
@@ -53,12 +63,17 @@ class _Encoder(keras.layers.Layer):
         self.head.build(shape)
 
     def call(self, images, training=None):
-        return distributions.gaussian_posterior(
-            self.head(self.body(images, training=training)), self.min_scale)
+        return self.head(self.features(images, training=training)[-1])
+
+    def code(self, posterior):
+        """The point of z a person looks at (the mean of a Gaussian posterior)."""
+        return self.head.code(posterior)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
-                "min_scale": self.min_scale}
+                "min_scale": self.min_scale, "posterior": self.posterior,
+                "flow_steps": self.flow_steps,
+                "flow_hidden_units": self.flow_hidden_units}
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -89,11 +104,12 @@ class MLPEncoder(_Encoder):
     def body_layers(self):
         return [self.flatten, *self.hidden]
 
-    def body(self, images, training=None):
-        h = self.flatten(images)
+    def features(self, images, training=None):
+        h, features = self.flatten(images), []
         for layer in self.hidden:
             h = self.drop(layer(h), training=training)
-        return h
+            features.append(h)
+        return features or [h]
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
@@ -128,11 +144,18 @@ class ConvEncoder(_Encoder):
     def body_layers(self):
         return [*self.convs, self.flatten, *self.hidden]
 
-    def body(self, images, training=None):
-        h = images
-        for layer in self.body_layers():
+    def features(self, images, training=None):
+        h, features = images, []
+        for layer in self.convs:
             h = layer(h)
-        return h
+            features.append(h)
+        h = self.flatten(h)
+        for layer in self.hidden:
+            h = layer(h)
+            features.append(h)
+        if not self.hidden and features:
+            features[-1] = h  # the head reads flat features
+        return features or [h]
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
@@ -158,8 +181,15 @@ class _Decoder(keras.layers.Layer):
         raise NotImplementedError
 
     def call(self, z, training=None):
-        return distributions.image_likelihood(
-            self.likelihood, self.parameters(z, training=training), self.min_scale)
+        """p(x|z) for z [..., D]: batch [...] (e.g. [k, B] for k samples of B codes).
+
+        The network sees the codes flattened to [N, D]; images [B, H, W, C] are then
+        scored against the [k, B] likelihood by broadcasting, with no tiled copy.
+        """
+        lead = tf.shape(z)[:-1]
+        params = self.parameters(tf.reshape(z, [-1, z.shape[-1]]), training=training)
+        params = tf.reshape(params, tf.concat([lead, tf.shape(params)[1:]], axis=0))
+        return distributions.image_likelihood(self.likelihood, params, self.min_scale)
 
     def get_config(self):
         return {**super().get_config(), "output_shape": self.image_shape,

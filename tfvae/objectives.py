@@ -58,14 +58,17 @@ def sampled_kl(posterior, prior, z):
     return tf.reduce_mean(posterior.log_prob(z) - prior.log_prob(z), axis=0)
 
 
-def kl_divergence(posterior, prior, z, method="auto"):
+def kl_divergence(posterior, prior, z, method="auto", log_q=None, log_p=None):
     """Rate per example [B] and, where it exists, per latent dimension [B, D].
 
     Args:
-        posterior: q(z|x), batch [B], event [D].
-        prior: p(z), batch [], event [D].
-        z: reparameterized samples [L, B, D] from the posterior (used when sampled).
+        posterior: q(z|x), batch [B] (or [k, B] for a layer below the top of a
+            hierarchy, one posterior per sample of the layers above), event [D].
+        prior: p(z), batch [] (or [k, B]), event [D].
+        z: reparameterized samples [k, B, D] from the posterior (used when sampled).
         method: "analytic", "sampled" or "auto" (analytic when registered).
+        log_q, log_p: log q(z|x) and log p(z) [k, B] when already computed.
+    A closed form of a batch [k, B] is averaged over the k samples.
     """
     if method not in KL_METHODS:
         raise ValueError(f"Unknown kl method {method!r}; expected one of {KL_METHODS}.")
@@ -75,8 +78,14 @@ def kl_divergence(posterior, prior, z, method="auto"):
             f"No closed-form KL is registered for {type(posterior).__name__} || "
             f"{prior.name}; use kl='sampled' or kl='auto'.")
     if method == "sampled" or not analytic:
-        return sampled_kl(posterior, prior, z), None
-    return tfd.kl_divergence(posterior, prior), kl_per_dimension(posterior, prior)
+        log_q = posterior.log_prob(z) if log_q is None else log_q
+        log_p = prior.log_prob(z) if log_p is None else log_p
+        return tf.reduce_mean(log_q - log_p, axis=0), None
+    rate, per_dim = tfd.kl_divergence(posterior, prior), kl_per_dimension(posterior, prior)
+    if rate.shape.rank == 2:
+        rate = tf.reduce_mean(rate, axis=0)
+        per_dim = None if per_dim is None else tf.reduce_mean(per_dim, axis=0)
+    return rate, per_dim
 
 
 def kl_per_dimension(posterior, prior):
@@ -93,6 +102,60 @@ def iwae_bound(log_weights):
     """log 1/k sum_i exp(log_weights_i) over axis 0: [k, B] -> [B]."""
     k = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
     return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
+
+
+def log_add_exp(a, b):
+    """log(exp(a) + exp(b)), elementwise and stable."""
+    m = tf.maximum(a, b)
+    return m + tf.math.log(tf.exp(a - m) + tf.exp(b - m))
+
+
+def chunked_log_mean_exp(chunk_log_weights, num_samples, chunk_size, seed=None):
+    """log 1/k sum_{i<=k} w_i, drawing the k = num_samples weights chunk by chunk.
+
+    The sum is accumulated with a running log-sum-exp (exact, not an approximation),
+    so memory depends on the chunk size, not on k:
+        log sum_i w_i = logaddexp(log sum_{chunk 1} w_i, log sum_{chunk 2} w_i, ...).
+
+    Args:
+        chunk_log_weights: (size, seed) -> [s, B], log-weights of `size` new draws
+            (any [s, B] whose log-sum-exp over axis 0 is the chunk's log sum w).
+        num_samples, chunk_size: Python ints give static chunk shapes (what XLA
+            needs); scalar tensors a loop whose last chunk takes the remainder.
+        seed: a stateless seed [2], folded with the chunk index; None draws from
+            the global generator.
+    Returns:
+        [B] log-mean-exp estimates.
+    """
+    def chunk_sum(size, index):
+        chunk_seed = None if seed is None else tf.random.experimental.stateless_fold_in(
+            seed, index)
+        return tf.reduce_logsumexp(chunk_log_weights(size, chunk_seed), axis=0)
+
+    if isinstance(num_samples, int) and isinstance(chunk_size, int):
+        chunk_size = min(chunk_size, num_samples)
+        full, rest = divmod(num_samples, chunk_size)
+        total = chunk_sum(chunk_size, 0)
+        if full > 1:
+            _, total = tf.while_loop(
+                lambda i, _: i < full,
+                lambda i, acc: (i + 1, log_add_exp(acc, chunk_sum(chunk_size, i))),
+                (tf.constant(1), total), parallel_iterations=1)
+        if rest:
+            total = log_add_exp(total, chunk_sum(rest, full))
+        return total - tf.math.log(float(num_samples))
+    num_samples = tf.convert_to_tensor(num_samples, tf.int32)
+    chunk_size = tf.minimum(tf.cast(chunk_size, tf.int32), num_samples)
+    total = chunk_sum(chunk_size, 0)
+
+    def body(done, acc):
+        size = tf.minimum(chunk_size, num_samples - done)
+        return done + size, log_add_exp(acc, chunk_sum(size, done))
+
+    # One chunk at a time: parallel iterations would multiply the memory.
+    _, total = tf.while_loop(lambda done, _: done < num_samples, body,
+                             (chunk_size, total), parallel_iterations=1)
+    return total - tf.math.log(tf.cast(num_samples, total.dtype))
 
 
 def kl_weight(step, beta=1.0, warmup_steps=0):
@@ -187,24 +250,24 @@ def normalized_weights(log_weights):
     return tf.stop_gradient(tf.nn.softmax(log_weights, axis=0))
 
 
-def dreg_surrogate(log_weights_fn, z):
-    """DReG for the encoder, per example [B]; returns (surrogate, log_weights).
+def dreg_surrogate(tape, log_weights, fixed_codes, codes):
+    """DReG for the encoder, per example [B].
 
     Args:
-        log_weights_fn: z [k, B, D] -> log w [k, B], evaluated with the posterior's
-            parameters held fixed (stop_gradient), so d log w / d z is the path term.
-        z: the reparameterized samples [k, B, D] that carry the encoder's gradient.
+        tape: the `tf.GradientTape` that watched `fixed_codes` while `log_weights`
+            [k, B] was computed from them.
+        fixed_codes: the samples with no gradient, one tensor [k, B, D_l] per layer.
+        codes: the same samples, reparameterized (they carry the encoder's gradient).
 
     The surrogate is zero-valued; its gradient w.r.t. the encoder is
-    sum_i w~_i^2 d log w_i / d z_i d z_i / d phi. The returned log-weights are taken at
-    z with no gradient, so the IWAE bound on them gives the decoder and prior their
-    usual IWAE gradient and the encoder none besides the surrogate's.
+    sum_i w~_i^2 d log w_i / d z_i d z_i / d phi, where d log w / d z is the partial
+    derivative at fixed parameters (through every layer of a hierarchy). The caller
+    takes the IWAE bound on log-weights whose log q carries no parameter gradient, so
+    the decoder and prior get their usual IWAE gradient and the encoder none besides
+    the surrogate's (and a VampPrior's direct term).
     """
-    z_fixed = tf.stop_gradient(z)
-    with tf.GradientTape() as tape:
-        tape.watch(z_fixed)
-        log_weights = log_weights_fn(z_fixed)
     weights_sq = tf.square(normalized_weights(log_weights))
-    path = tape.gradient(log_weights, z_fixed, output_gradients=weights_sq)
-    surrogate = tf.reduce_sum(tf.stop_gradient(path) * z, axis=[0, 2])
-    return surrogate - tf.stop_gradient(surrogate), log_weights
+    paths = tape.gradient(log_weights, fixed_codes, output_gradients=weights_sq)
+    surrogate = tf.add_n([tf.reduce_sum(tf.stop_gradient(path) * z, axis=[0, 2])
+                          for path, z in zip(paths, codes)])
+    return surrogate - tf.stop_gradient(surrogate)

@@ -130,8 +130,8 @@ def save_interpolation(model, images_a, images_b, path, steps=8, zoom=1):
                          f"and {images_b.shape}.")
     if int(steps) < 2:
         raise ValueError(f"steps must be >= 2, got {steps}.")
-    mu_a = _numpy(model.encode(images_a).mean())
-    mu_b = _numpy(model.encode(images_b).mean())
+    mu_a = _numpy(model.code(images_a))
+    mu_b = _numpy(model.code(images_b))
     t = np.linspace(0.0, 1.0, int(steps), dtype=np.float32)[None, :, None]
     path_z = (1.0 - t) * mu_a[:, None] + t * mu_b[:, None]  # [N, steps, D]
     decoded = _numpy(model.decode(path_z.reshape(-1, path_z.shape[-1])).mean())
@@ -162,7 +162,7 @@ def latent_grid(num_per_side, latent_dim, dims=(0, 1)):
 
 def save_latent_manifold(model, path, num_per_side=20, dims=(0, 1), zoom=1):
     """The learned 2-D manifold: mean images decoded on `latent_grid`."""
-    z = latent_grid(num_per_side, model.encoder.latent_dim, dims)
+    z = latent_grid(num_per_side, model.latent_dim, dims)
     images = _numpy(model.decode(z).mean())
     return save_image_grid(images, path, int(num_per_side), padding=0, zoom=zoom)
 
@@ -198,9 +198,10 @@ def principal_components(points, count=2):
 
 
 def posterior_means(model, images, batch_size=500):
-    """E_q[z|x] [N, D] for images [N, H, W, C]."""
+    """The posterior codes [N, D] of images [N, H, W, C]: E_q[z|x] for a Gaussian
+    posterior, all layers of a hierarchy concatenated top first (`VAE.code`)."""
     images = _numpy(images)
-    return np.concatenate([_numpy(model.encode(images[i:i + batch_size]).mean())
+    return np.concatenate([_numpy(model.code(images[i:i + batch_size]))
                            for i in range(0, len(images), batch_size)])
 
 

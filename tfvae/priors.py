@@ -16,6 +16,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.distributions import gaussian_mixture
+
 tfd = tfp.distributions
 
 
@@ -71,8 +73,7 @@ class MixturePrior(keras.layers.Layer):
     def call(self, encoder=None):
         components = tfd.Independent(
             tfd.Normal(self.locs, tf.math.softplus(self.raw_scales) + 1e-4), 1)
-        return tfd.MixtureSameFamily(tfd.Categorical(logits=self.logits), components,
-                                     name="prior")
+        return gaussian_mixture(self.logits, components)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
@@ -106,9 +107,8 @@ class VampPrior(keras.layers.Layer):
         if encoder is None:
             raise ValueError("VampPrior needs the encoder: call it as prior(encoder=...).")
         components = encoder(self.pseudo_inputs())
-        uniform = tf.zeros([self.num_pseudo_inputs], tf.float32)
-        return tfd.MixtureSameFamily(tfd.Categorical(logits=uniform), components,
-                                     name="prior")
+        return gaussian_mixture(tf.zeros([self.num_pseudo_inputs], tf.float32),
+                                components)
 
     def get_config(self):
         return {**super().get_config(), "image_shape": self.image_shape,

@@ -146,7 +146,7 @@ def main(argv):
         written.append(plots.save_interpolation(
             model, images[:pairs], images[pairs:2 * pairs], out("interpolation.png"),
             steps=FLAGS.interpolation_steps, zoom=zoom))
-        latent_dim = model.encoder.latent_dim
+        latent_dim = model.latent_dim
         if latent_dim == 2 or FLAGS.manifold_dims:
             dims = tuple(int(d) for d in FLAGS.manifold_dims or (0, 1))
             written.append(plots.save_latent_manifold(
