@@ -46,7 +46,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tfvae import builders, callbacks as vae_callbacks, data
+from tfvae import builders, callbacks as vae_callbacks, data, heads
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # build_model's options; a backup can only resume the model they describe.
@@ -190,7 +190,8 @@ def train_and_evaluate(
         encoder="mlp", decoder="mlp", encoder_hidden_units=(500, 500),
         decoder_hidden_units=(500, 500), encoder_filters=(32, 64),
         decoder_filters=(64, 32), activation="relu", dropout=0.0, latent_dim=50,
-        likelihood="bernoulli", prior="standard_normal", prior_components=0,
+        top_down_latent_dims=(), top_down_hidden_units=(300, 300), posterior="gaussian",
+        flow_steps=2, flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal", prior_components=0,
         num_samples=1, kl="auto", objective="elbo",
         gradient_estimator="reparameterization", beta=1.0, kl_warmup_steps=0,
         free_bits=0.0, info_alpha=0.0, info_lambda=1.0, mmd_kernel="imq",
@@ -427,7 +428,19 @@ flags.DEFINE_string("activation", _DEFAULT["activation"], "Hidden activation.")
 flags.DEFINE_float("dropout", _DEFAULT["dropout"],
                    "Dropout after each hidden layer (MLP networks only).",
                    lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_integer("latent_dim", _DEFAULT["latent_dim"], "Size of z.", lower_bound=1)
+flags.DEFINE_integer("latent_dim", _DEFAULT["latent_dim"],
+                     "Size of z (of the top layer z_L in a hierarchy).", lower_bound=1)
+flags.DEFINE_list("top_down_latent_dims", list(_DEFAULT["top_down_latent_dims"]),
+                  "Sizes of the stochastic layers below the top, top first ('' for one "
+                  "layer; '40' for a two-level hierarchy).")
+flags.DEFINE_list("top_down_hidden_units", list(_DEFAULT["top_down_hidden_units"]),
+                  "Dense layer sizes of each top-down block (state and posterior merge).")
+flags.DEFINE_enum("posterior", _DEFAULT["posterior"], list(heads.POSTERIORS),
+                  "Posterior head of every layer: diagonal Gaussian or IAF.")
+flags.DEFINE_integer("flow_steps", _DEFAULT["flow_steps"],
+                     "Autoregressive (MADE) steps of an IAF posterior.", lower_bound=1)
+flags.DEFINE_integer("flow_hidden_units", _DEFAULT["flow_hidden_units"],
+                     "Hidden units of each IAF step.", lower_bound=1)
 flags.DEFINE_enum("likelihood", _DEFAULT["likelihood"], ["bernoulli", "gaussian"],
                   "Pixel likelihood p(x|z).")
 flags.DEFINE_enum("prior", _DEFAULT["prior"], list(builders.PRIORS), "Prior p(z).")
@@ -520,7 +533,7 @@ flags.DEFINE_integer("export_version", _DEFAULT["export_version"],
 
 FLAGS = flags.FLAGS
 _LIST_OF_INTS = ("encoder_hidden_units", "decoder_hidden_units", "encoder_filters",
-                 "decoder_filters")
+                 "decoder_filters", "top_down_latent_dims", "top_down_hidden_units")
 
 
 def options_from_flags():
