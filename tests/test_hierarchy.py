@@ -266,3 +266,27 @@ def test_saved_model_and_tflite_of_a_hierarchy(tmp_path):
     assert out["images"].shape == (4, *IMAGE_SHAPE) and np.all(np.isfinite(out["z"]))
     decoder = Interpreter(model_path=paths["tflite_float32"]).get_signature_runner("decode")
     np.testing.assert_allclose(decoder(z=z)["images"], model.decode(z).mean(), atol=1e-5)
+
+
+def test_the_tools_work_unchanged_on_a_deep_model(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model = deep_model(posterior="iaf", flow_hidden_units=8)
+    model.save(tmp_path / "deep.keras")
+    np.save(tmp_path / "images.npy", binary(20))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.evaluate", str(tmp_path / "deep.keras"),
+         f"--images_npy={tmp_path / 'images.npy'}", "--num_samples=20",
+         f"--output={report}"], cwd=repo, capture_output=True, text=True, timeout=300,
+        env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(report.read_text())
+    assert figures["nll"] > 0 and len(figures["activity"]) == 7
+    np.testing.assert_allclose(figures["rate"], figures["rate/1"] + figures["rate/2"],
+                               rtol=1e-4)

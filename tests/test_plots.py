@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfvae import VAE, MLPDecoder, MLPEncoder
-from tfvae import plots
+from tfvae import builders, evaluate, plots
 
 SHAPE = (4, 4, 1)
 
@@ -146,8 +146,23 @@ def test_visualize_tool_writes_every_figure(tmp_path, model, images):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     names = ("samples", "reconstructions", "interpolation", "manifold",
-             "latent_scatter", "learning_curves")
+             "latent_scatter", "latent_activity", "learning_curves")
     for name in names:
         assert png_shape(str(run / "figures" / f"{name}.png"))[0] > 0, name
     # zoom 2 of 4x4 images, padding 0, 5 x 5 grid.
     assert png_shape(str(run / "figures" / "manifold.png")) == (40, 40, 1)
+
+
+def test_latent_activity_counts_each_layer(tmp_path, images):
+    pytest.importorskip("matplotlib")
+    deep = builders.build_model(SHAPE, latent_dim=2, top_down_latent_dims=(3,),
+                                encoder_hidden_units=(8, 8), decoder_hidden_units=(8,),
+                                top_down_hidden_units=(8,))
+    path = plots.save_latent_activity(deep, images, str(tmp_path / "activity.png"))
+    assert png_shape(path)[0] > 0
+    stats = evaluate.latent_statistics(deep, images)
+    assert len(stats["activity"]) == len(stats["kl_per_dim"]) == 5
+    rows = plots.layer_summary(deep, stats)
+    assert [(name, part.stop - part.start) for name, part, _ in rows] == [
+        ("z_2", 2), ("z_1", 3)]
+    assert sum(active for *_, active in rows) == stats["active_units"]

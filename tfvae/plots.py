@@ -240,6 +240,49 @@ def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
     return _save_figure(figure, path)
 
 
+def layer_summary(model, statistics):
+    """[(layer name, slice of its dimensions, active units)] for `latent_statistics`
+    output, top layer first ("z_L" .. "z_1"; "z" for one layer)."""
+    rows, start = [], 0
+    for index, dim in enumerate(model.latent_dims):
+        name = f"z_{model.num_layers - index}" if model.num_layers > 1 else "z"
+        part = slice(start, start + dim)
+        active = int(np.sum(statistics["activity"][part] > statistics["threshold"]))
+        rows.append((name, part, active))
+        start += dim
+    return rows
+
+
+def save_latent_activity(model, images, path, figsize=(8, 5), dpi=100):
+    """Activity A_u = Var_x(E_q[z_u]) and KL per dimension, coloured by layer.
+
+    The active-unit count of each layer (A_u > 0.01, Burda et al. 2016) is in the
+    legend; the KL panel is left out when the prior has no KL per dimension.
+    """
+    from tfvae import evaluate  # noqa: PLC0415 -- only this figure needs it
+
+    stats = evaluate.latent_statistics(model, _numpy(images))
+    panels = 2 if stats["kl_per_dim"] is not None else 1
+    figure = _figure(figsize, dpi)
+    axes = [figure.add_subplot(panels, 1, i + 1) for i in range(panels)]
+    for color, (name, part, active) in enumerate(layer_summary(model, stats)):
+        dims = np.arange(part.start, part.stop)
+        label = f"{name}: {active} of {len(dims)} active"
+        axes[0].bar(dims, stats["activity"][part], color=f"C{color}", label=label)
+        if panels == 2:
+            axes[1].bar(dims, stats["kl_per_dim"][part], color=f"C{color}")
+    axes[0].axhline(stats["threshold"], color="k", lw=0.8, ls="--")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("Var_x E[z_u|x]")
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("Latent activity per dimension (dashed: active-unit threshold)")
+    if panels == 2:
+        axes[1].set_ylabel("KL per dim (nats)")
+    axes[-1].set_xlabel("latent dimension (top layer first)")
+    figure.tight_layout()
+    return _save_figure(figure, path)
+
+
 def read_history(path):
     """Columns of a per-epoch CSV (Keras CSVLogger) as {name: float array}."""
     with open(path, newline="") as f:

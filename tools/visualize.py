@@ -17,6 +17,7 @@ Writes to --output_dir (default: <run directory>/figures):
                           (latent_dim == 2, or two dimensions picked by --manifold_dims)
     latent_scatter.png    posterior means of test images, coloured by label when the
                           dataset has labels (PCA when latent_dim > 2)
+    latent_activity.png   active units and KL per dimension, coloured by layer
     learning_curves.png   ELBO vs training examples seen, train and validation, for the
                           runs in --curves (default: the checkpoint's run directory)
 
@@ -158,6 +159,11 @@ def main(argv):
                 out("latent_scatter.png")))
         except ImportError as error:
             logging.warning("No scatter plot: %s", error)
+        try:
+            written.append(plots.save_latent_activity(
+                model, images[:FLAGS.scatter_images], out("latent_activity.png")))
+        except ImportError as error:
+            logging.warning("No latent activity plot: %s", error)
 
     curves = FLAGS.curves or ([run_dir] if run_dir and os.path.isfile(
         os.path.join(run_dir, "history.csv")) else [])
