@@ -27,11 +27,7 @@ import keras
 import tensorflow as tf
 
 from tfvae import heads
-
-
-def _dense_stack(hidden_units, activation, prefix):
-    return [keras.layers.Dense(int(units), activation, name=f"{prefix}_{i}")
-            for i, units in enumerate(hidden_units)]
+from tfvae.networks import dense_stack
 
 
 def flat_features(features):
@@ -72,8 +68,8 @@ class TopDownBlock(keras.layers.Layer):
         self.posterior = posterior
         self.flow_steps = int(flow_steps)
         self.flow_hidden_units = int(flow_hidden_units)
-        self.state_net = _dense_stack(self.hidden_units, activation, "state")
-        self.merge_net = _dense_stack(self.hidden_units, activation, "merge")
+        self.state_net = dense_stack(self.hidden_units, activation, "state")
+        self.merge_net = dense_stack(self.hidden_units, activation, "merge")
         self.prior_head = heads.GaussianPosterior(self.latent_dim, self.min_scale,
                                                   name="prior_head")
         self.posterior_head = heads.posterior_head(

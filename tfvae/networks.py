@@ -23,7 +23,7 @@ def _check_positive(name, value):
     return int(value)
 
 
-def _dense_stack(hidden_units, activation, prefix):
+def dense_stack(hidden_units, activation, prefix):
     return [
         keras.layers.Dense(_check_positive("hidden_units entry", units), activation,
                            name=f"{prefix}_{i}")
@@ -98,7 +98,7 @@ class MLPEncoder(_Encoder):
         self.activation = activation
         self.dropout = float(dropout)
         self.flatten = keras.layers.Flatten()
-        self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+        self.hidden = dense_stack(self.hidden_units, activation, "hidden")
         self.drop = keras.layers.Dropout(self.dropout)
 
     def body_layers(self):
@@ -139,7 +139,7 @@ class ConvEncoder(_Encoder):
             for i, f in enumerate(self.filters)
         ]
         self.flatten = keras.layers.Flatten()
-        self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+        self.hidden = dense_stack(self.hidden_units, activation, "hidden")
 
     def body_layers(self):
         return [*self.convs, self.flatten, *self.hidden]
@@ -224,7 +224,7 @@ class MLPDecoder(_Decoder):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = activation
         self.dropout = float(dropout)
-        self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+        self.hidden = dense_stack(self.hidden_units, activation, "hidden")
         self.drop = keras.layers.Dropout(self.dropout)
         height, width, channels = self.image_shape
         self.out = keras.layers.Dense(height * width * channels * self.params_per_pixel,
@@ -271,7 +271,7 @@ class ConvDecoder(_Decoder):
                 f"and width divisible by {factor}, got {self.image_shape}.")
         coarse = (height // factor, width // factor, self.filters[0] if self.filters
                   else channels)
-        self.hidden = _dense_stack(self.hidden_units, activation, "hidden")
+        self.hidden = dense_stack(self.hidden_units, activation, "hidden")
         self.project = keras.layers.Dense(math.prod(coarse), activation=activation,
                                           name="project")
         self.reshape = keras.layers.Reshape(coarse)
