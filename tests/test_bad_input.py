@@ -517,17 +517,18 @@ def test_the_weight_average_warms_up():
     assert average > 15  # the late weights dominate (w_20 = 20)
 
 
-@pytest.mark.parametrize("name", list(builders.OPTIMIZERS))
-def test_every_ema_optimizer_round_trips_through_a_keras_file(name, tmp_path):
+def test_every_ema_optimizer_is_registered_and_a_keras_file_reloads(tmp_path):
+    for name, plain in builders.OPTIMIZERS.items():
+        optimizer = builders.build_optimizer(name, 1e-3, use_ema=True, ema_momentum=0.9)
+        restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+        assert type(restored) is type(optimizer) and isinstance(restored, plain), name
+        assert restored.use_ema and restored.ema_momentum == pytest.approx(0.9)
     model = tfvae.VAE(tfvae.MLPEncoder(2, (4,)), tfvae.MLPDecoder((4, 4, 1), (4,)))
-    model.compile(optimizer=builders.build_optimizer(name, 1e-3, use_ema=True,
-                                                     ema_momentum=0.9))
+    model.compile(optimizer=builders.build_optimizer("adam", 1e-3, use_ema=True))
     model.fit(np.zeros((8, 4, 4, 1), np.float32), epochs=1, verbose=0)
     model.save(tmp_path / "model.keras")
     restored = keras.saving.load_model(tmp_path / "model.keras").optimizer
-    assert type(restored) is type(model.optimizer)
-    assert isinstance(restored, builders.OPTIMIZERS[name])
-    assert restored.use_ema and restored.ema_momentum == pytest.approx(0.9)
+    assert isinstance(restored, builders.EMAWarmup) and int(restored.iterations) == 1
 
 
 # -- the shared rules --------------------------------------------------------------------------
