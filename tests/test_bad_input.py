@@ -496,6 +496,33 @@ def test_ctrl_c_before_the_first_backup_says_so(tmp_path, mock_mnist, monkeypatc
         "starts the run again.")
 
 
+def test_ctrl_c_after_training_names_the_trained_model(tmp_path, mock_mnist, monkeypatch,
+                                                      capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "tflite_from_saved_model", interrupted)
+    assert _train("--epochs=1", f"--output_dir={tmp_path}/run",
+                  f"--export_dir={tmp_path}/exports") == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tfvae.train: interrupted after training, while testing or exporting; the "
+        f"trained model is in {tmp_path}/run/best.keras (no export was left "
+        f"half-written): test or export it with tools.evaluate or tools.export.")
+    assert os.listdir(tmp_path / "exports" / "vae_mnist") == []
+    keras.saving.load_model(tmp_path / "run" / "best.keras")
+
+
+def test_ctrl_c_before_training_says_nothing_was_trained(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # e.g. while TFDS prepares the data
+
+    monkeypatch.setattr(train.data, "dataset_info", interrupted)
+    assert _train(f"--output_dir={tmp_path}", "--noexport") == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "tfvae.train: interrupted before training started; nothing was trained: the "
+        "same command starts the run.")
+
+
 # -- short runs: the EMA warm-up ----------------------------------------------------------------
 
 def test_the_weight_average_warms_up():

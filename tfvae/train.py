@@ -252,6 +252,9 @@ def train_and_evaluate(
     config = json.loads(json.dumps(config, default=list))
     model_options = {k: config[k] for k in _MODEL_OPTIONS}
     previous_policy = keras.mixed_precision.global_policy()
+    # What a Ctrl-C outside `fit` leaves; `fit` itself says where its backup is.
+    on_interrupt = ("interrupted before training started; nothing was trained: the same "
+                    "command starts the run.")
     try:
         # -- setup: every mistake here is a one-line ConfigError ------------------
         try:
@@ -376,6 +379,10 @@ def train_and_evaluate(
                       shuffle=False)
         except KeyboardInterrupt:
             raise Interrupted(_interrupt_message(paths["backup"], guard.epoch)) from None
+        on_interrupt = (f"interrupted after training, while testing or exporting; the "
+                        f"trained model is in {paths['best.keras']} (no export was left "
+                        "half-written): test or export it with tools.evaluate or "
+                        "tools.export.")
         train_time = time.perf_counter() - start
         optimizer_steps = int(model.optimizer.iterations.numpy())
         if guard.diverged:
@@ -422,6 +429,10 @@ def train_and_evaluate(
                 raise ExportFailed(_export_failure(error, paths)) from error
             _write_json(paths["metrics.json"], metrics)
         return metrics
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Interrupted):
+            raise
+        raise Interrupted(on_interrupt) from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
