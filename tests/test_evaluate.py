@@ -265,7 +265,8 @@ def test_evaluate_tool_on_a_run_directory(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tools.evaluate", str(run), "--num_samples=20",
          f"--images_npy={tmp_path / 'images.npy'}", f"--output={output}",
-         "--verbose=0", "--nojit_compile"],
+         "--verbose=0", "--nojit_compile",
+         "--allow_grey_levels"],  # grey uint8 images, a Bernoulli model (issue 15)
         cwd=repo, capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]

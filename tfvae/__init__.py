@@ -3,13 +3,23 @@
 Encoders and decoders are Keras layers that return `tfp.distributions` objects; the
 `VAE` model assembles the evidence lower bound from their `log_prob` and the KL
 divergence, and trains with the stock `model.fit`.
+
+Without TensorFlow only `tfvae.checks` imports (for the LiteRT path of tools.sample).
 """
 
-from tfvae.data import load_dataset
-from tfvae.export import export_model
-from tfvae.model import VAE
-from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
+try:
+    import tensorflow as _tf  # noqa: F401
+except ModuleNotFoundError as _error:
+    if _error.name != "tensorflow":
+        raise
+else:
+    # builders registers the optimizer that `.keras` files of EMA runs name.
+    from tfvae import builders  # noqa: F401
+    from tfvae.data import load_dataset
+    from tfvae.export import export_model
+    from tfvae.model import VAE
+    from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+    from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
 
 __all__ = [
     "VAE",

@@ -38,21 +38,21 @@ class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training when the loss stops being finite.
 
     After `fit`, `diverged` is None or a dict with the `epoch` (0-based), `batch`
-    and `loss` at which training stopped.
+    and `loss` at which training stopped. `epoch` is the (0-based) epoch in progress.
     """
 
     def __init__(self):
         super().__init__()
         self.diverged = None
-        self._epoch = 0
+        self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if self.diverged is None and loss is not None and not _finite(loss):
-            self.diverged = {"epoch": self._epoch, "batch": int(batch), "loss": float(loss)}
+            self.diverged = {"epoch": self.epoch, "batch": int(batch), "loss": float(loss)}
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):

@@ -27,9 +27,10 @@ import socket
 import urllib.parse
 import zlib
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from tfvae import checks
 
 # Datasets with a known, tested pipeline; any other TFDS image dataset also works.
 SUPPORTED = ("binarized_mnist", "mnist", "fashion_mnist")
@@ -278,7 +279,8 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
 
 def check_images(dataset, image_shape, description="the dataset"):
     """First batch of `dataset` as numpy, after checking it fits a model for images of
-    `image_shape`: float32 [B, H, W, C] in [0, 1]. Raises a one-line ValueError.
+    `image_shape`: float32 [B, H, W, C] in [0, 1] (the pixel rules of `tfvae.checks`).
+    Raises a one-line ValueError.
 
     Reading one batch of a `cache()`d dataset leaves a partial cache behind that can
     truncate later passes over the same object: check an uncached twin (`cache=False`)
@@ -295,8 +297,6 @@ def check_images(dataset, image_shape, description="the dataset"):
                          f"{got_shape}; the model expects {want}.")
     for batch in dataset.take(1):
         batch = batch.numpy()
-        if not (np.isfinite(batch).all() and batch.min() >= 0.0 and batch.max() <= 1.0):
-            raise ValueError(f"{description} has pixel values in [{batch.min()}, "
-                             f"{batch.max()}]; the model expects {want}.")
+        checks.check_values(batch, description)
         return batch
     raise ValueError(f"{description} is empty.")

@@ -4,11 +4,14 @@ Layout (TF Serving): `<base_dir>/<name>/<version>/` holds the SavedModel
 (`saved_model.pb`, `variables/`), `metadata.json` (config, image shape, likelihood,
 date, tfvae version) and the TFLite files `<name>.tflite` (float32),
 `<name>_float16.tflite`, `<name>_int8.tflite` (dynamic-range int8 weights).
-TF Serving ignores the extra files.
+TF Serving ignores the extra files. A version folder appears whole or not at all
+(`export_model` writes a hidden temporary folder and renames it).
 
-SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1]):
+SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1], z
+[batch, D]; the signatures declare these shapes with a free batch):
 
-    serving_default = sample  num_samples (int32 scalar) -> images (mean of p(x|z)), z
+    serving_default = sample  num_samples (int32 scalar, 1 to checks.MAX_SAMPLES)
+                                 -> images (mean of p(x|z)), z
     encode       images              -> loc, scale of q(z|x)
     decode       z                   -> images, and logits (Bernoulli) or loc, scale
     reconstruct  images              -> images: decode of the posterior mean
@@ -36,14 +39,16 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import distributions, heads, objectives
+from tfvae import checks, distributions, heads, objectives
 
 tfd = tfp.distributions
 
@@ -96,19 +101,30 @@ def sample_mixture(logits, loc, scale, num_samples):
 
 # -- the exported module ----------------------------------------------------------------
 
-def _checked(tensor, assertions):
-    """`tensor`, computed only after `assertions` pass (so they fail first)."""
-    with tf.control_dependencies(assertions):
-        return tf.identity(tensor)
+def _checked(tensor, ok, message):
+    """`tensor`, or the error `message` (a list of strings and tensors) unless `ok`.
+
+    A `tf.cond`, not control dependencies: the data flows through the check, so no
+    graph optimization can run its consumers first. (With control dependencies and
+    the full static shape in the signature, grappler merged the checking reshape
+    into the encoder's and a wrong shape crashed there before the assert fired.)
+    """
+    def fail():
+        with tf.control_dependencies([tf.debugging.Assert(False, message, summarize=8)]):
+            return tf.identity(tensor)
+
+    return tf.cond(ok, lambda: tf.identity(tensor), fail)
 
 
-def _check_num_samples(num_samples):
-    return _checked(num_samples, [tf.debugging.assert_positive(
-        num_samples, message="num_samples must be a positive integer (int32 scalar)")])
+def _check_num_samples(num_samples, maximum=None):
+    ok = tf.logical_and(num_samples > 0, num_samples <= (maximum or num_samples))
+    return _checked(num_samples, ok, [
+        f"{checks.count_message('num_samples', maximum)}, as an int32 scalar; got",
+        num_samples])
 
 
 def _check_shape(tensor, name, shape):
-    """`tensor` reshaped to [batch, *shape] after a readable check of its shape.
+    """`tensor` [batch, *shape] after a readable run-time check of its shape.
 
     Only run-time values are compared: grappler folds what the static signature
     shape implies (such as the rank), so a check built on it would pass any input.
@@ -116,25 +132,22 @@ def _check_shape(tensor, name, shape):
     actual = tf.shape(tensor)
     # Padded so that indexing cannot fail whatever the rank of the input.
     padded = tf.concat([actual, tf.zeros([len(shape) + 1], tf.int32)], axis=0)
-    right_shape = tf.debugging.Assert(
-        tf.logical_and(tf.equal(tf.size(tensor), padded[0] * math.prod(shape)),
-                       tf.reduce_all(tf.equal(padded[1:len(shape) + 1], shape))),
-        [f"{name} must have shape [batch, {', '.join(map(str, shape))}], got", actual],
-        summarize=8)
-    with tf.control_dependencies([right_shape]):
-        return tf.reshape(tensor, [-1, *shape])
+    ok = tf.logical_and(tf.equal(tf.size(tensor), padded[0] * math.prod(shape)),
+                        tf.reduce_all(tf.equal(padded[1:len(shape) + 1], shape)))
+    checked = _checked(tensor, ok, [f"{checks.shape_message(name, shape)}, got", actual])
+    return tf.reshape(checked, [-1, *shape])
 
 
 def _check_images(images, image_shape):
-    """Readable run-time errors for images of the wrong shape or range."""
+    """Readable run-time errors for images of the wrong shape, NaN or out of range."""
     images = _check_shape(images, "images", image_shape)
-    return _checked(images, [
-        tf.debugging.assert_greater_equal(
-            images, 0.0, message="images must be float32 in [0, 1]; found a value "
-                                 "below 0"),
-        tf.debugging.assert_less_equal(
-            images, 1.0, message="images must be float32 in [0, 1]; found a value "
-                                 "above 1 (divide uint8 images by 255)")])
+    for bad, found in ((tf.math.is_nan(images), "NaN"),
+                       (images < 0.0, "a value below 0"),
+                       (images > 1.0, "a value above 1 (divide uint8 images by 255)")):
+        # NaN compares False, so only the first check reports it.
+        images = _checked(images, tf.logical_not(tf.reduce_any(bad)),
+                          [f"{checks.RANGE}; found {found}"])
+    return images
 
 
 def signature_name(metric):
@@ -174,16 +187,14 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
     SavedModel signatures). The Keras model is only captured by the functions; the
     module tracks the raw variables, so each is saved once and the TF1 loader finds it.
     """
-    # Only the rank is fixed: with the full static shape in the signature, grappler
-    # takes the checking reshape for a no-op, removes it, and the graph may crash on
-    # a wrong shape before the readable assert fires. The checks restore the shapes.
-    image_spec = tf.TensorSpec([None] * 4, tf.float32, name="images")
-    z_spec = tf.TensorSpec([None, None], tf.float32, name="z")
+    # The real shapes, batch free; the checks run on run-time shapes (`_checked`).
+    image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
+    z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
     count_spec = tf.TensorSpec([], tf.int32, name="num_samples")
     log_prob_rows = int(log_prob_rows)
 
     def sample(num_samples):
-        num_samples = _check_num_samples(num_samples)
+        num_samples = _check_num_samples(num_samples, checks.MAX_SAMPLES)
 
         def choose(index, posterior, prior):
             if index == 0:
@@ -271,8 +282,9 @@ def tflite_from_saved_model(saved_model_dir, path, quantization="float32"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    flatbuffer = converter.convert()  # Before opening: a failure leaves no file.
     with open(path, "wb") as f:
-        f.write(converter.convert())
+        f.write(flatbuffer)
     return path
 
 
@@ -306,15 +318,14 @@ def source_commit():
 
 
 def signature_summary(model):
-    """Signature key -> "inputs -> outputs" with shapes (the SavedModel's own input
-    specs fix only the rank, see `serving_module`)."""
+    """Signature key -> "inputs -> outputs" with shapes and bounds."""
     image_dims = f"[batch, {', '.join(map(str, model.image_shape))}]"
     images = f"images {image_dims}"
     z = f"z [batch, {model.latent_dim}]"
     if model.num_layers > 1:
         z += f" (layers {', '.join(map(str, model.latent_dims))}, top first)"
     params = ("logits" if model.decoder.likelihood == "bernoulli" else "loc, scale")
-    sample = f"num_samples (int32 scalar) -> images, {z}"
+    sample = f"num_samples (int32 scalar, 1 to {checks.MAX_SAMPLES}) -> images, {z}"
     rates = ", ".join(signature_name(name) for name in model.metric_names[1:])
     if model.num_layers > 1:
         encoded = (f"code [batch, {model.latent_dim}], and loc_l, scale_l of layer l "
@@ -347,6 +358,8 @@ def model_metadata(model):
         "latent_dims": list(model.latent_dims),
         "posterior": model.encoder.posterior,
         "prior": type(model.prior).__name__,
+        "max_samples": checks.MAX_SAMPLES,
+        "trained_dtype_policy": model.dtype_policy.name,
         "num_weights": int(sum(np.prod(w.shape) for w in model.weights)),
         "signatures": signature_summary(model),
         "model_config": json.loads(json.dumps(model.get_config(), default=str)),
@@ -361,9 +374,47 @@ def next_version(model_dir):
     return max(versions, default=0) + 1
 
 
+def float32_copy(model):
+    """`model` itself when it computes in float32, else a float32 copy of it.
+
+    A model trained under a mixed_float16 / mixed_bfloat16 policy computes its layers
+    in 16 bits; the TFLite converter has no built-in float16 MatMul, and the export
+    contract is float32 anyway. The copy is rebuilt from the config with every dtype
+    policy set to float32 (variables are float32 under mixed precision too) and takes
+    the same weights.
+    """
+    if all(layer.compute_dtype == "float32" for layer in model._flatten_layers()):
+        return model
+    config = _float32_policies(model.get_config())
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # for sublayers made in __init__
+    try:
+        copy = type(model).from_config(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_policies(config):
+    """`config` with each serialized DTypePolicy replaced by "float32"."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return "float32"
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
 def export_model(model, base_dir="saved_models", name="vae", version=None,
                  tflite=("float32",), metadata=None):
     """Exports `model` to `<base_dir>/<name>/<version>/` (TF Serving layout).
+
+    The version folder appears whole or not at all: everything is written to a
+    hidden temporary folder beside it (TF Serving serves only integer names), which
+    is renamed at the end and removed if any step fails. A model computing in
+    16 bits (mixed precision) is exported as its float32 copy (`float32_copy`).
 
     Args:
         model: a `tfvae.VAE`.
@@ -389,14 +440,31 @@ def export_model(model, base_dir="saved_models", name="vae", version=None,
     if os.path.exists(version_dir) and os.listdir(version_dir):
         raise FileExistsError(f"{version_dir} exists and is not empty; pick another "
                               f"version or leave version=None for the next free one.")
-    paths = {"saved_model": export_saved_model(model, version_dir)}
+    os.makedirs(model_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{version}.incomplete-", dir=model_dir)
+    try:
+        _write_version(float32_copy(model), staging, name, tflite, {
+            **model_metadata(model), "name": name, "version": version,
+            "tflite": {q: os.path.basename(tflite_path("", name, q)) for q in tflite},
+            **(metadata or {})})
+        if os.path.isdir(version_dir):
+            os.rmdir(version_dir)  # empty (checked above); rename needs it gone
+        os.rename(staging, version_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    paths = {"saved_model": version_dir,
+             "metadata": os.path.join(version_dir, METADATA_FILE)}
     for quantization in tflite:
-        paths[f"tflite_{quantization}"] = tflite_from_saved_model(
-            version_dir, tflite_path(version_dir, name, quantization), quantization)
-    info = {**model_metadata(model), "name": name, "version": version,
-            "tflite": {q: os.path.basename(paths[f"tflite_{q}"]) for q in tflite},
-            **(metadata or {})}
-    paths["metadata"] = os.path.join(version_dir, METADATA_FILE)
-    with open(paths["metadata"], "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2, default=str)
+        paths[f"tflite_{quantization}"] = tflite_path(version_dir, name, quantization)
     return paths
+
+
+def _write_version(model, folder, name, tflite, info):
+    """The SavedModel, the TFLite files and metadata.json of `model` in `folder`."""
+    export_saved_model(model, folder)
+    for quantization in tflite:
+        tflite_from_saved_model(folder, tflite_path(folder, name, quantization),
+                                quantization)
+    with open(os.path.join(folder, METADATA_FILE), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, default=str)

@@ -46,7 +46,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tfvae import builders, callbacks as vae_callbacks, data, heads
+from tfvae import builders, callbacks as vae_callbacks, checks, data, heads
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # build_model's options; a backup can only resume the model they describe.
@@ -61,6 +61,14 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the message says where the good checkpoint is."""
+
+
+class ExportFailed(RuntimeError):
+    """The export failed after training; metrics.json and model.keras were written."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT); the message says what was kept and how to go on."""
 
 
 def _save_freq(value):
@@ -180,6 +188,31 @@ def _divergence_message(diverged, best_path, backup_dir):
     return message + " Try a lower --learning_rate or --clipnorm."
 
 
+def _interrupt_message(backup_dir, epoch):
+    """Where the backup of an interrupted `fit` is, and that the same command resumes."""
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(metadata):
+        return (f"interrupted in epoch {epoch + 1}, before the first backup; the same "
+                "command starts the run again.")
+    with open(metadata) as f:
+        resume_epoch = json.load(f)["epoch"] + 1
+    return (f"interrupted in epoch {epoch + 1}; the backup is in {backup_dir}: the same "
+            f"command resumes from it (at epoch {resume_epoch}).")
+
+
+def _export_failure(error, paths):
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (f"the export failed ({type(error).__name__}: {first}); nothing was left in "
+            f"the export dir. The test figures are in {paths['metrics.json']} and the "
+            f"model in {paths['model.keras']}: export it with python -m tools.export "
+            f"--checkpoint={paths['model.keras']}.")
+
+
+def _write_json(path, value):
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2, default=str)
+
+
 def train_and_evaluate(
         output_dir="runs/vae", *,
         # data
@@ -211,13 +244,18 @@ def train_and_evaluate(
     Every argument but `callbacks` (extra Keras callbacks) is the flag of the same
     name; see `python -m tfvae.train --helpfull`. Returns the dict written to
     metrics.json. Raises `ConfigError` for bad options, data or directories (before
-    training), `vae_callbacks.BackupError` for an unreadable backup and
-    `TrainingDiverged` when the loss becomes NaN or Inf.
+    training), `vae_callbacks.BackupError` for an unreadable backup,
+    `TrainingDiverged` when the loss becomes NaN or Inf, `Interrupted` (a
+    KeyboardInterrupt) on Ctrl-C during training, saying where the backup is, and
+    `ExportFailed` when the export fails (metrics.json is written first).
     """
     config = {k: v for k, v in locals().items() if k != "callbacks"}
     config = json.loads(json.dumps(config, default=list))
     model_options = {k: config[k] for k in _MODEL_OPTIONS}
     previous_policy = keras.mixed_precision.global_policy()
+    # What a Ctrl-C outside `fit` leaves; `fit` itself says where its backup is.
+    on_interrupt = ("interrupted before training started; nothing was trained: the same "
+                    "command starts the run.")
     try:
         # -- setup: every mistake here is a one-line ConfigError ------------------
         try:
@@ -336,8 +374,16 @@ def train_and_evaluate(
 
         # -- train -----------------------------------------------------------------
         start = time.perf_counter()
-        model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch or None,
-                  validation_data=val_ds, callbacks=cbs, verbose=verbose, shuffle=False)
+        try:
+            model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch or None,
+                      validation_data=val_ds, callbacks=cbs, verbose=verbose,
+                      shuffle=False)
+        except KeyboardInterrupt:
+            raise Interrupted(_interrupt_message(paths["backup"], guard.epoch)) from None
+        on_interrupt = (f"interrupted after training, while testing or exporting; the "
+                        f"trained model is in {paths['best.keras']} (no export was left "
+                        "half-written): test or export it with tools.evaluate or "
+                        "tools.export.")
         train_time = time.perf_counter() - start
         optimizer_steps = int(model.optimizer.iterations.numpy())
         if guard.diverged:
@@ -373,12 +419,21 @@ def train_and_evaluate(
         }
         if chief:
             model.save(paths["model.keras"])
-            if export:
+        _write_json(paths["metrics.json"], metrics)  # Before the export can fail.
+        if chief and export:
+            try:
                 metrics["export"] = _export(model, export_dir, export_name,
                                             export_version)
-        with open(paths["metrics.json"], "w") as f:
-            json.dump(metrics, f, indent=2, default=str)
+            except Exception as error:  # noqa: BLE001 -- one line, figures kept
+                metrics["export_error"] = f"{type(error).__name__}: {error}"
+                _write_json(paths["metrics.json"], metrics)
+                raise ExportFailed(_export_failure(error, paths)) from error
+            _write_json(paths["metrics.json"], metrics)
         return metrics
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Interrupted):
+            raise
+        raise Interrupted(on_interrupt) from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -548,16 +603,13 @@ def options_from_flags():
     return options
 
 
+PROGRAM = "tfvae.train"
+# absl flags parser that reports a bad flag or flagfile in one line.
+parse_flags = checks.flags_parser(PROGRAM)
+
+
 def _fail(message):
-    sys.exit(f"tfvae.train: error: {message}")
-
-
-def parse_flags(argv):
-    """absl flags parser that reports a bad flag or flagfile in one line."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        _fail(str(error).splitlines()[0].removeprefix("ERROR:: "))
+    checks.fail(PROGRAM, message)
 
 
 def _train_from_flags(argv):
@@ -567,8 +619,12 @@ def _train_from_flags(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         return train_and_evaluate(**options_from_flags())
-    except (ConfigError, TrainingDiverged, vae_callbacks.BackupError) as error:
+    except (ConfigError, TrainingDiverged, ExportFailed,
+            vae_callbacks.BackupError) as error:
         _fail(error)
+    except Interrupted as error:
+        print(f"{PROGRAM}: {error}", file=sys.stderr, flush=True)
+        sys.exit(130)  # 128 + SIGINT, as shells report a Ctrl-C
     except (tf.errors.UnavailableError, tf.errors.InternalError) as error:
         if FLAGS.strategy != "multi_worker":
             raise

@@ -19,16 +19,25 @@ Prints the NLL (= -mean log p(x), nats) with its standard error over images and
 the wall time, the ELBO, rate and distortion, the active units, and for Gaussian
 likelihoods bits per dimension (see tfvae/evaluate.py for the formulas); writes all
 of it, the KL per dimension and the machine to --output as JSON.
+
+Images follow the rules of `tfvae.checks` (shape, range, no NaN). A Bernoulli model
+is refused grey-level images (values strictly between 0 and 1): its "log-likelihood"
+of them is a cross-entropy; --allow_grey_levels reports it anyway. Bad input ends
+with one line `tools.evaluate: error: ...` and status 1, before any long computation.
 """
 
 import json
 import os
-import sys
 import time
+import zipfile
 
 from absl import app, flags, logging
 
+from tfvae import checks
+
+PROGRAM = "tools.evaluate"
 FLAGS = flags.FLAGS
+parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_string("dataset", None, "TFDS dataset; default: the run's config.json, "
                     "else binarized_mnist.")
 flags.DEFINE_string("split", "test", "Split (slices such as 'test[:1000]' work).")
@@ -42,15 +51,20 @@ flags.DEFINE_string("tfds_manual_dir", None, "Directory with the dataset's sourc
                     "files for offline preparation.")
 flags.DEFINE_string("images_npy", None, "Evaluate on these images [N, H, W, C] "
                     "instead of a dataset.")
-flags.DEFINE_integer("num_images", 0, "Evaluate only the first N images (0: all).")
+flags.DEFINE_integer("num_images", 0, "Evaluate only the first N images (0: all).",
+                     lower_bound=0)
 flags.DEFINE_integer("num_samples", 5000, "k, importance samples per image for the "
-                     "NLL; 0 skips the NLL.")
-flags.DEFINE_integer("batch_size", 100, "Images per compiled call.")
+                     "NLL; 0 skips the NLL.", lower_bound=0)
+flags.DEFINE_integer("batch_size", 100, "Images per compiled call.", lower_bound=1)
 flags.DEFINE_integer("chunk_size", 0, "Samples decoded at once per image (0: about "
-                     "10000 / batch_size for a .keras model, all k for a SavedModel).")
+                     "10000 / batch_size for a .keras model, all k for a SavedModel).",
+                     lower_bound=0)
+flags.DEFINE_bool("allow_grey_levels", False, "Evaluate a Bernoulli model on grey-level "
+                  "images anyway: the figures are then cross-entropies, not "
+                  "log-likelihoods.")
 flags.DEFINE_bool("jit_compile", True, "Compile the evaluation with XLA.")
 flags.DEFINE_integer("num_levels", 256, "Gaussian likelihoods: bits/dim assume 8-bit "
-                     "data dequantized as (x + u) / num_levels.")
+                     "data dequantized as (x + u) / num_levels.", lower_bound=2)
 flags.DEFINE_string("output", None, "Write the report here as JSON.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar.")
 
@@ -67,17 +81,10 @@ def load_images(config, image_shape):
     import numpy as np
 
     if FLAGS.images_npy:
-        images = np.load(FLAGS.images_npy)
-        if images.ndim == 3:
-            images = images[..., None]
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / 255.0
-        images = images.astype(np.float32)
+        images = checks.load_npy(FLAGS.images_npy)
         if FLAGS.num_images:
             images = images[:FLAGS.num_images]
-        if images.min() < 0 or images.max() > 1:
-            raise ValueError(f"{FLAGS.images_npy} has values in [{images.min()}, "
-                             f"{images.max()}]; expected [0, 1] or uint8.")
+        images = checks.as_images(images, image_shape, FLAGS.images_npy)
         return images, f"{FLAGS.images_npy} ({len(images)} images)"
     from tfvae import data
 
@@ -100,6 +107,40 @@ def load_images(config, image_shape):
     return images, f"{name}[{FLAGS.split}] ({binarization} binarization)"
 
 
+def load_model(location, keras, tf, evaluate):
+    """(model for `evaluate.evaluate`, image shape, likelihood) of a located model."""
+    if location["kind"] == "keras":
+        path = location["path"]
+        try:
+            model = keras.saving.load_model(path)
+        except (zipfile.BadZipFile, ValueError, TypeError, KeyError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise checks.InputError(f"{path} cannot be read as a tfvae .keras model (cut "
+                                    f"short or another model: {first}).") from None
+        if not hasattr(model, "image_shape"):
+            raise checks.InputError(f"{path} holds a {type(model).__name__}, not a "
+                                    "tfvae VAE.")
+        return model, model.image_shape, model.decoder.likelihood
+    try:
+        loaded = tf.saved_model.load(location["path"])
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise checks.InputError(f"{location['path']} cannot be loaded as a SavedModel "
+                                f"({first}).") from None
+    functions = evaluate.saved_model_functions(loaded)
+    return functions, functions["image_shape"], functions["likelihood"]
+
+
+def check_writable(path):
+    """Fails now, not after the evaluation, when --output cannot be written."""
+    if not path:
+        return
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    if not os.access(folder, os.W_OK) or os.path.isdir(path):
+        raise checks.InputError(f"--output {path} cannot be written.")
+
+
 def print_report(report, description):
     nll = (f"NLL (k={report['k']}): {report['nll']:.3f} +- {report['nll_stderr']:.3f} "
            f"nats in {report['nll_seconds']:.1f} s" if "nll" in report else "")
@@ -116,7 +157,7 @@ def print_report(report, description):
 
 def main(argv):
     if len(argv) != 2:
-        raise app.UsageError("Usage: python -m tools.evaluate MODEL [flags]; MODEL is "
+        checks.fail(PROGRAM, "usage: python -m tools.evaluate MODEL [flags]; MODEL is "
                              "a .keras file, a run directory or a SavedModel directory.")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
@@ -127,20 +168,15 @@ def main(argv):
     from tfvae import data, evaluate
 
     try:
+        check_writable(FLAGS.output)
         location = evaluate.locate_model(argv[1])
-    except FileNotFoundError as error:
-        sys.exit(f"Error: {error}")
-    if location["kind"] == "keras":
-        model = keras.saving.load_model(location["path"])
-        image_shape = model.image_shape
-    else:
-        model = evaluate.saved_model_functions(tf.saved_model.load(location["path"]))
-        image_shape = model["image_shape"]
-    config = location["config"]
-    try:
+        model, image_shape, likelihood = load_model(location, keras, tf, evaluate)
+        config = location["config"]
         images, description = load_images(config, image_shape)
+        if likelihood == "bernoulli" and not FLAGS.allow_grey_levels:
+            checks.check_binary(images, description)
     except (ValueError, OSError, data.DataUnavailableError) as error:
-        sys.exit(f"Error: {error}")
+        checks.fail(PROGRAM, error)
     seed = option("seed", config, default=0)
     report = evaluate.evaluate(
         model, images, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
@@ -158,4 +194,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

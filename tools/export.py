@@ -5,22 +5,29 @@ r"""Export a trained `.keras` checkpoint: SavedModel (TF Serving layout) + TFLit
 
 writes saved_models/mnist_vae/<version>/ (next free integer unless --version) holding
 the SavedModel, metadata.json and mnist_vae.tflite, mnist_vae_float16.tflite,
-mnist_vae_int8.tflite. The signatures are listed in tfvae/export.py.
+mnist_vae_int8.tflite. The signatures are listed in tfvae/export.py. The version
+folder appears whole or not at all. Bad input (a missing or unreadable checkpoint or
+--metadata file, a taken --version) ends with one line `tools.export: error: ...`.
 """
 
 import json
 import os
-import sys
+import zipfile
 
 from absl import app, flags, logging
 
+from tfvae import checks
+
+PROGRAM = "tools.export"
 FLAGS = flags.FLAGS
+parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_string("checkpoint", None, "The .keras file of a trained tfvae.VAE.")
 flags.DEFINE_string("base_dir", "saved_models",
                     "Models land in <base_dir>/<name>/<version>.")
 flags.DEFINE_string("name", "vae",
                     "Model name (a folder under base_dir; TFLite file stem).")
-flags.DEFINE_integer("version", None, "Version folder; default: the next free integer.")
+flags.DEFINE_integer("version", None, "Version folder; default: the next free integer.",
+                     lower_bound=1)
 flags.DEFINE_list("tflite", ["float32"],
                   "TFLite files to write: any of float32, float16, int8; empty for none.")
 flags.DEFINE_string("metadata", None,
@@ -31,13 +38,13 @@ flags.mark_flag_as_required("checkpoint")
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
     if not os.path.isfile(FLAGS.checkpoint):
-        sys.exit(f"Checkpoint {FLAGS.checkpoint} does not exist.")
-    extra = None
-    if FLAGS.metadata:
-        with open(FLAGS.metadata, encoding="utf-8") as f:
-            extra = json.load(f)
+        checks.fail(PROGRAM, f"checkpoint {FLAGS.checkpoint} does not exist.")
+    try:
+        extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
+    except (OSError, ValueError) as error:
+        checks.fail(PROGRAM, error)
 
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # no INFO line per saved function
@@ -45,13 +52,37 @@ def main(argv):
     import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
     from tfvae import export
 
-    model = keras.saving.load_model(FLAGS.checkpoint)
-    paths = export.export_model(model, base_dir=FLAGS.base_dir, name=FLAGS.name,
-                                version=FLAGS.version, tflite=FLAGS.tflite,
-                                metadata=extra)
+    try:
+        model = keras.saving.load_model(FLAGS.checkpoint)
+    except (zipfile.BadZipFile, ValueError, TypeError, KeyError) as error:
+        checks.fail(PROGRAM, f"{FLAGS.checkpoint} cannot be read as a tfvae .keras model "
+                             f"(cut short or another model: {_first_line(error)}).")
+    try:
+        paths = export.export_model(model, base_dir=FLAGS.base_dir, name=FLAGS.name,
+                                    version=FLAGS.version, tflite=FLAGS.tflite,
+                                    metadata=extra)
+    except (ValueError, OSError) as error:
+        checks.fail(PROGRAM, f"{error} (nothing was written)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 
 
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def read_metadata(path):
+    """The JSON object in `path`, for metadata.json."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            extra = json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--metadata {path} is not JSON ({error}).") from None
+    if not isinstance(extra, dict):
+        raise ValueError(f"--metadata {path} must hold a JSON object, not "
+                         f"{type(extra).__name__}.")
+    return extra
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

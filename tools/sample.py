@@ -11,32 +11,43 @@ a .tflite file runs its `sample` signature in the LiteRT interpreter (pip instal
 ai-edge-litert); that path needs only numpy and ai-edge-litert, not TensorFlow. PNGs
 are written with zlib from the standard library: no plotting package needed.
 The reconstruction grid alternates rows of inputs and their reconstructions.
+
+Bad input ends with one line `tools.sample: error: ...` and status 1: --num_samples
+outside 1 to tfvae.checks.MAX_SAMPLES (checked before the interpreter runs: LiteRT
+crashes on -1), a missing or unreadable model or .npy, images of another shape.
 """
 
 import math
 import os
 import struct
-import sys
 import time
 import zlib
 
 import numpy as np
 from absl import app, flags, logging
 
+from tfvae import checks
+
+PROGRAM = "tools.sample"
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_samples", 64, "Number of prior samples in the grid.")
+parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+checks.count_flag("num_samples", 64, "Number of prior samples in the grid (at most "
+                  f"{checks.MAX_SAMPLES}).", maximum=checks.MAX_SAMPLES)
 flags.DEFINE_string("output", "samples.png", "PNG grid of prior samples.")
-flags.DEFINE_integer("columns", None, "Grid columns; default: about square.")
+flags.DEFINE_integer("columns", None, "Grid columns; default: about square.",
+                     lower_bound=1)
 flags.DEFINE_string("images", None, "A .npy of test images [N, H, W, C] (floats in "
                     "[0, 1] or uint8 0-255) to reconstruct (SavedModel only).")
 flags.DEFINE_string("dataset", None, "Or a TFDS image dataset to take test images from.")
 flags.DEFINE_string("split", "test", "Split of --dataset.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir of --dataset.")
-flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.")
+flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.",
+                     lower_bound=1)
 flags.DEFINE_string("reconstructions", "reconstructions.png",
                     "PNG of inputs and reconstructions (with --images or --dataset).")
 flags.DEFINE_integer("benchmark_runs", 0, "If > 0, also time this many calls of the "
-                     "sampler at batch sizes 1 and --num_samples and print the latency.")
+                     "sampler at batch sizes 1 and --num_samples and print the latency.",
+                     lower_bound=0)
 
 
 # -- samplers ---------------------------------------------------------------------------
@@ -47,14 +58,26 @@ class SavedModelSampler:
     def __init__(self, path):
         import tensorflow as tf
         self._tf = tf
-        self.signatures = tf.saved_model.load(path).signatures
+        try:
+            self.signatures = tf.saved_model.load(path).signatures
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            raise checks.InputError(f"{path} cannot be loaded as a SavedModel "
+                                    f"({_first_line(error)}).") from None
+        missing = {"sample", "reconstruct"} - set(self.signatures)
+        if missing:
+            raise checks.InputError(f"{path} is not a tfvae export: it lacks the "
+                                    f"signatures {sorted(missing)}.")
+        self.image_shape = tuple(self.signatures["sample"].structured_outputs[
+            "images"].shape[1:])
 
     def sample(self, num_samples):
+        num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
         out = self.signatures["sample"](num_samples=self._tf.constant(num_samples,
                                                                       self._tf.int32))
         return out["images"].numpy()
 
     def reconstruct(self, images):
+        images = checks.as_images(images, self.image_shape)
         out = self.signatures["reconstruct"](images=self._tf.constant(images))
         return out["images"].numpy()
 
@@ -68,10 +91,16 @@ class TFLiteSampler:
         except ImportError as error:
             raise ImportError("Running .tflite files needs the LiteRT interpreter: "
                               "pip install ai-edge-litert") from error
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
-        self._sample = self.interpreter.get_signature_runner("sample")
+        try:
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self._sample = self.interpreter.get_signature_runner("sample")
+        except (ValueError, RuntimeError) as error:
+            raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
+                                    f"({_first_line(error)}).") from None
 
     def sample(self, num_samples):
+        # Before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
+        num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
         return self._sample(num_samples=np.array(num_samples, np.int32))["images"]
 
     def reconstruct(self, images):
@@ -79,14 +108,18 @@ class TFLiteSampler:
                          "with the SavedModel folder.")
 
 
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def load_sampler(path):
     """A `TFLiteSampler` for a .tflite file, else a `SavedModelSampler`."""
     if path.endswith(".tflite"):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"No TFLite file at {path}.")
+            raise checks.InputError(f"No TFLite file at {path}.")
         return TFLiteSampler(path)
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(f"{path} is neither a .tflite file nor a SavedModel "
+        raise checks.InputError(f"{path} is neither a .tflite file nor a SavedModel "
                                 f"folder (no saved_model.pb).")
     return SavedModelSampler(path)
 
@@ -153,43 +186,37 @@ def reconstruction_grid(images, reconstructions, columns=8):
     return image_grid(np.concatenate(rows), columns)
 
 
-def as_unit_float(images):
-    """uint8 0-255 (or floats in [0, 1]) -> float32 in [0, 1], with a channel axis."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.dtype == np.uint8 and images.max() > 1:
-        return images.astype(np.float32) / 255.0
-    return images.astype(np.float32)
-
-
-def load_test_images(count):
+def load_test_images(count, image_shape):
+    """float32 [count, H, W, C] in [0, 1] from --images or --dataset (`tfvae.checks`)."""
     if FLAGS.images:
-        return as_unit_float(np.load(FLAGS.images)[:count])
-    import tensorflow_datasets as tfds
-    data = tfds.load(FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir)
-    batch = next(iter(tfds.as_numpy(data.take(count).batch(count))))
-    return as_unit_float(batch["image"])
+        return checks.as_images(checks.load_npy(FLAGS.images)[:count], image_shape,
+                                FLAGS.images)
+    from tfvae import data
+    description = f"{FLAGS.dataset}[{FLAGS.split}]"
+    batches = data.load_dataset(FLAGS.dataset, FLAGS.split, count, binarize=None,
+                                data_dir=FLAGS.data_dir, shuffle=False, cache=False)
+    return data.check_images(batches.take(1), image_shape, description)
 
 
 def main(argv):
     if len(argv) != 2:
-        raise app.UsageError("Usage: python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
+        checks.fail(PROGRAM, "usage: python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
     if (FLAGS.images or FLAGS.dataset) and argv[1].endswith(".tflite"):
-        raise app.UsageError("A .tflite file holds only `sample` and `decode`; pass the "
+        checks.fail(PROGRAM, "a .tflite file holds only `sample` and `decode`; pass the "
                              "SavedModel folder to reconstruct --images or --dataset.")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     try:
         sampler = load_sampler(argv[1])
-    except (FileNotFoundError, ImportError) as error:
-        sys.exit(f"Error: {error}")
-    print("samples:", write_png(FLAGS.output, image_grid(
-        sampler.sample(FLAGS.num_samples), FLAGS.columns)))
-    if FLAGS.images or FLAGS.dataset:
-        images = load_test_images(FLAGS.num_reconstructions)
-        grid = reconstruction_grid(images, sampler.reconstruct(images))
-        print("reconstructions:", write_png(FLAGS.reconstructions, grid))
+        images = (load_test_images(FLAGS.num_reconstructions, sampler.image_shape)
+                  if FLAGS.images or FLAGS.dataset else None)
+        samples = image_grid(sampler.sample(FLAGS.num_samples), FLAGS.columns)
+        print("samples:", write_png(FLAGS.output, samples))
+        if images is not None:
+            grid = reconstruction_grid(images, sampler.reconstruct(images))
+            print("reconstructions:", write_png(FLAGS.reconstructions, grid))
+    except (ValueError, OSError, ImportError, RuntimeError) as error:  # InputError too
+        checks.fail(PROGRAM, error)
     if FLAGS.benchmark_runs > 0:
         for batch in sorted({1, FLAGS.num_samples}):
             seconds = sampling_latency(sampler, batch, FLAGS.benchmark_runs)
@@ -198,4 +225,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

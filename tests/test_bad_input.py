@@ -1,0 +1,582 @@
+"""Every bad input gets one clear line, every run ends whole (issue 15).
+
+A table of bad inputs across the command lines (`tfvae.train`, `tools.evaluate`,
+`tools.sample`, `tools.export`), the SavedModel and the TFLite file; each case asserts
+the exit code (or the exception), no traceback, and the words of the message. One
+tiny exported model (8 x 8 images, 3 latents) serves all cases. Each tool's cases run
+in one process (`cli_driver.py`) so that TensorFlow is imported once per tool.
+"""
+
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import tfvae
+from tfvae import builders, checks, export, train
+
+IMAGE_SHAPE = (8, 8, 1)
+LATENT_DIM = 3
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
+TINY_RUN = ["--dataset=mnist", "--binarization=dynamic", "--validation_split=test",
+            "--encoder_hidden_units=16", "--decoder_hidden_units=16", "--latent_dim=2",
+            "--batch_size=16", "--nojit_compile", "--nolog_images", "--verbose=0"]
+NUM_EXAMPLES = 48  # 3 steps of 16 per epoch
+NO_FILES = collections.defaultdict(str)  # to list a table's case names
+
+
+def binary_images(count, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((count, *IMAGE_SHAPE)) < 0.3).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The tiny model as .keras, SavedModel and .tflite, and the bad files."""
+    root = tmp_path_factory.mktemp("bad_input")
+    keras.utils.set_random_seed(3)
+    model = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (16,)),
+                      tfvae.MLPDecoder(IMAGE_SHAPE, (16,)))
+    gaussian = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (8,)),
+                         tfvae.MLPDecoder(IMAGE_SHAPE, (8,), likelihood="gaussian"))
+    paths = export.export_model(model, str(root / "exports"), "tiny")
+    paths["keras"] = str(root / "model.keras")
+    model.save(paths["keras"])
+    paths["gaussian"] = str(root / "gaussian.keras")
+    gaussian.save(paths["gaussian"])
+    arrays = {
+        "good": binary_images(6),
+        "wrong_shape": np.zeros((4, 7, 8, 1), np.float32),
+        "nan": np.where(np.arange(6)[:, None, None, None] == 1, np.nan,
+                        binary_images(6)).astype(np.float32),
+        "grey": np.full((4, *IMAGE_SHAPE), 0.4, np.float32),
+        "above_one": np.full((4, *IMAGE_SHAPE), 2.0, np.float32),
+        "big_integers": np.full((4, *IMAGE_SHAPE), 300, np.int32),
+        "empty": np.zeros((0, *IMAGE_SHAPE), np.float32),
+        "strings": np.array(["a", "b"]),
+    }
+    for name, array in arrays.items():
+        paths[name] = str(root / f"{name}.npy")
+        np.save(paths[name], array)
+    paths["cut_npy"] = _cut_copy(paths["good"], root / "cut.npy")
+    paths["not_npy"] = str(root / "not.npy")
+    with open(paths["not_npy"], "w") as f:
+        f.write("pixel,value\n0,1\n")
+    paths["cut_keras"] = _cut_copy(paths["keras"], root / "cut.keras")
+    paths["cut_tflite"] = _cut_copy(paths["tflite_float32"], root / "cut.tflite")
+    paths["cut_saved_model"] = str(root / "cut_saved_model")
+    shutil.copytree(paths["saved_model"], paths["cut_saved_model"])
+    _cut_copy(os.path.join(paths["saved_model"], "saved_model.pb"),
+              os.path.join(paths["cut_saved_model"], "saved_model.pb"))
+    paths["bad_json"] = str(root / "bad.json")
+    with open(paths["bad_json"], "w") as f:
+        f.write("{'test_elbo': -90}")
+    paths["a_file"] = str(root / "a_file")
+    with open(paths["a_file"], "w") as f:
+        f.write("not a directory")
+    paths["root"] = str(root)
+    return paths
+
+
+def _cut_copy(source, target):
+    with open(source, "rb") as f:
+        content = f.read()
+    with open(target, "wb") as f:
+        f.write(content[:len(content) // 2])
+    return str(target)
+
+
+def run_tool(tool, cases, root):
+    """Runs `tool` on each case's arguments ({name: [args]}); {name: outcome}."""
+    cases_path = os.path.join(root, f"{tool}.cases.json")
+    results_path = os.path.join(root, f"{tool}.results.json")
+    with open(cases_path, "w") as f:
+        json.dump(list(cases.values()), f)
+    process = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "cli_driver.py"), tool, cases_path,
+         results_path], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    with open(results_path) as f:
+        return dict(zip(cases, json.load(f)))
+
+
+def one_line_error(outcome, program, *words):
+    """The case failed with status 1 and the single line 'program: error: ...'."""
+    assert outcome["code"] == 1, outcome
+    assert "Traceback" not in outcome["stderr"], outcome["stderr"][-3000:]
+    line = outcome["stderr"].strip().splitlines()[-1]
+    assert line.startswith(f"{program}: error: "), outcome["stderr"][-3000:]
+    for word in words:
+        assert word in line, (word, line)
+
+
+# -- tools.evaluate -------------------------------------------------------------------------
+
+EVALUATE = ["--num_samples=5", "--verbose=0", "--nojit_compile"]
+GREY = ("has grey levels", "Bernoulli", "cross-entropy", "--allow_grey_levels")
+
+
+def evaluate_cases(f):
+    npy = {name: f"--images_npy={f[name]}" for name in (
+        "good", "wrong_shape", "nan", "grey", "above_one", "big_integers", "empty",
+        "strings", "cut_npy", "not_npy")}
+    keras_model, saved = f["keras"], f["saved_model"]
+    return {
+        # case: (arguments, expected words of the error line, or None for success)
+        "keras wrong shape": ([keras_model, npy["wrong_shape"]], (
+            "has shape (4, 7, 8, 1)", "images must have shape [batch, 8, 8, 1]")),
+        "saved wrong shape": ([saved, npy["wrong_shape"]], (
+            "has shape (4, 7, 8, 1)", "images must have shape [batch, 8, 8, 1]")),
+        "negative k": ([keras_model, npy["good"], "--num_samples=-1"], (
+            "--num_samples=-1", "is not a non-negative integer")),
+        "keras NaN": ([keras_model, npy["nan"]], ("has NaN (first in image 1)",)),
+        "saved NaN": ([saved, npy["nan"]], ("has NaN (first in image 1)",)),
+        "keras grey": ([keras_model, npy["grey"]], GREY),
+        "saved grey": ([saved, npy["grey"]], GREY),
+        "keras grey allowed": ([keras_model, npy["grey"], "--allow_grey_levels"], None),
+        "gaussian grey": ([f["gaussian"], npy["grey"]], None),
+        "above one": ([keras_model, npy["above_one"]], (
+            "pixel values in [2.0, 2.0]", "divide 0-255 images by 255")),
+        "integers above 255": ([keras_model, npy["big_integers"]], (
+            "integer values in [300, 300]",)),
+        "no images": ([keras_model, npy["empty"]], ("holds no images",)),
+        "strings": ([keras_model, npy["strings"]], ("has dtype <U1",)),
+        "cut npy": ([keras_model, npy["cut_npy"]], ("cannot be read as a .npy",)),
+        "csv as npy": ([keras_model, npy["not_npy"]], ("cannot be read as a .npy",)),
+        "missing npy": ([keras_model, f"--images_npy={f['root']}/none.npy"], (
+            "none.npy does not exist",)),
+        "cut keras": ([f["cut_keras"], npy["good"]], (
+            "cannot be read as a tfvae .keras model",)),
+        "cut saved model": ([f["cut_saved_model"], npy["good"]], (
+            "cannot be loaded as a SavedModel",)),
+        "missing model": ([f"{f['root']}/none.keras", npy["good"]], (
+            "is not a .keras file",)),
+        "output under a file": ([keras_model, npy["good"],
+                                 f"--output={f['a_file']}/report.json"], ("a_file",)),
+        "no model": ([npy["good"]], ("usage: python -m tools.evaluate MODEL",)),
+    }
+
+
+@pytest.fixture(scope="module")
+def evaluate_outcomes(files):
+    cases = evaluate_cases(files)
+    outcomes = run_tool("tools.evaluate", {name: args + EVALUATE for name, (args, _)
+                                           in cases.items()}, files["root"])
+    return {name: (outcomes[name], words) for name, (_, words) in cases.items()}
+
+
+@pytest.mark.parametrize("case", list(evaluate_cases(NO_FILES)))
+def test_tools_evaluate(evaluate_outcomes, case):
+    outcome, words = evaluate_outcomes[case]
+    if words is None:
+        assert outcome["code"] == 0, outcome["stderr"][-3000:]
+        assert "NLL (k=5)" in outcome["stdout"]
+    else:
+        one_line_error(outcome, "tools.evaluate", *words)
+
+
+# -- tools.sample -----------------------------------------------------------------------------
+
+COUNT = "--num_samples must be a positive integer (at most 10000)"
+
+
+def sample_cases(f):
+    saved, tflite = f["saved_model"], f["tflite_float32"]
+    png = f"--output={f['root']}/samples.png"
+    return {
+        "tflite -1": ([tflite, "--num_samples=-1"], (COUNT,)),
+        "tflite 0": ([tflite, "--num_samples=0"], (COUNT,)),
+        "saved 10**6": ([saved, "--num_samples=1000000"], (COUNT,)),
+        "saved 0": ([saved, "--num_samples=0"], (COUNT,)),
+        "cut tflite": ([f["cut_tflite"]], ("cannot be loaded as a tfvae .tflite file",)),
+        "cut saved model": ([f["cut_saved_model"]], ("cannot be loaded as a SavedModel",)),
+        "missing model": ([f"{f['root']}/none"], ("is neither a .tflite file nor",)),
+        "wrong shape": ([saved, f"--images={f['wrong_shape']}"], (
+            "images must have shape [batch, 8, 8, 1]",)),
+        "NaN": ([saved, f"--images={f['nan']}"], ("has NaN",)),
+        "cut npy": ([saved, f"--images={f['cut_npy']}"], ("cannot be read as a .npy",)),
+        "tflite reconstructions": ([tflite, f"--images={f['good']}"], ("holds only",)),
+        "zero columns": ([saved, "--columns=0"], ("--columns=0",)),
+        "tflite good": ([tflite, "--num_samples=4", png], None),
+        "saved good": ([saved, "--num_samples=4", png, f"--images={f['good']}",
+                        f"--reconstructions={f['root']}/pairs.png"], None),
+    }
+
+
+@pytest.fixture(scope="module")
+def sample_outcomes(files):
+    cases = sample_cases(files)
+    outcomes = run_tool("tools.sample", {n: a for n, (a, _) in cases.items()},
+                        files["root"])
+    return {name: (outcomes[name], words) for name, (_, words) in cases.items()}
+
+
+@pytest.mark.parametrize("case", list(sample_cases(NO_FILES)))
+def test_tools_sample(sample_outcomes, case):
+    outcome, words = sample_outcomes[case]
+    if words is None:
+        assert outcome["code"] == 0, outcome["stderr"][-3000:]
+        assert "samples:" in outcome["stdout"]
+    else:
+        one_line_error(outcome, "tools.sample", *words)
+
+
+LITERT_WITHOUT_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None  # as on a device without TensorFlow
+from tfvae import checks
+from tools.sample import TFLiteSampler
+sampler = TFLiteSampler(sys.argv[1])
+for count in (-1, 0, checks.MAX_SAMPLES + 1, 2.5):
+    try:
+        sampler.sample(count)  # -1 reached LiteRT and crashed the process (exit 139)
+    except checks.InputError as error:
+        print(error)
+print(sampler.sample(3).shape)
+"""
+
+
+def test_the_litert_sampler_refuses_counts_before_invoking_without_tensorflow(files):
+    """The .tflite path of tools.sample needs only numpy and ai-edge-litert."""
+    result = subprocess.run([sys.executable, "-c", LITERT_WITHOUT_TENSORFLOW,
+                             files["tflite_float32"]], cwd=REPO, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[:4] == [f"{COUNT[2:]}, got {count!r}." for count in (
+        -1, 0, checks.MAX_SAMPLES + 1, 2.5)]
+    assert lines[4] == str((3, *IMAGE_SHAPE))
+
+
+# -- tools.export -----------------------------------------------------------------------------
+
+def export_cases(f):
+    base = f"--base_dir={f['exports_base']}"
+    good = f"--checkpoint={f['keras']}"
+    return {
+        "missing checkpoint": ([f"--checkpoint={f['root']}/none.keras", base], (
+            "none.keras does not exist",)),
+        "cut checkpoint": ([f"--checkpoint={f['cut_keras']}", base], (
+            "cannot be read as a tfvae .keras model",)),
+        "metadata not JSON": ([good, base, f"--metadata={f['bad_json']}"], (
+            "is not JSON",)),
+        "version taken": ([good, base, "--name=tiny", "--version=1", "--tflite="], (
+            "exists and is not empty", "nothing was written")),
+        "unknown quantization": ([good, base, "--tflite=int4"], (
+            "Unknown quantization 'int4'", "nothing was written")),
+        "version 0": ([good, base, "--version=0"], ("--version=0",)),
+        "base dir under a file": ([good, f"--base_dir={f['a_file']}/models"], (
+            "a_file",)),
+    }
+
+
+def test_tools_export(files):
+    f = {**files, "exports_base": os.path.dirname(os.path.dirname(files["saved_model"]))}
+    cases = export_cases(f)
+    outcomes = run_tool("tools.export", {n: a for n, (a, _) in cases.items()},
+                        files["root"])
+    for name, (_, words) in cases.items():
+        one_line_error(outcomes[name], "tools.export", *words)
+    # Nothing half-written beside the one good version.
+    assert os.listdir(os.path.join(f["exports_base"], "tiny")) == ["1"]
+
+
+# -- the SavedModel -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loaded(files):
+    return tf.saved_model.load(files["saved_model"])
+
+
+def test_signatures_declare_the_real_shapes(files, loaded):
+    """What `saved_model_cli show --all` lists (the SignatureDefs), and what the
+    TF2 loader sees: the batch is free, the rest fixed."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(files["saved_model"], "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    signature_defs = proto.meta_graphs[0].signature_def
+    image_dims, z_dims = [-1, *IMAGE_SHAPE], [-1, LATENT_DIM]
+    expected = {("encode", "images"): image_dims, ("reconstruct", "images"): image_dims,
+                ("elbo", "images"): image_dims, ("log_prob", "images"): image_dims,
+                ("decode", "z"): z_dims, ("sample", "num_samples"): []}
+    for (key, name), dims in expected.items():
+        shape = signature_defs[key].inputs[name].tensor_shape
+        assert [d.size for d in shape.dim] == dims, (key, name)
+        spec = loaded.signatures[key].structured_input_signature[1][name]
+        assert spec.shape.as_list() == ([None, *dims[1:]] if dims else []), (key, name)
+
+
+@pytest.mark.parametrize("key", ["encode", "reconstruct", "elbo", "log_prob"])
+def test_nan_pixels_are_named_by_the_saved_model(loaded, key):
+    images = binary_images(3)
+    images[2, 4, 4, 0] = np.nan
+    extra = {"num_samples": tf.constant(4)} if key == "log_prob" else {}
+    for _ in range(5):  # The check runs first on every call, not by luck.
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"images must be float32 in \[0, 1\]; found NaN"):
+            loaded.signatures[key](images=tf.constant(images), **extra)
+
+
+def test_wrong_shapes_are_named_through_the_declared_shape(loaded):
+    """With the real shapes declared, the readable checks still run first."""
+    for _ in range(5):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"images must have shape \[batch, 8, 8, 1\], got"):
+            loaded.signatures["log_prob"](images=tf.zeros((2, 8, 8, 3)),
+                                          num_samples=tf.constant(3))
+
+
+def test_sample_refuses_counts_above_the_bound_before_allocating(loaded, files):
+    start = time.perf_counter()
+    for count in (10**7, checks.MAX_SAMPLES + 1, 2**31 - 1, 0, -1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=(
+                rf"num_samples must be a positive integer \(at most "
+                rf"{checks.MAX_SAMPLES}\), as an int32 scalar; got\] \[{count}\]")):
+            loaded.signatures["sample"](num_samples=tf.constant(count))
+    assert time.perf_counter() - start < 10  # 10**7 samples would take 79 GB
+    out = loaded.signatures["sample"](num_samples=tf.constant(checks.MAX_SAMPLES))
+    assert out["images"].shape == (checks.MAX_SAMPLES, *IMAGE_SHAPE)
+    with open(files["metadata"], encoding="utf-8") as f:
+        info = json.load(f)
+    assert info["max_samples"] == checks.MAX_SAMPLES
+    assert f"1 to {checks.MAX_SAMPLES}" in info["signatures"]["sample"]
+
+
+def test_tflite_decode_declares_its_shape(files):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=files["tflite_float32"]).get_signature_runner(
+        "decode")
+    assert runner.get_input_details()["z"]["shape_signature"].tolist() == [
+        -1, LATENT_DIM]
+
+
+# -- exports appear whole or not at all --------------------------------------------------------
+
+def test_a_failing_conversion_leaves_no_version_folder(files, tmp_path, monkeypatch):
+    model = keras.saving.load_model(files["keras"])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter broke")
+
+    monkeypatch.setattr(export, "tflite_from_saved_model", broken)
+    with pytest.raises(RuntimeError, match="converter broke"):
+        export.export_model(model, str(tmp_path), "vae")
+    assert os.listdir(tmp_path / "vae") == []  # no version, no hidden staging folder
+    monkeypatch.undo()
+    paths = export.export_model(model, str(tmp_path), "vae")
+    assert paths["saved_model"] == str(tmp_path / "vae" / "1")
+    assert sorted(os.listdir(tmp_path / "vae")) == ["1"]
+
+
+@pytest.fixture()
+def mock_mnist():
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+        yield
+
+
+def _train(*argv):
+    with pytest.raises(SystemExit) as done:
+        train.run(["tfvae.train", *TINY_RUN, *argv])
+    return done.value.code
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_mixed_precision_run_exports_whole(policy, tmp_path, mock_mnist):
+    metrics = train.run(["tfvae.train", *TINY_RUN, "--epochs=1", "--use_ema",
+                         f"--mixed_precision={policy}", f"--output_dir={tmp_path}/run",
+                         f"--export_dir={tmp_path}/exports"])
+    assert np.isfinite(metrics["test"]["elbo"])
+    version = tmp_path / "exports" / "vae_mnist" / "1"
+    assert metrics["export"]["saved_model"] == str(version)
+    with open(tmp_path / "run" / "metrics.json") as f:
+        assert json.load(f)["export"]["tflite_float32"] == str(version /
+                                                                "vae_mnist.tflite")
+    with open(version / "metadata.json") as f:
+        assert json.load(f)["trained_dtype_policy"] == policy
+    # The float32 copy has the trained weights: TFLite decodes as the .keras model.
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    z = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    decode = Interpreter(model_path=str(version / "vae_mnist.tflite"))
+    out = decode.get_signature_runner("decode")(z=z)["images"]
+    np.testing.assert_allclose(out, np.asarray(model.decode(z).mean(), np.float32),
+                               atol=0.05)  # the model computes in 16 bits
+
+
+def test_a_failed_export_keeps_the_test_figures(tmp_path, mock_mnist, monkeypatch,
+                                                capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter broke")
+
+    monkeypatch.setattr(export, "tflite_from_saved_model", broken)
+    code = _train("--epochs=1", f"--output_dir={tmp_path}/run",
+                  f"--export_dir={tmp_path}/exports")
+    assert code.startswith("tfvae.train: error: the export failed (RuntimeError: "
+                           "converter broke); nothing was left") and "\n" not in code
+    assert f"--checkpoint={tmp_path}/run/model.keras" in code
+    with open(tmp_path / "run" / "metrics.json") as f:
+        metrics = json.load(f)
+    assert np.isfinite(metrics["test"]["elbo"])
+    assert metrics["export_error"] == "RuntimeError: converter broke"
+    assert os.listdir(tmp_path / "exports" / "vae_mnist") == []
+
+
+# -- the trainer ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, words", [
+    (["--strategy=tpu"], "strategy='tpu' found no TPU (no --tpu address given)"),
+    (["--strategy=tpu", "--tpu=local"], "strategy='tpu' found no TPU at 'local': "),
+])
+def test_a_tpu_strategy_without_a_tpu_fails_in_one_line(argv, words, tmp_path):
+    code = _train(*argv, f"--output_dir={tmp_path}", "--noexport")
+    assert code.startswith(f"tfvae.train: error: {words}") and "\n" not in code
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Ctrl-C after optimizer step `step`: SIGINT raises KeyboardInterrupt."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise KeyboardInterrupt
+
+
+def _interrupted_after(step, monkeypatch):
+    """train.train_and_evaluate with Ctrl-C after `step`, as the CLI calls it."""
+    original = train.train_and_evaluate
+
+    def interrupted(output_dir, **options):
+        return original(output_dir, callbacks=[_Interrupt(step)], **options)
+
+    monkeypatch.setattr(train, "train_and_evaluate", interrupted)
+
+
+def test_ctrl_c_says_where_the_backup_is_and_the_same_command_resumes(
+        tmp_path, mock_mnist, monkeypatch, capsys):
+    run = ["--epochs=2", "--backup_save_freq=2", "--use_ema", "--noexport",
+           f"--output_dir={tmp_path}/run"]
+    _interrupted_after(4, monkeypatch)  # epoch 2 (steps 4-6), backups after 2 and 4
+    assert _train(*run) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(lines)
+    assert lines[-1] == (f"tfvae.train: interrupted in epoch 2; the backup is in "
+                         f"{tmp_path}/run/backup: the same command resumes from it (at "
+                         f"epoch 2).")
+    monkeypatch.undo()
+    metrics = train.run(["tfvae.train", *TINY_RUN, *run])
+    assert "Resuming from the backup" in capsys.readouterr().out
+    assert metrics["resumed_from"] == {"epoch": 1, "step": 4}
+    assert isinstance(keras.saving.load_model(
+        tmp_path / "run" / "model.keras").optimizer, builders.EMAWarmup)
+
+
+def test_ctrl_c_before_the_first_backup_says_so(tmp_path, mock_mnist, monkeypatch,
+                                                capsys):
+    _interrupted_after(1, monkeypatch)
+    assert _train("--epochs=2", "--noexport", f"--output_dir={tmp_path}") == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "tfvae.train: interrupted in epoch 1, before the first backup; the same command "
+        "starts the run again.")
+
+
+def test_ctrl_c_after_training_names_the_trained_model(tmp_path, mock_mnist, monkeypatch,
+                                                      capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "tflite_from_saved_model", interrupted)
+    assert _train("--epochs=1", f"--output_dir={tmp_path}/run",
+                  f"--export_dir={tmp_path}/exports") == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tfvae.train: interrupted after training, while testing or exporting; the "
+        f"trained model is in {tmp_path}/run/best.keras (no export was left "
+        f"half-written): test or export it with tools.evaluate or tools.export.")
+    assert os.listdir(tmp_path / "exports" / "vae_mnist") == []
+    keras.saving.load_model(tmp_path / "run" / "best.keras")
+
+
+def test_ctrl_c_before_training_says_nothing_was_trained(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # e.g. while TFDS prepares the data
+
+    monkeypatch.setattr(train.data, "dataset_info", interrupted)
+    assert _train(f"--output_dir={tmp_path}", "--noexport") == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "tfvae.train: interrupted before training started; nothing was trained: the "
+        "same command starts the run.")
+
+
+# -- short runs: the EMA warm-up ----------------------------------------------------------------
+
+def test_the_weight_average_warms_up():
+    """average_t = d_t average_{t-1} + (1 - d_t) w_t, d_t = min(m, (1 + t) / (10 + t)),
+    d_0 = 0; without the warm-up, 20 steps at m = 0.999 would leave 98% of w_0."""
+    optimizer = builders.build_optimizer("adam", 0.1, use_ema=True, ema_momentum=0.999)
+    weight = keras.Variable(np.zeros(1, np.float32))
+    optimizer.build([weight])
+    expected = 0.0
+    for step in range(20):
+        value = float(step + 1)
+        weight.assign([value])
+        optimizer._update_model_variables_moving_average([weight])
+        decay = 0.0 if step == 0 else min(0.999, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * value
+        optimizer.iterations.assign_add(1)
+    average = float(optimizer._model_variables_moving_average[0].numpy()[0])
+    assert average == pytest.approx(expected, rel=1e-5)
+    assert average > 15  # the late weights dominate (w_20 = 20)
+
+
+def test_every_ema_optimizer_is_registered_and_a_keras_file_reloads(tmp_path):
+    for name, plain in builders.OPTIMIZERS.items():
+        optimizer = builders.build_optimizer(name, 1e-3, use_ema=True, ema_momentum=0.9)
+        restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+        assert type(restored) is type(optimizer) and isinstance(restored, plain), name
+        assert restored.use_ema and restored.ema_momentum == pytest.approx(0.9)
+    model = tfvae.VAE(tfvae.MLPEncoder(2, (4,)), tfvae.MLPDecoder((4, 4, 1), (4,)))
+    model.compile(optimizer=builders.build_optimizer("adam", 1e-3, use_ema=True))
+    model.fit(np.zeros((8, 4, 4, 1), np.float32), epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras").optimizer
+    assert isinstance(restored, builders.EMAWarmup) and int(restored.iterations) == 1
+
+
+# -- the shared rules --------------------------------------------------------------------------
+
+def test_as_images_takes_what_the_rules_allow():
+    binary = binary_images(2)
+    np.testing.assert_array_equal(checks.as_images(binary[..., 0], IMAGE_SHAPE), binary)
+    np.testing.assert_array_equal(checks.as_images(binary > 0.5, IMAGE_SHAPE), binary)
+    np.testing.assert_array_equal(  # 0/1 integers are binary images, not near-black
+        checks.as_images(binary.astype(np.uint8), IMAGE_SHAPE), binary)
+    np.testing.assert_allclose(checks.as_images((binary * 255).astype(np.int64),
+                                                IMAGE_SHAPE), binary)
+    assert checks.as_images(binary.astype(np.float64), IMAGE_SHAPE).dtype == np.float32
+    with pytest.raises(checks.InputError, match=r"has infinite values \(first in image 1"):
+        checks.as_images(np.stack([binary[0], np.full_like(binary[0], np.inf)]),
+                         IMAGE_SHAPE)
+    with pytest.raises(checks.InputError, match=r"has shape \(2, 8, 8\);"):
+        checks.as_images(binary[..., 0], (8, 8, 3))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, 10_001, "3", None])
+def test_check_count_refuses(value):
+    with pytest.raises(checks.InputError, match="num_samples must be a positive integer"):
+        checks.check_count(value, maximum=10_000)

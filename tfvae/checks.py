@@ -1,0 +1,172 @@
+"""What tfvae accepts from a user, and the one line it says when it does not.
+
+The trainer (`data.check_images`), the tools (`tools.evaluate`, `tools.sample`,
+`tools.export`) and the signatures of an exported SavedModel (`export._check_*`) apply
+the rules below with the same words, so a mistake reads the same wherever it is made.
+
+Images, for a model of images (H, W, C):
+* an array [N, H, W, C], or [N, H, W] when C = 1; N >= 1;
+* floats in [0, 1], or integers 0-255 (divided by 255; integers that are all 0 or 1
+  are taken as binary images);
+* no NaN and no Inf;
+* for a Bernoulli likelihood, binary pixels (0 or 1): on grey levels g, the Bernoulli
+  "log-likelihood" sum g log p + (1 - g) log(1 - p) is a cross-entropy, not the log of a
+  probability of the data, so `tools.evaluate` refuses them unless told
+  `--allow_grey_levels`.
+
+Counts: `num_samples` of the `sample` signature (and of `tools.sample`, SavedModel or
+.tflite) is 1 to MAX_SAMPLES; the k of `log_prob` is any positive integer (it is
+decoded in bounded chunks).
+
+This module needs only numpy and absl (no TensorFlow), so that the LiteRT path of
+`tools.sample` runs where TensorFlow is not installed.
+"""
+
+import pickle
+import sys
+
+import numpy as np
+from absl import flags
+
+# Most images one `sample` call draws. Memory grows linearly: 10**6 MNIST samples took
+# 7.9 GB in the SavedModel; 10**4 take about 80 MB (a 100 x 100 grid of 28 x 28 images),
+# more than a grid or a serving batch needs. Larger sets: call it repeatedly.
+MAX_SAMPLES = 10_000
+RANGE = "images must be float32 in [0, 1]"
+
+
+class InputError(ValueError):
+    """Bad input from a user; the message is one line that says what to do."""
+
+
+# -- messages shared with the SavedModel's run-time checks -----------------------------
+
+def shape_message(name, shape):
+    """'images must have shape [batch, 28, 28, 1]'."""
+    return f"{name} must have shape [batch, {', '.join(map(str, shape))}]"
+
+
+def count_message(name="num_samples", maximum=None):
+    """'num_samples must be a positive integer (at most 10000)'."""
+    bound = f" (at most {maximum})" if maximum else ""
+    return f"{name} must be a positive integer{bound}"
+
+
+# -- counts -----------------------------------------------------------------------------
+
+def check_count(value, name="num_samples", maximum=None):
+    """`value` as an int in [1, maximum]; InputError with `count_message` otherwise."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = None
+    if count is None or count != value or count < 1 or (maximum and count > maximum):
+        raise InputError(f"{count_message(name, maximum)}, got {value!r}.")
+    return count
+
+
+def count_flag(name, default, help_text, maximum=None):
+    """An absl integer flag checked by `check_count` at parse time."""
+    flags.DEFINE_integer(name, default, help_text)
+    flags.register_validator(name, lambda v: _is_count(v, maximum),
+                             message=f"{count_message('--' + name, maximum)}.")
+
+
+def _is_count(value, maximum):
+    try:
+        check_count(value, maximum=maximum)
+    except InputError:
+        return False
+    return True
+
+
+# -- images -----------------------------------------------------------------------------
+
+def as_images(array, image_shape, what="the images"):
+    """float32 images [N, H, W, C] in [0, 1] from `array`, by the rules above.
+
+    Raises InputError naming `what` (e.g. the file) and the rule it breaks.
+    """
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    integer = np.issubdtype(array.dtype, np.integer)
+    if not (integer or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{what} has dtype {array.dtype}; expected floats in [0, 1] or "
+                         "integers 0-255.")
+    image_shape = tuple(int(d) for d in image_shape)
+    if array.ndim == 3 and image_shape[-1] == 1:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[1:] != image_shape:
+        raise InputError(f"{what} has shape {tuple(np.shape(array))}; "
+                         f"{shape_message('images', image_shape)} (the model's).")
+    if not len(array):
+        raise InputError(f"{what} holds no images.")
+    if integer:
+        low, high = array.min(), array.max()
+        if low < 0 or high > 255:
+            raise InputError(f"{what} has integer values in [{low}, {high}]; expected "
+                             "0-255 (or floats in [0, 1]).")
+        return array.astype(np.float32) / (255.0 if high > 1 else 1.0)
+    array = array.astype(np.float32)
+    check_values(array, what)
+    return array
+
+
+def check_values(images, what="the images"):
+    """InputError unless every value of `images` is a number in [0, 1]."""
+    images = np.asarray(images)
+    for bad, kind in ((np.isnan, "NaN"), (np.isinf, "infinite values")):
+        found = bad(images)
+        if found.any():
+            first = np.unravel_index(np.argmax(found), images.shape)[0]
+            raise InputError(f"{what} has {kind} (first in image {first}); {RANGE}.")
+    low, high = images.min(), images.max()
+    if low < 0 or high > 1:
+        hint = " (divide 0-255 images by 255)" if high > 1 else ""
+        raise InputError(f"{what} has pixel values in [{float(low)}, {float(high)}]; "
+                         f"{RANGE}{hint}.")
+
+
+def check_binary(images, what="the images", flag="--allow_grey_levels"):
+    """InputError when `images` (in [0, 1]) hold grey levels, for a Bernoulli model."""
+    grey = (images > 0) & (images < 1)
+    if grey.any():
+        raise InputError(
+            f"{what} has grey levels ({grey.mean():.0%} of the pixels strictly between 0 "
+            "and 1) but the model's likelihood is Bernoulli, defined on binary pixels: "
+            "its log p(x) of them is a cross-entropy, not a log-likelihood. Binarize "
+            f"them, or pass {flag} to report the cross-entropy anyway.")
+
+
+# -- files ------------------------------------------------------------------------------
+
+def load_npy(path):
+    """The array in the .npy file `path`; InputError if it is missing or unreadable."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist.") from None
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{path} cannot be read as a .npy array of images "
+                         f"(cut short or another format: {first}).") from None
+
+
+# -- command lines ----------------------------------------------------------------------
+
+def fail(program, message):
+    """Exits with status 1 and the line 'program: error: message'."""
+    sys.exit(f"{program}: error: {message}")
+
+
+def flags_parser(program):
+    """An absl `flags_parser` for `app.run` that reports a bad flag in one line."""
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            fail(program, str(error).splitlines()[0].removeprefix("ERROR:: "))
+
+    return parse
