@@ -384,7 +384,7 @@ def saved_model_functions(loaded):
     likelihood = "bernoulli"
     if "decode" in signatures and "loc" in signatures["decode"].structured_outputs:
         likelihood = "gaussian"
-    # The input specs fix only the rank; the sampled images have the full shape.
+    # The sampled images have the model's image shape (so do the declared inputs).
     image_shape = tuple(signatures["sample"].structured_outputs["images"].shape[1:])
     return {"log_prob": log_prob, "elbo": elbo, "posterior_mean": posterior_mean,
             "likelihood": likelihood, "image_shape": image_shape}

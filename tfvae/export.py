@@ -291,7 +291,7 @@ def tflite_from_saved_model(saved_model_dir, path, quantization="float32"):
 def export_tflite(model, path, quantization="float32"):
     """Writes a .tflite file with the `sample` and `decode` signatures of `model`."""
     with tempfile.TemporaryDirectory() as tmp:
-        export_saved_model(model, tmp)
+        export_saved_model(float32_copy(model), tmp)
         return tflite_from_saved_model(tmp, path, quantization)
 
 
