@@ -167,22 +167,30 @@ def evaluate_cases(f):
     }
 
 
+def tool_outcomes(tool, cases, root, extra=()):
+    """{case: (outcome, expected words)} of one process running every case of `tool`."""
+    outcomes = run_tool(tool, {name: [*args, *extra] for name, (args, _)
+                               in cases.items()}, root)
+    return {name: (outcomes[name], words) for name, (_, words) in cases.items()}
+
+
+def check_outcome(outcome, words, tool, success):
+    """Words None: the case succeeds and prints `success`; else one clear line."""
+    if words is None:
+        assert outcome["code"] == 0, outcome["stderr"][-3000:]
+        assert success in outcome["stdout"]
+    else:
+        one_line_error(outcome, tool, *words)
+
+
 @pytest.fixture(scope="module")
 def evaluate_outcomes(files):
-    cases = evaluate_cases(files)
-    outcomes = run_tool("tools.evaluate", {name: args + EVALUATE for name, (args, _)
-                                           in cases.items()}, files["root"])
-    return {name: (outcomes[name], words) for name, (_, words) in cases.items()}
+    return tool_outcomes("tools.evaluate", evaluate_cases(files), files["root"], EVALUATE)
 
 
 @pytest.mark.parametrize("case", list(evaluate_cases(NO_FILES)))
 def test_tools_evaluate(evaluate_outcomes, case):
-    outcome, words = evaluate_outcomes[case]
-    if words is None:
-        assert outcome["code"] == 0, outcome["stderr"][-3000:]
-        assert "NLL (k=5)" in outcome["stdout"]
-    else:
-        one_line_error(outcome, "tools.evaluate", *words)
+    check_outcome(*evaluate_outcomes[case], "tools.evaluate", "NLL (k=5)")
 
 
 # -- tools.sample -----------------------------------------------------------------------------
@@ -215,20 +223,12 @@ def sample_cases(f):
 
 @pytest.fixture(scope="module")
 def sample_outcomes(files):
-    cases = sample_cases(files)
-    outcomes = run_tool("tools.sample", {n: a for n, (a, _) in cases.items()},
-                        files["root"])
-    return {name: (outcomes[name], words) for name, (_, words) in cases.items()}
+    return tool_outcomes("tools.sample", sample_cases(files), files["root"])
 
 
 @pytest.mark.parametrize("case", list(sample_cases(NO_FILES)))
 def test_tools_sample(sample_outcomes, case):
-    outcome, words = sample_outcomes[case]
-    if words is None:
-        assert outcome["code"] == 0, outcome["stderr"][-3000:]
-        assert "samples:" in outcome["stdout"]
-    else:
-        one_line_error(outcome, "tools.sample", *words)
+    check_outcome(*sample_outcomes[case], "tools.sample", "samples:")
 
 
 LITERT_WITHOUT_TENSORFLOW = """
@@ -282,11 +282,9 @@ def export_cases(f):
 
 def test_tools_export(files):
     f = {**files, "exports_base": os.path.dirname(os.path.dirname(files["saved_model"]))}
-    cases = export_cases(f)
-    outcomes = run_tool("tools.export", {n: a for n, (a, _) in cases.items()},
-                        files["root"])
-    for name, (_, words) in cases.items():
-        one_line_error(outcomes[name], "tools.export", *words)
+    for outcome, words in tool_outcomes("tools.export", export_cases(f),
+                                        files["root"]).values():
+        one_line_error(outcome, "tools.export", *words)
     # Nothing half-written beside the one good version.
     assert os.listdir(os.path.join(f["exports_base"], "tiny")) == ["1"]
 

@@ -157,7 +157,7 @@ def signature_name(metric):
 
 def _base_gaussian(posterior):
     """The diagonal Gaussian of a posterior head (an IAF's base distribution)."""
-    return posterior if heads.is_diagonal_gaussian(posterior) else posterior._base
+    return posterior if heads.is_diagonal_gaussian(posterior) else posterior.base_distribution
 
 
 def encoding(model, codes, layers):

@@ -29,17 +29,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import distributions
+from tfvae.checks import check_count
 
 tfd = tfp.distributions
 
 POSTERIORS = ("gaussian", "iaf")
 _LOG_SCALE_BOUND = 3.0
 
-
-def _check_positive(name, value):
-    if int(value) <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -51,7 +47,7 @@ class GaussianPosterior(keras.layers.Layer):
 
     def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _check_positive("latent_dim", latent_dim)
+        self.latent_dim = check_count(latent_dim, "latent_dim")
         self.min_scale = float(min_scale)
         self.params = keras.layers.Dense(2 * self.latent_dim, name="posterior_params")
 
@@ -93,8 +89,8 @@ class MADE(keras.layers.Layer):
 
     def __init__(self, latent_dim, hidden_units=256, activation="elu", **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _check_positive("latent_dim", latent_dim)
-        self.hidden_units = _check_positive("flow_hidden_units", hidden_units)
+        self.latent_dim = check_count(latent_dim, "latent_dim")
+        self.hidden_units = check_count(hidden_units, "flow_hidden_units")
         self.activation = activation
 
     def build(self, input_shape):
@@ -145,6 +141,11 @@ class IAFDistribution(tfd.Distribution):
         super().__init__(dtype=base.dtype, validate_args=False, allow_nan_stats=True,
                          reparameterization_type=tfd.FULLY_REPARAMETERIZED,
                          parameters=parameters, name=name)
+
+    @property
+    def base_distribution(self):
+        """The Gaussian q(z_0|h) the flow starts from."""
+        return self._base
 
     def _context_for(self, z):
         return tf.broadcast_to(self._context, tf.concat(
@@ -228,10 +229,10 @@ class IAFPosterior(keras.layers.Layer):
     def __init__(self, latent_dim, flow_steps=2, flow_hidden_units=256, context_dim=64,
                  min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _check_positive("latent_dim", latent_dim)
-        self.flow_steps = _check_positive("flow_steps", flow_steps)
-        self.flow_hidden_units = _check_positive("flow_hidden_units", flow_hidden_units)
-        self.context_dim = _check_positive("context_dim", context_dim)
+        self.latent_dim = check_count(latent_dim, "latent_dim")
+        self.flow_steps = check_count(flow_steps, "flow_steps")
+        self.flow_hidden_units = check_count(flow_hidden_units, "flow_hidden_units")
+        self.context_dim = check_count(context_dim, "context_dim")
         self.min_scale = float(min_scale)
         self.params = keras.layers.Dense(2 * self.latent_dim, name="posterior_params")
         self.context = keras.layers.Dense(self.context_dim, activation="elu",

@@ -15,17 +15,13 @@ import keras
 import tensorflow as tf
 
 from tfvae import distributions, heads
+from tfvae.checks import check_count
 
-
-def _check_positive(name, value):
-    if int(value) <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def dense_stack(hidden_units, activation, prefix):
     return [
-        keras.layers.Dense(_check_positive("hidden_units entry", units), activation,
+        keras.layers.Dense(check_count(units, "hidden_units entry"), activation,
                            name=f"{prefix}_{i}")
         for i, units in enumerate(hidden_units)
     ]
@@ -41,7 +37,7 @@ class _Encoder(keras.layers.Layer):
     def __init__(self, latent_dim, min_scale=1e-4, posterior="gaussian", flow_steps=2,
                  flow_hidden_units=256, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _check_positive("latent_dim", latent_dim)
+        self.latent_dim = check_count(latent_dim, "latent_dim")
         self.min_scale = float(min_scale)
         self.posterior = posterior
         self.flow_steps = int(flow_steps)
@@ -134,7 +130,7 @@ class ConvEncoder(_Encoder):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = activation
         self.convs = [
-            keras.layers.Conv2D(_check_positive("filters entry", f), 3, strides=2,
+            keras.layers.Conv2D(check_count(f, "filters entry"), 3, strides=2,
                                 padding="same", activation=activation, name=f"conv_{i}")
             for i, f in enumerate(self.filters)
         ]
@@ -170,7 +166,7 @@ class _Decoder(keras.layers.Layer):
         if len(output_shape) != 3:
             raise ValueError(
                 f"output_shape must be (height, width, channels), got {output_shape!r}.")
-        self.image_shape = tuple(_check_positive("output_shape entry", d)
+        self.image_shape = tuple(check_count(d, "output_shape entry")
                                  for d in output_shape)
         self.likelihood = distributions.check_likelihood(likelihood)
         self.min_scale = float(min_scale)
@@ -276,7 +272,7 @@ class ConvDecoder(_Decoder):
                                           name="project")
         self.reshape = keras.layers.Reshape(coarse)
         self.deconvs = [
-            keras.layers.Conv2DTranspose(_check_positive("filters entry", f), 3,
+            keras.layers.Conv2DTranspose(check_count(f, "filters entry"), 3,
                                          strides=2, padding="same",
                                          activation=activation, name=f"deconv_{i}")
             for i, f in enumerate(self.filters)

@@ -16,15 +16,11 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.checks import check_count
 from tfvae.distributions import gaussian_mixture
 
 tfd = tfp.distributions
 
-
-def _check_positive(name, value):
-    if int(value) <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -33,7 +29,7 @@ class StandardNormalPrior(keras.layers.Layer):
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _check_positive("latent_dim", latent_dim)
+        self.latent_dim = check_count(latent_dim, "latent_dim")
 
     def build(self, input_shape=None):
         pass
@@ -56,8 +52,8 @@ class MixturePrior(keras.layers.Layer):
 
     def __init__(self, latent_dim, num_components=10, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _check_positive("latent_dim", latent_dim)
-        self.num_components = _check_positive("num_components", num_components)
+        self.latent_dim = check_count(latent_dim, "latent_dim")
+        self.num_components = check_count(num_components, "num_components")
 
     def build(self, input_shape=None):
         shape = (self.num_components, self.latent_dim)
@@ -92,7 +88,7 @@ class VampPrior(keras.layers.Layer):
     def __init__(self, image_shape, num_pseudo_inputs=500, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(int(d) for d in image_shape)
-        self.num_pseudo_inputs = _check_positive("num_pseudo_inputs", num_pseudo_inputs)
+        self.num_pseudo_inputs = check_count(num_pseudo_inputs, "num_pseudo_inputs")
 
     def build(self, input_shape=None):
         # Pseudo-inputs start near the middle grey with small noise (sigmoid of ~0).
