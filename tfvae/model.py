@@ -180,7 +180,7 @@ class VAE(keras.Model):
         """p(z_L), the top layer's prior: batch [], event [latent_dims[0]]."""
         return self.prior(encoder=self.encoder)
 
-    def _walk(self, features, choose, top_shape=None):
+    def _walk(self, features, choose):
         """The stochastic layers, top first, each z_l chosen by `choose`.
 
         Args:
@@ -237,8 +237,8 @@ class VAE(keras.Model):
         return self.decoder(inputs, training=training)
 
     def posterior_codes(self, images, training=None):
-        """(codes [B, latent_dim], per-layer list of (z_l, q, p)) at the posterior's
-        code of each layer (its mean for a Gaussian), top first."""
+        """(codes [B, latent_dim], the layers as `_walk` lists them, the decoder's
+        input) at the posterior's code of each layer (a Gaussian's mean), top first."""
         features = self.encoder.features(self._check_images(images), training=training)
 
         def choose(index, posterior, prior):
