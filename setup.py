@@ -1,10 +1,16 @@
 """tfvae: variational autoencoders on Keras 3 and TensorFlow Probability."""
 
+import re
+
 import setuptools
+
+# The version lives in tfvae/version.py; setup.py reads it without importing tfvae.
+with open("tfvae/version.py", encoding="utf-8") as _f:
+    VERSION = re.search(r'__version__ = "([^"]+)"', _f.read()).group(1)
 
 setuptools.setup(
     name="tfvae",
-    version="0.1.0",
+    version=VERSION,
     description="Variational autoencoders on Keras 3 (TensorFlow) and TensorFlow Probability.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -50,7 +50,7 @@ def test_decoder_returns_image_distribution(name):
     p = decoder(np.zeros((4, 3), "float32"))
     assert p.batch_shape == [4] and p.event_shape == list(IMAGE_SHAPE)
     assert p.mean().shape == (4, *IMAGE_SHAPE)
-    assert decoder.image_shape == IMAGE_SHAPE
+    assert decoder.output_shape == IMAGE_SHAPE
     pixel = tfd.Bernoulli if decoder.likelihood == "bernoulli" else tfd.Normal
     assert isinstance(p.distribution, pixel)
     raw = decoder.parameters(np.zeros((4, 3), "float32"))

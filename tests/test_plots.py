@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfvae import VAE, MLPDecoder, MLPEncoder
-from tfvae import builders, evaluate, plots
+from tfvae import builders, evaluate, plots, rundir
 
 SHAPE = (4, 4, 1)
 
@@ -109,9 +109,9 @@ def test_learning_curves(tmp_path):
     pytest.importorskip("matplotlib")
     _write_run(str(tmp_path / "nz3"), [-150.0, -130.0, -120.0])
     _write_run(str(tmp_path / "nz20"), [-140.0, -110.0], with_metadata=False)
-    assert plots.examples_per_epoch_of_run(str(tmp_path / "nz3")) == 1000.0
-    history = plots.read_history(str(tmp_path / "nz20" / "history.csv"))
-    np.testing.assert_allclose(plots.examples_per_epoch_of_run(
+    assert rundir.examples_per_epoch(str(tmp_path / "nz3")) == 1000.0
+    history = rundir.read_history(str(tmp_path / "nz20" / "history.csv"))
+    np.testing.assert_allclose(rundir.examples_per_epoch(
         str(tmp_path / "nz20"), history), [1000.0, 1000.0])
     runs = {"Nz=3": str(tmp_path / "nz3"), "Nz=20": str(tmp_path / "nz20" / "history.csv")}
     path = plots.save_learning_curves(runs, str(tmp_path / "curves.png"),

@@ -307,7 +307,7 @@ def test_baseline_config_parses_to_the_documented_model():
 @pytest.mark.parametrize("config", sorted(os.listdir(os.path.join(ROOT, "configs"))))
 def test_every_config_parses_to_a_model_that_computes_its_loss(config):
     options = _config_options(config)
-    model = builders.build_model((28, 28, 1), **{k: options[k] for k in train._MODEL_OPTIONS})
+    model = builders.build_model((28, 28, 1), **{k: options[k] for k in train.MODEL_OPTIONS})
     images = np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)).astype("float32")
     assert np.isfinite(float(model.compute_loss(y_pred=model(images, training=True))))
 
@@ -316,7 +316,7 @@ def test_every_option_is_a_flag_with_the_same_default():
     train.FLAGS.unparse_flags()
     train.FLAGS(["tfvae.train"])
     options = train.options_from_flags()
-    defaults = {k: v for k, v in train._DEFAULT.items() if k != "callbacks"}
+    defaults = {k: v for k, v in train.DEFAULTS.items()}
     assert options.keys() == defaults.keys()
     for name, value in defaults.items():
         expected = list(value) if isinstance(value, tuple) else value

@@ -7,6 +7,8 @@ divergence, and trains with the stock `model.fit`.
 Without TensorFlow only `tfvae.checks` imports (for the LiteRT path of tools.sample).
 """
 
+from tfvae.version import __version__  # noqa: F401
+
 try:
     import tensorflow as _tf  # noqa: F401
 except ModuleNotFoundError as _error:
@@ -33,5 +35,3 @@ __all__ = [
     "load_dataset",
     "export_model",
 ]
-
-__version__ = "0.1.0"

@@ -8,14 +8,16 @@ keyword arguments, e.g.
     model.fit(tfvae.data.load_dataset("binarized_mnist", "train", 100), epochs=10)
 """
 
+import inspect
 import os
 
 import keras
 import tensorflow as tf
 
+from tfvae.checks import choice
 from tfvae.heads import POSTERIORS
 from tfvae.hierarchy import TopDownBlock
-from tfvae.model import VAE
+from tfvae.model import OPTIONS, VAE
 from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
 
@@ -34,12 +36,6 @@ EMA_WARMUP = 10
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}; expected one of {', '.join(choices)}.")
-    return value
-
-
 def _ints(name, values):
     try:
         return tuple(int(v) for v in values)
@@ -53,9 +49,7 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                 dropout=0.0, latent_dim=50, top_down_latent_dims=(),
                 top_down_hidden_units=(300, 300), posterior="gaussian", flow_steps=2,
                 flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal",
-                prior_components=0, num_samples=1, kl="auto", objective="elbo",
-                gradient_estimator="reparameterization", beta=1.0, kl_warmup_steps=0,
-                free_bits=0.0, info_alpha=0.0, info_lambda=1.0, mmd_kernel="imq"):
+                prior_components=0, **objective):
     """A built `VAE` for images of `image_shape` (H, W, C).
 
     encoder, decoder: "mlp" or "conv". *_hidden_units: Dense layer sizes; *_filters:
@@ -69,30 +63,35 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     units; see `heads.py`), for every layer's posterior.
     prior: "standard_normal", "mixture" (prior_components
     Gaussians, default 10) or "vampprior" (prior_components pseudo-inputs, default
-    500), the prior of the top layer. The remaining arguments go to `VAE` unchanged.
+    500), the prior of the top layer. `objective`: `VAE`'s options (`model.OPTIONS`:
+    num_samples, kl, objective, beta, ...), passed on unchanged.
     """
+    unknown = sorted(set(objective) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown model option(s) {', '.join(unknown)}; the options are "
+                         f"{', '.join(MODEL_DEFAULTS)}.")
     image_shape = _ints("image_shape", image_shape)
     if int(latent_dim) < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
-    head = dict(posterior=_choice("posterior", posterior, POSTERIORS),
+    head = dict(posterior=choice("posterior", posterior, POSTERIORS),
                 flow_steps=flow_steps, flow_hidden_units=flow_hidden_units)
     enc_units = _ints("encoder_hidden_units", encoder_hidden_units)
     dec_units = _ints("decoder_hidden_units", decoder_hidden_units)
     if float(dropout) and "conv" in (encoder, decoder):
         raise ValueError("dropout applies to MLP encoders and decoders only.")
-    if _choice("encoder", encoder, NETWORKS) == "mlp":
+    if choice("encoder", encoder, NETWORKS) == "mlp":
         enc = MLPEncoder(latent_dim, enc_units, activation, dropout=dropout,
                          name="encoder", **head)
     else:
         enc = ConvEncoder(latent_dim, _ints("encoder_filters", encoder_filters), enc_units,
                           activation, name="encoder", **head)
-    if _choice("decoder", decoder, NETWORKS) == "mlp":
+    if choice("decoder", decoder, NETWORKS) == "mlp":
         dec = MLPDecoder(image_shape, dec_units, likelihood, activation, dropout=dropout,
                          name="decoder")
     else:
         dec = ConvDecoder(image_shape, _ints("decoder_filters", decoder_filters), dec_units,
                           likelihood, activation, name="decoder")
-    prior = _choice("prior", prior, PRIORS)
+    prior = choice("prior", prior, PRIORS)
     components = int(prior_components)
     if prior == "standard_normal":
         prior_layer = StandardNormalPrior(latent_dim, name="prior")
@@ -103,12 +102,18 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     top_down = [TopDownBlock(dim, _ints("top_down_hidden_units", top_down_hidden_units),
                              activation, name=f"top_down_{i}", **head)
                 for i, dim in enumerate(_ints("top_down_latent_dims", top_down_latent_dims))]
-    return VAE(enc, dec, prior_layer, top_down=top_down, num_samples=num_samples, kl=kl,
-               objective=objective,
-               gradient_estimator=gradient_estimator, beta=beta,
-               kl_warmup_steps=kl_warmup_steps, free_bits=free_bits,
-               info_alpha=info_alpha, info_lambda=info_lambda, mmd_kernel=mmd_kernel,
-               name="vae")
+    return VAE(enc, dec, prior_layer, top_down=top_down, name="vae", **objective)
+
+
+def keyword_defaults(function):
+    """{name: default} of `function`'s arguments that have one."""
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not p.empty}
+
+
+# Every option of `build_model` with its default: the networks' and prior's, then VAE's.
+MODEL_DEFAULTS = {**keyword_defaults(build_model),
+                  **{name: keyword_defaults(VAE)[name] for name in OPTIONS}}
 
 
 def build_learning_rate(learning_rate, schedule="constant", *, total_steps=None,
@@ -122,7 +127,7 @@ def build_learning_rate(learning_rate, schedule="constant", *, total_steps=None,
     learning_rate = float(learning_rate)
     if learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}.")
-    schedule = _choice("lr_schedule", schedule, LR_SCHEDULES)
+    schedule = choice("lr_schedule", schedule, LR_SCHEDULES)
     if schedule == "constant":
         return learning_rate
     if schedule == "cosine":
@@ -179,7 +184,7 @@ def build_optimizer(name="adam", learning_rate=1e-3, *, clipnorm=0.0, use_ema=Fa
     decay warms up to ema_momentum (`EMAWarmup`).
     """
     choices = WARMUP_OPTIMIZERS if use_ema else OPTIMIZERS
-    cls = choices[_choice("optimizer", name, tuple(OPTIMIZERS))]
+    cls = choices[choice("optimizer", name, tuple(OPTIMIZERS))]
     return cls(learning_rate=learning_rate, clipnorm=float(clipnorm) or None,
                use_ema=bool(use_ema), ema_momentum=float(ema_momentum))
 
@@ -192,7 +197,7 @@ def build_strategy(name="default", tpu=None):
     tpu: `TPUStrategy` on the TPU at address `tpu` ("" or "local" for a TPU VM);
     untested here, as no TPU was available.
     """
-    name = _choice("strategy", name, STRATEGIES)
+    name = choice("strategy", name, STRATEGIES)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

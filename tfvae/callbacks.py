@@ -4,7 +4,7 @@
   epoch whose validation loss is), and voids that epoch's logs (all NaN) so that no
   later callback takes the diverged weights for the best ones. Put it first.
 * `BestCheckpoint` is `ModelCheckpoint(save_best_only=True)` that never saves an
-  epoch whose monitored value is missing or not finite.
+  epoch whose monitored value is missing or not finite, and knows its best epoch.
 * `Backup` is `keras.callbacks.BackupAndRestore` that says when it resumes, never
   saves weights after a non-finite loss (the last good backup survives), keeps the
   backup when training diverged, and turns an unreadable backup into one clear error.
@@ -69,18 +69,25 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
     """`ModelCheckpoint(save_best_only=True)` that skips epochs whose monitored value
-    is missing, NaN or Inf (Keras 3 saves those when no best value is known yet)."""
+    is missing, NaN or Inf (Keras 3 saves those when no best value is known yet).
 
-    def __init__(self, filepath, monitor, mode="max", initial_value_threshold=None,
-                 verbose=0):
+    `best` and `best_epoch` (1-based, None before the first save) say what the file
+    holds; a resumed run passes the best (epoch, value) of its earlier epochs.
+    """
+
+    def __init__(self, filepath, monitor, mode="max", initial_best=None, verbose=0):
+        epoch, value = initial_best or (None, None)
         super().__init__(filepath, monitor=monitor, mode=mode, save_best_only=True,
-                         initial_value_threshold=initial_value_threshold,
-                         verbose=verbose)
+                         initial_value_threshold=value, verbose=verbose)
+        self.best_epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and _finite(value):
+            previous = self.best
             super().on_epoch_end(epoch, logs)
+            if self.best != previous:
+                self.best_epoch = epoch + 1
 
 
 class BackupError(RuntimeError):

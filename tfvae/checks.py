@@ -52,7 +52,16 @@ def count_message(name="num_samples", maximum=None):
     return f"{name} must be a positive integer{bound}"
 
 
-# -- counts -----------------------------------------------------------------------------
+# -- choices and counts -------------------------------------------------------------------
+
+def choice(name, value, choices):
+    """`value` if it is one of `choices`; else InputError naming them. The one check of
+    every option with a fixed set of values (the trainer's flags list the same tuples)."""
+    if value not in choices:
+        raise InputError(f"Unknown {name} {value!r}; expected one of "
+                         f"{', '.join(map(str, choices))}.")
+    return value
+
 
 def check_count(value, name="num_samples", maximum=None):
     """`value` as an int in [1, maximum]; InputError with `count_message` otherwise."""

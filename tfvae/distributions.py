@@ -30,6 +30,8 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.checks import choice
+
 tfd = tfp.distributions
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -40,11 +42,7 @@ _PARAMS_PER_PIXEL = {"bernoulli": 1, "gaussian": 2}
 
 def check_likelihood(name):
     """Returns `name` if it is a known likelihood, else raises a ValueError."""
-    if name not in _PARAMS_PER_PIXEL:
-        raise ValueError(
-            f"Unknown likelihood {name!r}; expected one of {', '.join(LIKELIHOODS)}."
-        )
-    return name
+    return choice("likelihood", name, LIKELIHOODS)
 
 
 def params_per_pixel(likelihood):

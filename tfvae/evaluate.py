@@ -35,10 +35,7 @@ A_u = Cov_x(E_{q(z|x)}[z_u]) > 0.01, the variance over the data of the posterior
 
 import dataclasses
 import functools
-import json
 import math
-import os
-import platform
 import time
 
 import keras
@@ -436,52 +433,3 @@ def evaluate(model, data, num_samples=5000, batch_size=100, chunk_size=None, see
     if latents["kl_per_dim"] is not None:
         report["kl_per_dim"] = latents["kl_per_dim"].tolist()
     return report
-
-
-def locate_model(path):
-    """Where a trained model lies: a `.keras` file, a trainer output directory (its
-    model.keras, else best.keras) or an exported SavedModel directory.
-
-    Returns:
-        {"kind": "keras" | "saved_model", "path": file or directory,
-         "config": the trainer's config.json beside a .keras file, or {}}.
-    """
-    kind, run_dir = None, None
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            kind = "saved_model"
-        else:
-            for name in ("model.keras", "best.keras"):
-                if os.path.isfile(os.path.join(path, name)):
-                    kind, run_dir, path = "keras", path, os.path.join(path, name)
-                    break
-    elif path.endswith(".keras") and os.path.isfile(path):
-        kind, run_dir = "keras", os.path.dirname(path) or "."
-    if kind is None:
-        raise FileNotFoundError(f"{path} is not a .keras file, a trainer output "
-                                "directory (model.keras) or a SavedModel directory.")
-    config = {}
-    if run_dir and os.path.isfile(os.path.join(run_dir, "config.json")):
-        with open(os.path.join(run_dir, "config.json")) as f:
-            config = json.load(f)
-    return {"kind": kind, "path": path, "config": config}
-
-
-def machine_info():
-    """The machine a timing ran on: CPU model, cores, TensorFlow version, GPUs."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f
-                     if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count()
-    gpus = []
-    for device in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(device)
-        gpus.append(details.get("device_name", device.name))
-    return {"cpu": cpu, "cpu_cores": cores, "tensorflow": tf.__version__,
-            "gpus": gpus, "platform": platform.platform()}

@@ -49,6 +49,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import checks, distributions, heads, objectives
+from tfvae.version import __version__
 
 tfd = tfp.distributions
 
@@ -272,9 +273,7 @@ def tflite_from_saved_model(saved_model_dir, path, quantization="float32"):
     quantization: "float32", "float16" (weights stored as float16) or "int8"
     (dynamic-range: int8 weights, float activations). Built-in ops only.
     """
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"Unknown quantization {quantization!r}; expected one of "
-                         f"{', '.join(QUANTIZATIONS)}.")
+    checks.choice("quantization", quantization, QUANTIZATIONS)
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=list(TFLITE_SIGNATURES))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -286,13 +285,6 @@ def tflite_from_saved_model(saved_model_dir, path, quantization="float32"):
     with open(path, "wb") as f:
         f.write(flatbuffer)
     return path
-
-
-def export_tflite(model, path, quantization="float32"):
-    """Writes a .tflite file with the `sample` and `decode` signatures of `model`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        export_saved_model(float32_copy(model), tmp)
-        return tflite_from_saved_model(tmp, path, quantization)
 
 
 def tflite_path(version_dir, name, quantization):
@@ -346,7 +338,6 @@ def signature_summary(model):
 
 def model_metadata(model):
     """A JSON-serializable description of `model` for `metadata.json`."""
-    from tfvae import __version__
     return {
         "tfvae_version": __version__,
         "tfvae_commit": source_commit(),
@@ -372,6 +363,22 @@ def next_version(model_dir):
         return 1
     versions = [int(d) for d in os.listdir(model_dir) if re.fullmatch(r"\d+", d)]
     return max(versions, default=0) + 1
+
+
+def version_folder(base_dir, name, version=None):
+    """(version, `<base_dir>/<name>/<version>`): the next free version when None.
+
+    Raises when that folder holds anything: an export never overwrites a version.
+    """
+    model_dir = os.path.join(base_dir, name)
+    version = next_version(model_dir) if version is None else int(version)
+    if version <= 0:
+        raise ValueError(f"version must be a positive integer, got {version!r}.")
+    version_dir = os.path.join(model_dir, str(version))
+    if os.path.exists(version_dir) and os.listdir(version_dir):
+        raise FileExistsError(f"{version_dir} exists and is not empty; pick another "
+                              f"version (0 or None: the next free one).")
+    return version, version_dir
 
 
 def float32_copy(model):
@@ -429,17 +436,9 @@ def export_model(model, base_dir="saved_models", name="vae", version=None,
     """
     tflite = (tflite,) if isinstance(tflite, str) else tuple(tflite)
     for quantization in tflite:
-        if quantization not in QUANTIZATIONS:
-            raise ValueError(f"Unknown quantization {quantization!r}; expected one of "
-                             f"{', '.join(QUANTIZATIONS)}.")
-    model_dir = os.path.join(base_dir, name)
-    version = next_version(model_dir) if version is None else int(version)
-    if version <= 0:
-        raise ValueError(f"version must be a positive integer, got {version!r}.")
-    version_dir = os.path.join(model_dir, str(version))
-    if os.path.exists(version_dir) and os.listdir(version_dir):
-        raise FileExistsError(f"{version_dir} exists and is not empty; pick another "
-                              f"version or leave version=None for the next free one.")
+        checks.choice("quantization", quantization, QUANTIZATIONS)
+    version, version_dir = version_folder(base_dir, name, version)
+    model_dir = os.path.dirname(version_dir)
     os.makedirs(model_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{version}.incomplete-", dir=model_dir)
     try:

@@ -29,7 +29,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import distributions
-from tfvae.checks import check_count
+from tfvae.checks import check_count, choice
 
 tfd = tfp.distributions
 
@@ -265,13 +265,10 @@ class IAFPosterior(keras.layers.Layer):
 def posterior_head(latent_dim, posterior="gaussian", min_scale=1e-4, flow_steps=2,
                    flow_hidden_units=256, name="head"):
     """The head layer for a `posterior` name in `POSTERIORS`."""
-    if posterior == "gaussian":
+    if choice("posterior", posterior, POSTERIORS) == "gaussian":
         return GaussianPosterior(latent_dim, min_scale, name=name)
-    if posterior == "iaf":
-        return IAFPosterior(latent_dim, flow_steps, flow_hidden_units,
-                            min_scale=min_scale, name=name)
-    raise ValueError(f"Unknown posterior {posterior!r}; expected one of "
-                     f"{', '.join(POSTERIORS)}.")
+    return IAFPosterior(latent_dim, flow_steps, flow_hidden_units, min_scale=min_scale,
+                        name=name)
 
 
 def is_diagonal_gaussian(dist):

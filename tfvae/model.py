@@ -9,22 +9,19 @@ unchanged; the progress bar shows the epoch means of `loss`, `elbo`, `rate` and
 score-function gradients) is chosen by arguments; see `objectives.py` for the maths.
 """
 
+import inspect
+
 import keras
 import tensorflow as tf
 
 from tfvae import heads, objectives
+from tfvae.checks import choice
 from tfvae.hierarchy import flat_features
 from tfvae.priors import StandardNormalPrior, VampPrior
 
 OBJECTIVES = ("elbo", "iwae")
 GRADIENT_ESTIMATORS = ("reparameterization", "score_function", "dreg")
 METRIC_NAMES = ("elbo", "rate", "distortion")
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}; expected one of {', '.join(choices)}.")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -66,18 +63,18 @@ class VAE(keras.Model):
         self.num_samples = int(num_samples)
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples!r}.")
-        self.kl = _choice("kl", kl, objectives.KL_METHODS)
-        self.objective = _choice("objective", objective, OBJECTIVES)
-        self.gradient_estimator = _choice("gradient_estimator", gradient_estimator,
+        self.kl = choice("kl", kl, objectives.KL_METHODS)
+        self.objective = choice("objective", objective, OBJECTIVES)
+        self.gradient_estimator = choice("gradient_estimator", gradient_estimator,
                                           GRADIENT_ESTIMATORS)
         self.beta = float(beta)
         self.kl_warmup_steps = int(kl_warmup_steps)
         self.free_bits = float(free_bits)
         self.info_alpha = float(info_alpha)
         self.info_lambda = float(info_lambda)
-        self.mmd_kernel = _choice("mmd_kernel", mmd_kernel, objectives.MMD_KERNELS)
+        self.mmd_kernel = choice("mmd_kernel", mmd_kernel, objectives.MMD_KERNELS)
         self._check_combination()
-        self.image_shape = tuple(decoder.image_shape)
+        self.image_shape = tuple(decoder.output_shape)
         prior_dim = getattr(self.prior, "latent_dim", encoder.latent_dim)
         if prior_dim != encoder.latent_dim:
             raise ValueError(f"The prior's latent_dim {prior_dim} differs from the "
@@ -436,24 +433,11 @@ class VAE(keras.Model):
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "encoder": serialize(self.encoder),
-            "decoder": serialize(self.decoder),
-            "prior": serialize(self.prior),
-            "num_samples": self.num_samples,
-            "kl": self.kl,
-            "objective": self.objective,
-            "gradient_estimator": self.gradient_estimator,
-            "beta": self.beta,
-            "kl_warmup_steps": self.kl_warmup_steps,
-            "free_bits": self.free_bits,
-            "info_alpha": self.info_alpha,
-            "info_lambda": self.info_lambda,
-            "mmd_kernel": self.mmd_kernel,
-            "top_down": [serialize(block) for block in self.top_down],
-        }
+        return {**super().get_config(),  # name, trainable, dtype policy
+                **{name: serialize(getattr(self, name))
+                   for name in ("encoder", "decoder", "prior")},
+                "top_down": [serialize(block) for block in self.top_down],
+                **{name: getattr(self, name) for name in OPTIONS}}
 
     @classmethod
     def from_config(cls, config):
@@ -463,3 +447,9 @@ class VAE(keras.Model):
         config["top_down"] = [keras.saving.deserialize_keras_object(block)
                               for block in config.get("top_down", ())]
         return cls(**config)
+
+
+# The objective's options: VAE's keyword arguments with plain values. get_config and
+# the trainer's flags (their defaults) read them from this signature.
+OPTIONS = tuple(name for name, p in inspect.signature(VAE.__init__).parameters.items()
+                if p.default is not p.empty and name not in ("prior", "top_down"))

@@ -166,8 +166,8 @@ class _Decoder(keras.layers.Layer):
         if len(output_shape) != 3:
             raise ValueError(
                 f"output_shape must be (height, width, channels), got {output_shape!r}.")
-        self.image_shape = tuple(check_count(d, "output_shape entry")
-                                 for d in output_shape)
+        self.output_shape = tuple(check_count(d, "output_shape entry")
+                                  for d in output_shape)
         self.likelihood = distributions.check_likelihood(likelihood)
         self.min_scale = float(min_scale)
         self.params_per_pixel = distributions.params_per_pixel(likelihood)
@@ -188,7 +188,7 @@ class _Decoder(keras.layers.Layer):
         return distributions.image_likelihood(self.likelihood, params, self.min_scale)
 
     def get_config(self):
-        return {**super().get_config(), "output_shape": self.image_shape,
+        return {**super().get_config(), "output_shape": self.output_shape,
                 "likelihood": self.likelihood, "min_scale": self.min_scale}
 
 
@@ -222,7 +222,7 @@ class MLPDecoder(_Decoder):
         self.dropout = float(dropout)
         self.hidden = dense_stack(self.hidden_units, activation, "hidden")
         self.drop = keras.layers.Dropout(self.dropout)
-        height, width, channels = self.image_shape
+        height, width, channels = self.output_shape
         self.out = keras.layers.Dense(height * width * channels * self.params_per_pixel,
                                       name="likelihood_params")
         self.reshape = keras.layers.Reshape(
@@ -259,12 +259,12 @@ class ConvDecoder(_Decoder):
         self.filters = tuple(int(f) for f in filters)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = activation
-        height, width, channels = self.image_shape
+        height, width, channels = self.output_shape
         factor = 2 ** len(self.filters)
         if height % factor or width % factor:
             raise ValueError(
                 f"ConvDecoder with {len(self.filters)} upsampling stages needs height "
-                f"and width divisible by {factor}, got {self.image_shape}.")
+                f"and width divisible by {factor}, got {self.output_shape}.")
         coarse = (height // factor, width // factor, self.filters[0] if self.filters
                   else channels)
         self.hidden = dense_stack(self.hidden_units, activation, "hidden")

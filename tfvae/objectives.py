@@ -38,6 +38,8 @@ whose gradient is the estimator, so the loss shown in logs stays the true object
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.checks import choice
+
 tfd = tfp.distributions
 
 KL_METHODS = ("auto", "analytic", "sampled")
@@ -70,8 +72,7 @@ def kl_divergence(posterior, prior, z, method="auto", log_q=None, log_p=None):
         log_q, log_p: log q(z|x) and log p(z) [k, B] when already computed.
     A closed form of a batch [k, B] is averaged over the k samples.
     """
-    if method not in KL_METHODS:
-        raise ValueError(f"Unknown kl method {method!r}; expected one of {KL_METHODS}.")
+    choice("kl method", method, KL_METHODS)
     analytic = has_analytic_kl(posterior, prior)
     if method == "analytic" and not analytic:
         raise ValueError(

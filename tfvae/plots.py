@@ -25,13 +25,13 @@ caller's pyplot state and backend are untouched):
 Every `save_*` function returns the path it wrote.
 """
 
-import csv
-import json
 import math
 import os
 
 import numpy as np
 import tensorflow as tf
+
+from tfvae import rundir
 
 
 # -- image grids -------------------------------------------------------------------
@@ -283,49 +283,6 @@ def save_latent_activity(model, images, path, figsize=(8, 5), dpi=100):
     return _save_figure(figure, path)
 
 
-def read_history(path):
-    """Columns of a per-epoch CSV (Keras CSVLogger) as {name: float array}."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path} has no epochs.")
-
-    def number(value):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return float("nan")
-
-    return {key: np.array([number(row.get(key)) for row in rows]) for key in rows[0]}
-
-
-def _history_path(run):
-    return os.path.join(run, "history.csv") if os.path.isdir(run) else run
-
-
-def examples_per_epoch_of_run(run, history=None):
-    """Training examples per epoch of a trainer run directory, or None if unknown.
-
-    From metrics.json (steps_per_epoch) and config.json (batch_size), else from the
-    `images_per_s * epoch_time_s` columns that the trainer logs.
-    """
-    directory = run if os.path.isdir(run) else os.path.dirname(run)
-    try:
-        with open(os.path.join(directory, "metrics.json")) as f:
-            steps = json.load(f).get("steps_per_epoch")
-        with open(os.path.join(directory, "config.json")) as f:
-            batch_size = json.load(f)["batch_size"]
-        if steps:
-            return float(steps) * float(batch_size)
-    except (OSError, KeyError, ValueError):
-        pass
-    if history and "images_per_s" in history and "epoch_time_s" in history:
-        per_epoch = history["images_per_s"] * history["epoch_time_s"]
-        if np.all(np.isfinite(per_epoch)):
-            return per_epoch
-    return None
-
-
 def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
                          figsize=(7, 5), dpi=100, log_x=True, title=None):
     """Lower bound vs training examples seen, one colour per run (K&W 2014, Fig. 2).
@@ -336,7 +293,7 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
             `metric` (train, solid) and/or `val_<metric>` (validation, dashed).
         examples_per_epoch: training examples per epoch: a number, a {label: number}
             dict or a function (label, run) -> number; by default read from the run
-            directory (see `examples_per_epoch_of_run`).
+            directory (see `rundir.examples_per_epoch`).
         metric: the column to plot ("elbo", or "iwae" for an IWAE objective).
     """
     if not isinstance(runs, dict):
@@ -347,9 +304,9 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
     axes = figure.add_subplot()
     colors = [f"C{i % 10}" for i in range(len(runs))]
     for color, (label, run) in zip(colors, runs.items()):
-        history = read_history(_history_path(run))
+        history = rundir.read_history(rundir.history_path(run))
         if "epoch" not in history:
-            raise ValueError(f"{_history_path(run)} has no 'epoch' column.")
+            raise ValueError(f"{rundir.history_path(run)} has no 'epoch' column.")
         if callable(examples_per_epoch):
             per_epoch = examples_per_epoch(label, run)
         elif isinstance(examples_per_epoch, dict):
@@ -357,7 +314,7 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
         else:
             per_epoch = examples_per_epoch
         if per_epoch is None:
-            per_epoch = examples_per_epoch_of_run(run, history)
+            per_epoch = rundir.examples_per_epoch(run, history)
         if per_epoch is None:
             raise ValueError(f"Examples per epoch of run {label!r} unknown; pass "
                              "examples_per_epoch.")
@@ -372,7 +329,7 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
                           label=f"{label} ({part})")
                 plotted = True
         if not plotted:
-            raise ValueError(f"{_history_path(run)} has neither {metric!r} nor "
+            raise ValueError(f"{rundir.history_path(run)} has neither {metric!r} nor "
                              f"'val_{metric}'.")
     if log_x:
         axes.set_xscale("log")

@@ -7,17 +7,8 @@ Flags given after `--flagfile` override it. The same run from Python (a notebook
                                  tfds_manual_dir="/path/to/binarized_mnist")
 
 `train_and_evaluate` takes every flag as a keyword argument of the same name and
-default; only `main` reads FLAGS. What a run writes to `output_dir`:
-
-    config.json    the options of the run
-    best.keras     the model with the best validation bound so far (ELBO, or IWAE)
-    model.keras    the final model: the best.keras weights, tested and exported
-    history.csv    per-epoch train and validation metrics, epoch time and images/s
-    metrics.json   test ELBO / rate / distortion and a summary of the run
-    logs/          TensorBoard: elbo, rate, distortion (train and validation),
-                   learning rate, and images of prior samples and reconstructions
-    backup/        BackupAndRestore state; a killed run started again with the same
-                   command continues from it. Deleted when training finishes.
+default (the model options' defaults are `builders.build_model`'s and `VAE`'s);
+only `main` reads FLAGS. What a run writes to `output_dir` is listed in `rundir.py`.
 
 The model is exported with `tfvae.export.export_model` to export_dir/export_name/N.
 
@@ -31,28 +22,26 @@ batch size is global, each worker reads its share of every batch (DATA sharding)
 the chief (task 0) writes output_dir and the others output_dir/workers/<task>.
 """
 
-import csv
 import importlib.util
-import inspect
 import json
 import math
 import os
 import statistics
 import sys
 import time
+import types
 import zipfile
 
 import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tfvae import builders, callbacks as vae_callbacks, checks, data, heads
+from tfvae import builders, callbacks as vae_callbacks, checks, data, distributions, heads
+from tfvae import export as export_lib, model as model_lib, objectives, rundir
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # build_model's options; a backup can only resume the model they describe.
-_MODEL_OPTIONS = tuple(
-    name for name, p in inspect.signature(builders.build_model).parameters.items()
-    if p.kind == p.KEYWORD_ONLY)
+MODEL_OPTIONS = tuple(builders.MODEL_DEFAULTS)
 
 
 class ConfigError(ValueError):
@@ -123,34 +112,13 @@ def _check_resumable(path, config):
     with open(path) as f:
         previous = json.load(f)
     changed = [f"{key}: {previous.get(key)!r} -> {config[key]!r}"
-               for key in ("dataset", *_MODEL_OPTIONS)
+               for key in ("dataset", *MODEL_OPTIONS)
                if json.loads(json.dumps(previous.get(key))) != json.loads(
                    json.dumps(config[key]))]
     if changed:
         raise ValueError(
             f"{os.path.dirname(path)} holds a backup of a different run ("
             f"{'; '.join(changed)}); use another --output_dir or delete its backup/.")
-
-
-def _logged(history_path, monitor):
-    """(epoch, value) of every finite `monitor` value in history.csv."""
-    if not os.path.exists(history_path):
-        return []
-    with open(history_path) as f:
-        rows = [(int(row["epoch"]), float(row[monitor])) for row in csv.DictReader(f)
-                if row.get(monitor) not in (None, "")]
-    return [(epoch, value) for epoch, value in rows if math.isfinite(value)]
-
-
-def _best_logged(history_path, monitor):
-    """Best (max) value of `monitor` in an existing history.csv, or None."""
-    return max((v for _, v in _logged(history_path, monitor)), default=None)
-
-
-def _best_epoch(history_path, monitor):
-    """1-based epoch of the best `monitor` value in history.csv, or None."""
-    logged = _logged(history_path, monitor)
-    return max(logged, key=lambda ev: ev[1])[0] + 1 if logged else None
 
 
 def _steps_per_epoch(train_ds, num_examples, batch_size, cap):
@@ -160,16 +128,6 @@ def _steps_per_epoch(train_ds, num_examples, batch_size, cap):
         return math.ceil(num_examples / batch_size)
     cardinality = int(train_ds.cardinality())
     return cardinality if cardinality > 0 else None
-
-
-def _export(model, export_dir, export_name, export_version):
-    if importlib.util.find_spec("tfvae.export") is None:
-        logging.warning("tfvae.export is not available; the model was not exported.")
-        return None
-    from tfvae import export as export_lib  # noqa: PLC0415 -- optional until it lands
-
-    return export_lib.export_model(model, export_dir, export_name,
-                                   version=export_version or None)
 
 
 def _divergence_message(diverged, best_path, backup_dir):
@@ -213,21 +171,39 @@ def _write_json(path, value):
         json.dump(value, f, indent=2, default=str)
 
 
+def _warmup_steps(requested, total_steps):
+    """The rate weight's warm-up, ended by half of the run at the latest.
+
+    A run that stops while the weight is still below beta reports a bound it never
+    optimized (one epoch of configs/mnist.cfg: -166 nats at weight 0.1); capped at
+    half of its steps, every run ends training the bound it reports. Long runs keep
+    the warm-up they asked for.
+    """
+    if not requested or not total_steps or requested <= total_steps // 2:
+        return requested
+    capped = max(1, total_steps // 2)
+    print(f"The KL warm-up ({requested} steps) is longer than half of this run "
+          f"({total_steps} steps); it ends at step {capped} instead.", flush=True)
+    return capped
+
+
+class _Run:
+    """What the steps of one run share: its options (as attributes of `options`),
+    where it writes, its data and model, and what a Ctrl-C leaves."""
+
+    def __init__(self, config):
+        self.config = config
+        self.options = types.SimpleNamespace(**config)
+        self.on_interrupt = ("interrupted before training started; nothing was trained: "
+                             "the same command starts the run.")
+
+
 def train_and_evaluate(
         output_dir="runs/vae", *,
         # data
         dataset="binarized_mnist", train_split="train", validation_split="validation",
         test_split="test", tfds_data_dir=None, tfds_manual_dir=None,
         binarization="static", batch_size=100,
-        # model (see builders.build_model)
-        encoder="mlp", decoder="mlp", encoder_hidden_units=(500, 500),
-        decoder_hidden_units=(500, 500), encoder_filters=(32, 64),
-        decoder_filters=(64, 32), activation="relu", dropout=0.0, latent_dim=50,
-        top_down_latent_dims=(), top_down_hidden_units=(300, 300), posterior="gaussian",
-        flow_steps=2, flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal", prior_components=0,
-        num_samples=1, kl="auto", objective="elbo",
-        gradient_estimator="reparameterization", beta=1.0, kl_warmup_steps=0,
-        free_bits=0.0, info_alpha=0.0, info_lambda=1.0, mmd_kernel="imq",
         # optimization
         epochs=10, steps_per_epoch=0, optimizer="adam", learning_rate=1e-3,
         lr_schedule="constant", lr_decay_rate=0.5, lr_decay_epochs=1.0, clipnorm=0.0,
@@ -238,368 +214,395 @@ def train_and_evaluate(
         mixed_precision="none", backup_save_freq="epoch", log_images=True, verbose=1,
         # export
         export=True, export_dir="saved_models", export_name="", export_version=0,
-        callbacks=()):
+        callbacks=(), **model_options):
     """Trains a VAE with `fit`, evaluates it on the test split, saves and exports it.
 
     Every argument but `callbacks` (extra Keras callbacks) is the flag of the same
-    name; see `python -m tfvae.train --helpfull`. Returns the dict written to
-    metrics.json. Raises `ConfigError` for bad options, data or directories (before
-    training), `vae_callbacks.BackupError` for an unreadable backup,
-    `TrainingDiverged` when the loss becomes NaN or Inf, `Interrupted` (a
-    KeyboardInterrupt) on Ctrl-C during training, saying where the backup is, and
-    `ExportFailed` when the export fails (metrics.json is written first).
+    name; see `python -m tfvae.train --helpfull`. `model_options` are those of
+    `builders.build_model` (networks, prior, latent sizes, objective). Returns the
+    dict written to metrics.json. Raises `ConfigError` for bad options, data or
+    directories (before training), `vae_callbacks.BackupError` for an unreadable
+    backup, `TrainingDiverged` when the loss becomes NaN or Inf, `Interrupted` (a
+    KeyboardInterrupt) on Ctrl-C, saying where the backup is, and `ExportFailed`
+    when the export fails (metrics.json is written first).
     """
-    config = {k: v for k, v in locals().items() if k != "callbacks"}
-    config = json.loads(json.dumps(config, default=list))
-    model_options = {k: config[k] for k in _MODEL_OPTIONS}
+    run_options = {k: v for k, v in locals().items()
+                   if k not in ("callbacks", "model_options")}
+    unknown = sorted(set(model_options) - set(MODEL_OPTIONS))
+    if unknown:
+        raise ConfigError(f"Unknown option(s) {', '.join(unknown)}; see "
+                          "python -m tfvae.train --helpfull.")
+    run = _Run(json.loads(json.dumps(
+        {**run_options, **builders.MODEL_DEFAULTS, **model_options}, default=list)))
     previous_policy = keras.mixed_precision.global_policy()
-    # What a Ctrl-C outside `fit` leaves; `fit` itself says where its backup is.
-    on_interrupt = ("interrupted before training started; nothing was trained: the same "
-                    "command starts the run.")
     try:
-        # -- setup: every mistake here is a one-line ConfigError ------------------
-        try:
-            if mixed_precision not in MIXED_PRECISION:
-                raise ValueError(f"Unknown mixed_precision {mixed_precision!r}; expected "
-                                 f"one of {', '.join(MIXED_PRECISION)}.")
-            save_freq = _save_freq(backup_save_freq)
-            # A multi-worker strategy must exist before any other TensorFlow work.
-            strategy_obj = builders.build_strategy(strategy, tpu)
-            keras.utils.set_random_seed(seed)
-            if deterministic:
-                tf.config.experimental.enable_op_determinism()
-            keras.mixed_precision.set_global_policy(
-                "float32" if mixed_precision == "none" else mixed_precision)
-            chief = builders.is_chief(strategy_obj)
-            work_dir = output_dir if chief else os.path.join(
-                output_dir, "workers", str(strategy_obj.cluster_resolver.task_id))
-            _check_writable(work_dir, "Output dir")
-            paths = {name: os.path.join(work_dir, name) for name in (
-                "config.json", "best.keras", "model.keras", "history.csv",
-                "metrics.json", "logs", "backup")}
-            export_name = export_name or f"vae_{dataset}"
-            if export and chief:  # Fail now, not after hours of training.
-                _check_writable(export_dir, "Export dir")
-                version_dir = os.path.join(export_dir, export_name, str(export_version))
-                if export_version and os.path.exists(version_dir) and os.listdir(
-                        version_dir):
-                    raise ValueError(f"Export {version_dir} exists; pick another "
-                                     "--export_version or 0 for the next free one.")
-            resuming = os.path.exists(os.path.join(paths["backup"], "latest.weights.h5"))
-            if resuming and os.path.exists(paths["config.json"]):
-                _check_resumable(paths["config.json"], config)
-
-            info = data.dataset_info(dataset, tfds_data_dir, tfds_manual_dir)
-            load = dict(binarize=binarization, data_dir=tfds_data_dir,
-                        manual_dir=tfds_manual_dir, seed=seed,
-                        drop_remainder=strategy == "tpu")
-            splits = {"train": train_split, "validation": validation_split,
-                      "test": test_split}
-            peeks = {}
-            for role, split in splits.items():
-                if split:  # Unknown or empty splits, bad images: fail before training.
-                    peek = data.load_dataset(dataset, split, batch_size, shuffle=False,
-                                             cache=False, **load).take(1)
-                    peeks[role] = data.check_images(peek, info.image_shape,
-                                                    f"{dataset}[{split}]")
-            if not train_split or not test_split:
-                raise ValueError("train_split and test_split must be set.")
-            train_ds = data.load_dataset(dataset, train_split, batch_size,
-                                         repeat=bool(steps_per_epoch), **load)
-            val_ds = (data.load_dataset(dataset, validation_split, batch_size,
-                                        shuffle=False, **load)
-                      if validation_split else None)
-            steps = _steps_per_epoch(
-                data.load_dataset(dataset, train_split, batch_size, shuffle=False,
-                                  cache=False, **load),
-                info.num_examples.get(train_split), batch_size, steps_per_epoch)
-
-            with strategy_obj.scope():
-                model = builders.build_model(info.image_shape, **model_options)
-                lr = builders.build_learning_rate(
-                    learning_rate, lr_schedule,
-                    total_steps=steps * epochs if steps else None,
-                    steps_per_epoch=steps, decay_rate=lr_decay_rate,
-                    decay_epochs=lr_decay_epochs)
-                model.compile(optimizer=builders.build_optimizer(
-                    optimizer, lr, clipnorm=clipnorm, use_ema=use_ema,
-                    ema_momentum=ema_momentum), jit_compile=jit_compile,
-                    steps_per_execution=steps_per_execution)
-            if init_from:
-                _warm_start(model, init_from)
-            # A forward pass on two images finds bad option combinations now.
-            model.compute_loss(y_pred=model(peeks["train"][:2]))
-            model.reset_metrics()
+        try:  # Every mistake found here is a one-line ConfigError.
+            _setup(run)
         except (ValueError, OSError, data.DataUnavailableError) as error:
             raise ConfigError(str(error)) from error
-
-        with open(paths["config.json"], "w") as f:
-            json.dump(config, f, indent=2)
-        print(f"Training a VAE ({model.count_params():,} weights) on {dataset}"
-              f"[{train_split}], {steps or '?'} steps per epoch of {batch_size} images, "
-              f"{strategy_obj.num_replicas_in_sync} replica(s); writing to {work_dir}.",
-              flush=True)
-
-        # -- callbacks ---------------------------------------------------------------
-        # The bound being maximized: the k-sample IWAE bound when that is the objective.
-        bound = "iwae" if objective == "iwae" else "elbo"
-        monitor = f"val_{bound}" if val_ds is not None else bound
-        guard = vae_callbacks.NonFiniteGuard()
-        timer = vae_callbacks.EpochTimer(batch_size)
-        backup = vae_callbacks.Backup(paths["backup"], save_freq=save_freq,
-                                      double_checkpoint=True)
-        cbs = [guard, timer, backup]
-        if use_ema:  # After the backup, which must store the raw weights.
-            cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-        cbs.append(vae_callbacks.BestCheckpoint(
-            paths["best.keras"], monitor, mode="max",
-            initial_value_threshold=_best_logged(paths["history.csv"], monitor)
-            if resuming else None, verbose=int(verbose > 0)))
-        if early_stopping_patience:
-            cbs.append(keras.callbacks.EarlyStopping(
-                monitor=monitor, mode="max", patience=early_stopping_patience,
-                restore_best_weights=True, verbose=int(verbose > 0)))
-        if importlib.util.find_spec("tensorboard") is None:  # TF 2.21 dropped the dep
-            logging.warning("TensorBoard is not installed; no TensorBoard logs "
-                            "(pip install tensorboard).")
-        else:
-            cbs.append(keras.callbacks.TensorBoard(paths["logs"], write_graph=False,
-                                                   profile_batch=0))
-            if log_images:
-                reference = peeks.get("validation", peeks["train"])[:8]
-                cbs.append(vae_callbacks.ImageGrid(
-                    os.path.join(paths["logs"], "images"), reference))
-        cbs.append(keras.callbacks.CSVLogger(paths["history.csv"], append=resuming))
-        cbs.extend(callbacks)
-
-        # -- train -----------------------------------------------------------------
-        start = time.perf_counter()
-        try:
-            model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch or None,
-                      validation_data=val_ds, callbacks=cbs, verbose=verbose,
-                      shuffle=False)
-        except KeyboardInterrupt:
-            raise Interrupted(_interrupt_message(paths["backup"], guard.epoch)) from None
-        on_interrupt = (f"interrupted after training, while testing or exporting; the "
-                        f"trained model is in {paths['best.keras']} (no export was left "
-                        "half-written): test or export it with tools.evaluate or "
-                        "tools.export.")
-        train_time = time.perf_counter() - start
-        optimizer_steps = int(model.optimizer.iterations.numpy())
-        if guard.diverged:
-            raise TrainingDiverged(_divergence_message(
-                guard.diverged, paths["best.keras"], paths["backup"]))
-
-        # -- evaluate, save, export ------------------------------------------------
-        if os.path.exists(paths["best.keras"]):
-            model.load_weights(paths["best.keras"])
-        test_ds = data.load_dataset(dataset, test_split, batch_size, shuffle=False, **load)
-        test = model.evaluate(test_ds, return_dict=True, verbose=0)
-        test = {k: float(v) for k, v in test.items()}
-        print(f"Test ELBO on {dataset}[{test_split}]: {test['elbo']:.3f} nats per image "
-              f"(rate {test['rate']:.3f}, distortion {test['distortion']:.3f}).",
-              flush=True)
-        metrics = {
-            "dataset": dataset,
-            "test_split": test_split,
-            "test": test,
-            f"best_{monitor}": _best_logged(paths["history.csv"], monitor),
-            "best_epoch": _best_epoch(paths["history.csv"], monitor),
-            "epochs": epochs,
-            "steps_per_epoch": steps,
-            "optimizer_steps": optimizer_steps,
-            "resumed_from": backup.resumed_from,
-            "train_time_s": train_time,
-            "epoch_time_s": timer.times,
-            "images_per_s": timer.rates,
-            "median_images_per_s": statistics.median(timer.rates) if timer.rates
-            else None,
-            "paths": {k: paths[k] for k in ("best.keras", "model.keras", "history.csv",
-                                            "logs")},
-        }
-        if chief:
-            model.save(paths["model.keras"])
-        _write_json(paths["metrics.json"], metrics)  # Before the export can fail.
-        if chief and export:
-            try:
-                metrics["export"] = _export(model, export_dir, export_name,
-                                            export_version)
-            except Exception as error:  # noqa: BLE001 -- one line, figures kept
-                metrics["export_error"] = f"{type(error).__name__}: {error}"
-                _write_json(paths["metrics.json"], metrics)
-                raise ExportFailed(_export_failure(error, paths)) from error
-            _write_json(paths["metrics.json"], metrics)
-        return metrics
+        _fit(run, _callbacks(run) + list(callbacks))
+        return _finish(run)
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, Interrupted):
             raise
-        raise Interrupted(on_interrupt) from None
+        raise Interrupted(run.on_interrupt) from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
+# -- setup -------------------------------------------------------------------------
+
+def _setup(run):
+    """The strategy, the directories, the data and the compiled model."""
+    o = run.options
+    checks.choice("mixed_precision", o.mixed_precision, MIXED_PRECISION)
+    run.save_freq = _save_freq(o.backup_save_freq)
+    # A multi-worker strategy must exist before any other TensorFlow work.
+    run.strategy = builders.build_strategy(o.strategy, o.tpu)
+    keras.utils.set_random_seed(o.seed)
+    if o.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(
+        "float32" if o.mixed_precision == "none" else o.mixed_precision)
+    _prepare_directories(run)
+    _load_data(run)
+    _build_model(run)
+    with open(run.paths[rundir.CONFIG], "w") as f:
+        json.dump(run.config, f, indent=2)
+    print(f"Training a VAE ({run.model.count_params():,} weights) on {o.dataset}"
+          f"[{o.train_split}], {run.steps or '?'} steps per epoch of {o.batch_size} "
+          f"images, {run.strategy.num_replicas_in_sync} replica(s); writing to "
+          f"{run.work_dir}.", flush=True)
+
+
+def _prepare_directories(run):
+    o = run.options
+    run.chief = builders.is_chief(run.strategy)
+    run.work_dir = o.output_dir if run.chief else os.path.join(
+        o.output_dir, "workers", str(run.strategy.cluster_resolver.task_id))
+    _check_writable(run.work_dir, "Output dir")
+    run.paths = rundir.paths(run.work_dir)
+    run.export_name = o.export_name or f"vae_{o.dataset}"
+    if o.export and run.chief:  # Fail now, not after hours of training.
+        _check_writable(o.export_dir, "Export dir")
+        export_lib.version_folder(o.export_dir, run.export_name, o.export_version or None)
+    run.resuming = os.path.exists(os.path.join(run.paths[rundir.BACKUP],
+                                               "latest.weights.h5"))
+    if run.resuming and os.path.exists(run.paths[rundir.CONFIG]):
+        _check_resumable(run.paths[rundir.CONFIG], run.config)
+
+
+def _load_data(run):
+    """Each split's pipeline, and its first batch checked before any training.
+
+    The first batch comes from an uncached twin of the split: reading one batch of a
+    `cache()`d pipeline would leave a partial cache behind.
+    """
+    o = run.options
+    if not o.train_split or not o.test_split:
+        raise ValueError("train_split and test_split must be set.")
+    run.info = data.dataset_info(o.dataset, o.tfds_data_dir, o.tfds_manual_dir)
+    load = dict(binarize=o.binarization, data_dir=o.tfds_data_dir,
+                manual_dir=o.tfds_manual_dir, seed=o.seed,
+                drop_remainder=o.strategy == "tpu")
+    run.data, run.first_batch = {}, {}
+    for role, split in (("train", o.train_split), ("validation", o.validation_split),
+                        ("test", o.test_split)):
+        if not split:
+            continue
+        twin = data.load_dataset(o.dataset, split, o.batch_size, shuffle=False,
+                                 cache=False, **load)
+        run.first_batch[role] = data.check_images(twin.take(1), run.info.image_shape,
+                                                  f"{o.dataset}[{split}]")
+        if role == "train":
+            run.steps = _steps_per_epoch(twin, run.info.num_examples.get(split),
+                                         o.batch_size, o.steps_per_epoch)
+        run.data[role] = data.load_dataset(
+            o.dataset, split, o.batch_size, shuffle=role == "train",
+            repeat=role == "train" and bool(o.steps_per_epoch), **load)
+
+
+def _build_model(run):
+    o = run.options
+    total_steps = run.steps * o.epochs if run.steps else None
+    model_options = {k: run.config[k] for k in MODEL_OPTIONS}
+    model_options["kl_warmup_steps"] = _warmup_steps(o.kl_warmup_steps, total_steps)
+    with run.strategy.scope():
+        model = builders.build_model(run.info.image_shape, **model_options)
+        lr = builders.build_learning_rate(
+            o.learning_rate, o.lr_schedule, total_steps=total_steps,
+            steps_per_epoch=run.steps, decay_rate=o.lr_decay_rate,
+            decay_epochs=o.lr_decay_epochs)
+        model.compile(optimizer=builders.build_optimizer(
+            o.optimizer, lr, clipnorm=o.clipnorm, use_ema=o.use_ema,
+            ema_momentum=o.ema_momentum), jit_compile=o.jit_compile,
+            steps_per_execution=o.steps_per_execution)
+    if o.init_from:
+        _warm_start(model, o.init_from)
+    # A forward pass on two images finds bad option combinations now.
+    model.compute_loss(y_pred=model(run.first_batch["train"][:2]))
+    model.reset_metrics()
+    run.model = model
+
+
+# -- callbacks and fit ----------------------------------------------------------------
+
+def _callbacks(run):
+    """Guard, timer, backup, [EMA swap], best checkpoint, [early stop], logs."""
+    o, paths = run.options, run.paths
+    # The bound being maximized: the k-sample IWAE bound when that is the objective.
+    bound = "iwae" if o.objective == "iwae" else "elbo"
+    run.monitor = f"val_{bound}" if "validation" in run.data else bound
+    run.guard = vae_callbacks.NonFiniteGuard()
+    run.timer = vae_callbacks.EpochTimer(o.batch_size)
+    run.backup = vae_callbacks.Backup(paths[rundir.BACKUP], save_freq=run.save_freq,
+                                      double_checkpoint=True)
+    cbs = [run.guard, run.timer, run.backup]
+    if o.use_ema:  # After the backup, which must store the raw weights.
+        cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    run.best = vae_callbacks.BestCheckpoint(
+        paths[rundir.BEST], run.monitor, mode="max", verbose=int(o.verbose > 0),
+        initial_best=rundir.best_logged(paths[rundir.HISTORY], run.monitor)
+        if run.resuming else None)
+    cbs.append(run.best)
+    if o.early_stopping_patience:
+        cbs.append(keras.callbacks.EarlyStopping(
+            monitor=run.monitor, mode="max", patience=o.early_stopping_patience,
+            restore_best_weights=True, verbose=int(o.verbose > 0)))
+    if importlib.util.find_spec("tensorboard") is None:  # TF 2.21 dropped the dep
+        logging.warning("TensorBoard is not installed; no TensorBoard logs "
+                        "(pip install tensorboard).")
+    else:
+        cbs.append(keras.callbacks.TensorBoard(paths[rundir.LOGS], write_graph=False,
+                                               profile_batch=0))
+        if o.log_images:
+            reference = run.first_batch.get("validation", run.first_batch["train"])[:8]
+            cbs.append(vae_callbacks.ImageGrid(
+                os.path.join(paths[rundir.LOGS], "images"), reference))
+    cbs.append(keras.callbacks.CSVLogger(paths[rundir.HISTORY], append=run.resuming))
+    return cbs
+
+
+def _fit(run, cbs):
+    o = run.options
+    start = time.perf_counter()
+    try:
+        run.model.fit(run.data["train"], epochs=o.epochs,
+                      steps_per_epoch=o.steps_per_epoch or None,
+                      validation_data=run.data.get("validation"), callbacks=cbs,
+                      verbose=o.verbose, shuffle=False)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupt_message(run.paths[rundir.BACKUP],
+                                             run.guard.epoch)) from None
+    run.on_interrupt = (
+        f"interrupted after training, while testing or exporting; the trained model is "
+        f"in {run.paths[rundir.BEST]} (no export was left half-written): test or "
+        "export it with tools.evaluate or tools.export.")
+    run.train_time = time.perf_counter() - start
+    if run.guard.diverged:
+        raise TrainingDiverged(_divergence_message(
+            run.guard.diverged, run.paths[rundir.BEST], run.paths[rundir.BACKUP]))
+
+
+# -- finish: test, save, export ---------------------------------------------------------
+
+def _finish(run):
+    o, paths = run.options, run.paths
+    metrics = _summary(run, _test(run))
+    if run.chief:
+        run.model.save(paths[rundir.FINAL])
+    _write_json(paths[rundir.METRICS], metrics)  # Before the export can fail.
+    if run.chief and o.export:
+        try:
+            metrics["export"] = export_lib.export_model(
+                run.model, o.export_dir, run.export_name,
+                version=o.export_version or None)
+        except Exception as error:  # noqa: BLE001 -- one line, figures kept
+            metrics["export_error"] = f"{type(error).__name__}: {error}"
+            _write_json(paths[rundir.METRICS], metrics)
+            raise ExportFailed(_export_failure(error, paths)) from error
+        _write_json(paths[rundir.METRICS], metrics)
+    return metrics
+
+
+def _test(run):
+    """Test figures of the best checkpoint's weights."""
+    o = run.options
+    if os.path.exists(run.paths[rundir.BEST]):
+        run.model.load_weights(run.paths[rundir.BEST])
+    test = run.model.evaluate(run.data["test"], return_dict=True, verbose=0)
+    test = {k: float(v) for k, v in test.items()}
+    print(f"Test ELBO on {o.dataset}[{o.test_split}]: {test['elbo']:.3f} nats per image "
+          f"(rate {test['rate']:.3f}, distortion {test['distortion']:.3f}).", flush=True)
+    return test
+
+
+def _summary(run, test):
+    """What metrics.json says about the run."""
+    o, timer = run.options, run.timer
+    best = run.best.best if run.best.best_epoch else None
+    return {
+        "dataset": o.dataset,
+        "test_split": o.test_split,
+        "test": test,
+        f"best_{run.monitor}": None if best is None else float(best),
+        "best_epoch": run.best.best_epoch,
+        "epochs": o.epochs,
+        "steps_per_epoch": run.steps,
+        "optimizer_steps": int(run.model.optimizer.iterations.numpy()),
+        "resumed_from": run.backup.resumed_from,
+        "train_time_s": run.train_time,
+        "epoch_time_s": timer.times,
+        "images_per_s": timer.rates,
+        "median_images_per_s": statistics.median(timer.rates) if timer.rates else None,
+        "paths": {k: run.paths[k] for k in (rundir.BEST, rundir.FINAL, rundir.HISTORY,
+                                            rundir.LOGS)},
+    }
+
+
 # -- command line ------------------------------------------------------------------
 
-_DEFAULT = {name: p.default for name, p in
-            inspect.signature(train_and_evaluate).parameters.items()}
+# Every flag's default: train_and_evaluate's own, then the model's (build_model, VAE).
+DEFAULTS = {**{name: default for name, default in
+               builders.keyword_defaults(train_and_evaluate).items()
+               if name != "callbacks"}, **builders.MODEL_DEFAULTS}
+# The options with a fixed set of values, from the tuples the library checks them with.
+CHOICES = {
+    "binarization": ("static", "dynamic", "none"), "encoder": builders.NETWORKS,
+    "decoder": builders.NETWORKS, "posterior": heads.POSTERIORS,
+    "likelihood": distributions.LIKELIHOODS, "prior": builders.PRIORS,
+    "kl": objectives.KL_METHODS, "objective": model_lib.OBJECTIVES,
+    "gradient_estimator": model_lib.GRADIENT_ESTIMATORS,
+    "mmd_kernel": objectives.MMD_KERNELS, "optimizer": tuple(builders.OPTIMIZERS),
+    "lr_schedule": builders.LR_SCHEDULES, "strategy": builders.STRATEGIES,
+    "mixed_precision": MIXED_PRECISION,
+}
 
-flags.DEFINE_string("output_dir", _DEFAULT["output_dir"],
-                    "Checkpoints, backups, TensorBoard logs, history and metrics.")
+
+def _define(name, help_text, **bounds):
+    """The flag `name`, its kind and default from DEFAULTS, its choices from CHOICES."""
+    default = DEFAULTS[name]
+    if name in CHOICES:
+        flags.DEFINE_enum(name, default, list(CHOICES[name]), help_text)
+    elif isinstance(default, bool):
+        flags.DEFINE_bool(name, default, help_text)
+    elif isinstance(default, int):
+        flags.DEFINE_integer(name, default, help_text, **bounds)
+    elif isinstance(default, float):
+        flags.DEFINE_float(name, default, help_text, **bounds)
+    elif isinstance(default, (tuple, list)):
+        flags.DEFINE_list(name, [str(v) for v in default], help_text)
+    else:
+        flags.DEFINE_string(name, default, help_text)
+
+
+_define("output_dir", "Checkpoints, backups, TensorBoard logs, history and metrics.")
 # data
-flags.DEFINE_string("dataset", _DEFAULT["dataset"],
-                    f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset.")
-flags.DEFINE_string("train_split", _DEFAULT["train_split"], "TFDS split for training.")
-flags.DEFINE_string("validation_split", _DEFAULT["validation_split"],
-                    "Split for validation and best checkpoints ('' for none; mnist has "
-                    "no 'validation': use e.g. 'train[50000:]' with "
-                    "--train_split='train[:50000]').")
-flags.DEFINE_string("test_split", _DEFAULT["test_split"], "Split for the final test.")
-flags.DEFINE_string("tfds_data_dir", _DEFAULT["tfds_data_dir"],
-                    "Where TFDS keeps prepared datasets (TFDS default if unset).")
-flags.DEFINE_string("tfds_manual_dir", _DEFAULT["tfds_manual_dir"],
-                    "Directory with the dataset's source files, for offline preparation "
-                    "(binarized_mnist: binarized_mnist_{train,valid,test}.amat).")
-flags.DEFINE_enum("binarization", _DEFAULT["binarization"], ["static", "dynamic", "none"],
-                  "static: one fixed Bernoulli draw per image; dynamic: a new draw "
-                  "every epoch; none: grey levels in [0, 1]. binarized_mnist is "
-                  "already binary.")
-flags.DEFINE_integer("batch_size", _DEFAULT["batch_size"],
-                     "Global batch size (summed over replicas and workers).",
-                     lower_bound=1)
+_define("dataset", f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset.")
+_define("train_split", "TFDS split for training.")
+_define("validation_split", "Split for validation and best checkpoints ('' for none; "
+        "mnist has no 'validation': use e.g. 'train[50000:]' with "
+        "--train_split='train[:50000]').")
+_define("test_split", "Split for the final test.")
+_define("tfds_data_dir", "Where TFDS keeps prepared datasets (TFDS default if unset).")
+_define("tfds_manual_dir", "Directory with the dataset's source files, for offline "
+        "preparation (binarized_mnist: binarized_mnist_{train,valid,test}.amat).")
+_define("binarization", "static: one fixed Bernoulli draw per image; dynamic: a new "
+        "draw every epoch; none: grey levels in [0, 1]. binarized_mnist is already "
+        "binary.")
+_define("batch_size", "Global batch size (summed over replicas and workers).",
+        lower_bound=1)
 # model
-flags.DEFINE_enum("encoder", _DEFAULT["encoder"], list(builders.NETWORKS),
-                  "Encoder network.")
-flags.DEFINE_enum("decoder", _DEFAULT["decoder"], list(builders.NETWORKS),
-                  "Decoder network.")
-flags.DEFINE_list("encoder_hidden_units", list(_DEFAULT["encoder_hidden_units"]),
-                  "Dense layer sizes of the encoder.")
-flags.DEFINE_list("decoder_hidden_units", list(_DEFAULT["decoder_hidden_units"]),
-                  "Dense layer sizes of the decoder.")
-flags.DEFINE_list("encoder_filters", list(_DEFAULT["encoder_filters"]),
-                  "Channels of the conv encoder's stride-2 convolutions.")
-flags.DEFINE_list("decoder_filters", list(_DEFAULT["decoder_filters"]),
-                  "Channels of the conv decoder's transposed convolutions.")
-flags.DEFINE_string("activation", _DEFAULT["activation"], "Hidden activation.")
-flags.DEFINE_float("dropout", _DEFAULT["dropout"],
-                   "Dropout after each hidden layer (MLP networks only).",
-                   lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_integer("latent_dim", _DEFAULT["latent_dim"],
-                     "Size of z (of the top layer z_L in a hierarchy).", lower_bound=1)
-flags.DEFINE_list("top_down_latent_dims", list(_DEFAULT["top_down_latent_dims"]),
-                  "Sizes of the stochastic layers below the top, top first ('' for one "
-                  "layer; '40' for a two-level hierarchy).")
-flags.DEFINE_list("top_down_hidden_units", list(_DEFAULT["top_down_hidden_units"]),
-                  "Dense layer sizes of each top-down block (state and posterior merge).")
-flags.DEFINE_enum("posterior", _DEFAULT["posterior"], list(heads.POSTERIORS),
-                  "Posterior head of every layer: diagonal Gaussian or IAF.")
-flags.DEFINE_integer("flow_steps", _DEFAULT["flow_steps"],
-                     "Autoregressive (MADE) steps of an IAF posterior.", lower_bound=1)
-flags.DEFINE_integer("flow_hidden_units", _DEFAULT["flow_hidden_units"],
-                     "Hidden units of each IAF step.", lower_bound=1)
-flags.DEFINE_enum("likelihood", _DEFAULT["likelihood"], ["bernoulli", "gaussian"],
-                  "Pixel likelihood p(x|z).")
-flags.DEFINE_enum("prior", _DEFAULT["prior"], list(builders.PRIORS), "Prior p(z).")
-flags.DEFINE_integer("prior_components", _DEFAULT["prior_components"],
-                     "Mixture components (default 10) or VampPrior pseudo-inputs "
-                     "(default 500); 0 for the default.", lower_bound=0)
-flags.DEFINE_integer("num_samples", _DEFAULT["num_samples"],
-                     "Samples of z per image (L for the ELBO, k for IWAE).",
-                     lower_bound=1)
-flags.DEFINE_enum("kl", _DEFAULT["kl"], ["auto", "analytic", "sampled"],
-                  "Rate estimator: closed form where TFP has one (auto), or sampled.")
-flags.DEFINE_enum("objective", _DEFAULT["objective"], ["elbo", "iwae"], "Objective.")
-flags.DEFINE_enum("gradient_estimator", _DEFAULT["gradient_estimator"],
-                  ["reparameterization", "score_function", "dreg"],
-                  "Encoder gradient estimator.")
-flags.DEFINE_float("beta", _DEFAULT["beta"], "Weight of the rate (beta-VAE).",
-                   lower_bound=0.0)
-flags.DEFINE_integer("kl_warmup_steps", _DEFAULT["kl_warmup_steps"],
-                     "Optimizer steps of the linear warm-up of the rate weight to beta.",
-                     lower_bound=0)
-flags.DEFINE_float("free_bits", _DEFAULT["free_bits"],
-                   "Minimum rate per latent dimension in nats (0: off).", lower_bound=0.0)
-flags.DEFINE_float("info_alpha", _DEFAULT["info_alpha"], "InfoVAE alpha.")
-flags.DEFINE_float("info_lambda", _DEFAULT["info_lambda"], "InfoVAE lambda.")
-flags.DEFINE_enum("mmd_kernel", _DEFAULT["mmd_kernel"], ["imq", "rbf"],
-                  "InfoVAE MMD kernel.")
+_define("encoder", "Encoder network.")
+_define("decoder", "Decoder network.")
+_define("encoder_hidden_units", "Dense layer sizes of the encoder.")
+_define("decoder_hidden_units", "Dense layer sizes of the decoder.")
+_define("encoder_filters", "Channels of the conv encoder's stride-2 convolutions.")
+_define("decoder_filters", "Channels of the conv decoder's transposed convolutions.")
+_define("activation", "Hidden activation.")
+_define("dropout", "Dropout after each hidden layer (MLP networks only).",
+        lower_bound=0.0, upper_bound=0.99)
+_define("latent_dim", "Size of z (of the top layer z_L in a hierarchy).", lower_bound=1)
+_define("top_down_latent_dims", "Sizes of the stochastic layers below the top, top "
+        "first ('' for one layer; '40' for a two-level hierarchy).")
+_define("top_down_hidden_units", "Dense layer sizes of each top-down block (state and "
+        "posterior merge).")
+_define("posterior", "Posterior head of every layer: diagonal Gaussian or IAF.")
+_define("flow_steps", "Autoregressive (MADE) steps of an IAF posterior.", lower_bound=1)
+_define("flow_hidden_units", "Hidden units of each IAF step.", lower_bound=1)
+_define("likelihood", "Pixel likelihood p(x|z).")
+_define("prior", "Prior p(z).")
+_define("prior_components", "Mixture components (default 10) or VampPrior "
+        "pseudo-inputs (default 500); 0 for the default.", lower_bound=0)
+_define("num_samples", "Samples of z per image (L for the ELBO, k for IWAE).",
+        lower_bound=1)
+_define("kl", "Rate estimator: closed form where TFP has one (auto), or sampled.")
+_define("objective", "Objective.")
+_define("gradient_estimator", "Encoder gradient estimator.")
+_define("beta", "Weight of the rate (beta-VAE).", lower_bound=0.0)
+_define("kl_warmup_steps", "Optimizer steps of the linear warm-up of the rate weight to "
+        "beta (at most half of the run's steps).", lower_bound=0)
+_define("free_bits", "Minimum rate per latent dimension in nats (0: off).",
+        lower_bound=0.0)
+_define("info_alpha", "InfoVAE alpha.")
+_define("info_lambda", "InfoVAE lambda.")
+_define("mmd_kernel", "InfoVAE MMD kernel.")
 # optimization
-flags.DEFINE_integer("epochs", _DEFAULT["epochs"], "Training epochs.", lower_bound=1)
-flags.DEFINE_integer("steps_per_epoch", _DEFAULT["steps_per_epoch"],
-                     "Cap on steps per epoch (0: one pass over the training split).",
-                     lower_bound=0)
-flags.DEFINE_enum("optimizer", _DEFAULT["optimizer"], list(builders.OPTIMIZERS),
-                  "Optimizer.")
-flags.DEFINE_float("learning_rate", _DEFAULT["learning_rate"], "Initial learning rate.")
-flags.DEFINE_enum("lr_schedule", _DEFAULT["lr_schedule"], list(builders.LR_SCHEDULES),
-                  "constant; cosine: decay to 0 over all epochs; exponential: times "
-                  "lr_decay_rate every lr_decay_epochs (smoothly, per step).")
-flags.DEFINE_float("lr_decay_rate", _DEFAULT["lr_decay_rate"],
-                   "Factor of the exponential schedule.", lower_bound=0.0)
-flags.DEFINE_float("lr_decay_epochs", _DEFAULT["lr_decay_epochs"],
-                   "Period in epochs of the exponential schedule.")
-flags.DEFINE_float("clipnorm", _DEFAULT["clipnorm"],
-                   "Clip each gradient tensor to this norm (0: off).", lower_bound=0.0)
-flags.DEFINE_bool("use_ema", _DEFAULT["use_ema"],
-                  "Keep an exponential moving average of the weights; validation, "
-                  "checkpoints and the final model use it.")
-flags.DEFINE_float("ema_momentum", _DEFAULT["ema_momentum"], "EMA momentum.",
-                   lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_integer("early_stopping_patience", _DEFAULT["early_stopping_patience"],
-                     "Stop after this many epochs without a better validation bound (ELBO, or "
-                     "the IWAE bound with --objective=iwae) "
-                     "(0: off).", lower_bound=0)
-flags.DEFINE_string("init_from", _DEFAULT["init_from"],
-                    "Start from the weights of this saved model (.keras, e.g. another "
-                    "run's best.keras) with the same networks and prior; the objective "
-                    "may differ (fine-tune an ELBO model on the IWAE bound).")
+_define("epochs", "Training epochs.", lower_bound=1)
+_define("steps_per_epoch", "Cap on steps per epoch (0: one pass over the training "
+        "split).", lower_bound=0)
+_define("optimizer", "Optimizer.")
+_define("learning_rate", "Initial learning rate.")
+_define("lr_schedule", "constant; cosine: decay to 0 over all epochs; exponential: "
+        "times lr_decay_rate every lr_decay_epochs (smoothly, per step).")
+_define("lr_decay_rate", "Factor of the exponential schedule.", lower_bound=0.0)
+_define("lr_decay_epochs", "Period in epochs of the exponential schedule.")
+_define("clipnorm", "Clip each gradient tensor to this norm (0: off).", lower_bound=0.0)
+_define("use_ema", "Keep an exponential moving average of the weights; validation, "
+        "checkpoints and the final model use it.")
+_define("ema_momentum", "EMA momentum.", lower_bound=0.0, upper_bound=1.0)
+_define("early_stopping_patience", "Stop after this many epochs without a better "
+        "validation bound (ELBO, or the IWAE bound with --objective=iwae) (0: off).",
+        lower_bound=0)
+_define("init_from", "Start from the weights of this saved model (.keras, e.g. another "
+        "run's best.keras) with the same networks and prior; the objective may differ "
+        "(fine-tune an ELBO model on the IWAE bound).")
 # runtime
-flags.DEFINE_integer("seed", _DEFAULT["seed"],
-                     "Seeds weights, shuffling and binarization.")
-flags.DEFINE_bool("deterministic", _DEFAULT["deterministic"],
-                  "Deterministic ops (tf.config.experimental.enable_op_determinism, "
-                  "for the whole process; Keras then turns XLA off): two runs with "
-                  "one seed give identical weights on a CPU.")
-flags.DEFINE_enum("strategy", _DEFAULT["strategy"], list(builders.STRATEGIES),
-                  "tf.distribute strategy; multi_worker reads TF_CONFIG; tpu is "
-                  "untested.")
-flags.DEFINE_string("tpu", _DEFAULT["tpu"],
-                    "TPU address for --strategy=tpu ('' or 'local' on a TPU VM).")
-flags.DEFINE_bool("jit_compile", _DEFAULT["jit_compile"], "Compile steps with XLA.")
-flags.DEFINE_integer("steps_per_execution", _DEFAULT["steps_per_execution"],
-                     "Training steps per compiled call: fewer Python round trips "
-                     "(about 2x images/s at 20 on a 2-core CPU); callbacks, NaN checks and "
-                     "step backups then see every N-th step.", lower_bound=1)
-flags.DEFINE_enum("mixed_precision", _DEFAULT["mixed_precision"], list(MIXED_PRECISION),
-                  "Keras mixed precision policy (the loss stays float32).")
-flags.DEFINE_string("backup_save_freq", _DEFAULT["backup_save_freq"],
-                    "Back up every epoch ('epoch') or every N steps.")
-flags.DEFINE_bool("log_images", _DEFAULT["log_images"],
-                  "Log samples and reconstructions to TensorBoard every epoch.")
-flags.DEFINE_integer("verbose", _DEFAULT["verbose"],
-                     "0: silent, 1: progress bar, 2: one line per epoch.",
-                     lower_bound=0, upper_bound=2)
+_define("seed", "Seeds weights, shuffling and binarization.")
+_define("deterministic", "Deterministic ops (tf.config.experimental."
+        "enable_op_determinism, for the whole process; Keras then turns XLA off): two "
+        "runs with one seed give identical weights on a CPU.")
+_define("strategy", "tf.distribute strategy; multi_worker reads TF_CONFIG; tpu is "
+        "untested.")
+_define("tpu", "TPU address for --strategy=tpu ('' or 'local' on a TPU VM).")
+_define("jit_compile", "Compile steps with XLA.")
+_define("steps_per_execution", "Training steps per compiled call: fewer Python round "
+        "trips (about 2x images/s at 20 on a 2-core CPU); callbacks, NaN checks and step "
+        "backups then see every N-th step.", lower_bound=1)
+_define("mixed_precision", "Keras mixed precision policy (the loss stays float32).")
+_define("backup_save_freq", "Back up every epoch ('epoch') or every N steps.")
+_define("log_images", "Log samples and reconstructions to TensorBoard every epoch.")
+_define("verbose", "0: silent, 1: progress bar, 2: one line per epoch.",
+        lower_bound=0, upper_bound=2)
 # export
-flags.DEFINE_bool("export", _DEFAULT["export"], "Export a SavedModel (and TFLite).")
-flags.DEFINE_string("export_dir", _DEFAULT["export_dir"], "Export base directory.")
-flags.DEFINE_string("export_name", _DEFAULT["export_name"],
-                    "Model name under export_dir (default vae_<dataset>).")
-flags.DEFINE_integer("export_version", _DEFAULT["export_version"],
-                     "Export version (0: the next free one).", lower_bound=0)
+_define("export", "Export a SavedModel (and TFLite).")
+_define("export_dir", "Export base directory.")
+_define("export_name", "Model name under export_dir (default vae_<dataset>).")
+_define("export_version", "Export version (0: the next free one).", lower_bound=0)
 
 FLAGS = flags.FLAGS
-_LIST_OF_INTS = ("encoder_hidden_units", "decoder_hidden_units", "encoder_filters",
-                 "decoder_filters", "top_down_latent_dims", "top_down_hidden_units")
 
 
 def options_from_flags():
     """train_and_evaluate's keyword arguments from the parsed flags."""
-    options = {name: FLAGS[name].value for name in _DEFAULT if name != "callbacks"}
-    for name in _LIST_OF_INTS:
-        try:
-            options[name] = [int(v) for v in options[name]]
-        except ValueError:
-            raise ConfigError(f"--{name} must be a comma-separated list of integers, "
-                              f"got {','.join(options[name])!r}.") from None
+    options = {name: FLAGS[name].value for name in DEFAULTS}
+    for name, default in DEFAULTS.items():
+        if isinstance(default, (tuple, list)):  # every list option is of integers
+            try:
+                options[name] = [int(v) for v in options[name]]
+            except ValueError:
+                raise ConfigError(f"--{name} must be a comma-separated list of "
+                                  f"integers, got {','.join(options[name])!r}.") from None
     return options
 
 

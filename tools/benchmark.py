@@ -187,7 +187,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     import numpy as np
 
-    from tfvae import evaluate
+    from tfvae import rundir
 
     options = read_config(FLAGS.config) if FLAGS.config else {}
     batch_size = FLAGS.batch_size or options.get("batch_size", 100)
@@ -202,7 +202,7 @@ def main(argv):
     label = FLAGS.config or "MLP 784-500-500-50, ReLU, Bernoulli, Adam"
     label += (f", batch {batch_size}, "
               f"{options['steps_per_execution']} steps per execution")
-    machine = evaluate.machine_info()
+    machine = rundir.machine_info()
     results = {}
     for setting in FLAGS.jit:
         jit = setting.lower() in ("1", "true", "on", "yes")

@@ -165,11 +165,11 @@ def main(argv):
     import tensorflow as tf
 
     import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
-    from tfvae import data, evaluate
+    from tfvae import data, evaluate, rundir
 
     try:
         check_writable(FLAGS.output)
-        location = evaluate.locate_model(argv[1])
+        location = rundir.locate_model(argv[1])
         model, image_shape, likelihood = load_model(location, keras, tf, evaluate)
         config = location["config"]
         images, description = load_images(config, image_shape)
@@ -182,7 +182,7 @@ def main(argv):
         model, images, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
         chunk_size=FLAGS.chunk_size or None, seed=seed, jit_compile=FLAGS.jit_compile,
         num_levels=FLAGS.num_levels, verbose=FLAGS.verbose)
-    report.update(model=argv[1], data=description, machine=evaluate.machine_info(),
+    report.update(model=argv[1], data=description, machine=rundir.machine_info(),
                   date=time.strftime("%Y-%m-%d %H:%M:%S"))
     print_report(report, description)
     if FLAGS.output:

@@ -110,13 +110,13 @@ def main(argv):
     import tensorflow as tf
 
     import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
-    from tfvae import data, evaluate, plots
+    from tfvae import data, plots, rundir
 
     written = []
     run_dir, config = None, {}
     if checkpoint:
         try:
-            location = evaluate.locate_model(checkpoint)
+            location = rundir.locate_model(checkpoint)
         except FileNotFoundError as error:
             sys.exit(f"Error: {error}")
         if location["kind"] != "keras":
@@ -166,7 +166,7 @@ def main(argv):
             logging.warning("No latent activity plot: %s", error)
 
     curves = FLAGS.curves or ([run_dir] if run_dir and os.path.isfile(
-        os.path.join(run_dir, "history.csv")) else [])
+        rundir.history_path(run_dir)) else [])
     if curves:
         try:
             written.append(plots.save_learning_curves(

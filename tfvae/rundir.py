@@ -1,0 +1,153 @@
+"""A trainer's run directory: the names of its files, and reading them back.
+
+`python -m tfvae.train` writes, in `--output_dir`:
+
+    config.json    the options of the run
+    best.keras     the model with the best validation bound so far (ELBO, or IWAE)
+    model.keras    the final model: the best.keras weights, tested and exported
+    history.csv    per-epoch train and validation metrics, epoch time and images/s
+    metrics.json   test ELBO / rate / distortion and a summary of the run
+    logs/          TensorBoard: elbo, rate, distortion (train and validation),
+                   learning rate, and images of prior samples and reconstructions
+    backup/        BackupAndRestore state; a killed run started again with the same
+                   command continues from it. Deleted when training finishes.
+
+The tools (`tools.evaluate`, `tools.visualize`) and the plots find their inputs here.
+"""
+
+import csv
+import json
+import math
+import os
+import platform
+
+CONFIG = "config.json"
+BEST = "best.keras"
+FINAL = "model.keras"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+LOGS = "logs"
+BACKUP = "backup"
+FILES = (CONFIG, BEST, FINAL, HISTORY, METRICS, LOGS, BACKUP)
+
+
+def paths(directory):
+    """{file name: its path in `directory`} for every file a run writes."""
+    return {name: os.path.join(directory, name) for name in FILES}
+
+
+def read_json(path, default=None):
+    """The JSON value in `path`, or `default` when there is no such file."""
+    if not os.path.isfile(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_config(directory):
+    """The run's options (config.json), or {} when it has none."""
+    return read_json(os.path.join(directory, CONFIG), {})
+
+
+def history_rows(path):
+    """The rows of a per-epoch CSV (Keras CSVLogger) as dicts of strings; [] if none."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_history(path):
+    """Columns of a per-epoch CSV as {name: float array} (NaN where a cell is empty)."""
+    import numpy as np  # noqa: PLC0415 -- the trainer reads rows without numpy
+
+    rows = history_rows(path)
+    if not rows:
+        raise ValueError(f"{path} has no epochs.")
+    return {key: np.array([_number(row.get(key)) for row in rows]) for key in rows[0]}
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def best_logged(path, monitor):
+    """(1-based epoch, value) of the largest finite `monitor` in history.csv, or None."""
+    logged = [(int(row["epoch"]) + 1, _number(row.get(monitor)))
+              for row in history_rows(path)]
+    logged = [(epoch, value) for epoch, value in logged if math.isfinite(value)]
+    return max(logged, key=lambda ev: ev[1]) if logged else None
+
+
+def history_path(run):
+    """history.csv of a run directory; a file path is returned as it is."""
+    return os.path.join(run, HISTORY) if os.path.isdir(run) else run
+
+
+def examples_per_epoch(run, history=None):
+    """Training examples per epoch of a run directory, or None if unknown.
+
+    From metrics.json (steps_per_epoch) and config.json (batch_size), else from the
+    `images_per_s * epoch_time_s` columns that the trainer logs (an array).
+    """
+    directory = run if os.path.isdir(run) else os.path.dirname(run)
+    try:
+        steps = read_json(os.path.join(directory, METRICS), {}).get("steps_per_epoch")
+        if steps:
+            return float(steps) * float(read_config(directory)["batch_size"])
+    except (KeyError, ValueError):
+        pass
+    if history and "images_per_s" in history and "epoch_time_s" in history:
+        per_epoch = history["images_per_s"] * history["epoch_time_s"]
+        if all(math.isfinite(v) for v in per_epoch):
+            return per_epoch
+    return None
+
+
+def locate_model(path):
+    """Where a trained model lies: a `.keras` file, a run directory (its model.keras,
+    else best.keras) or an exported SavedModel directory.
+
+    Returns:
+        {"kind": "keras" | "saved_model", "path": file or directory,
+         "config": the trainer's config.json beside a .keras file, or {}}.
+    """
+    kind, run_dir = None, None
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            kind = "saved_model"
+        else:
+            for name in (FINAL, BEST):
+                if os.path.isfile(os.path.join(path, name)):
+                    kind, run_dir, path = "keras", path, os.path.join(path, name)
+                    break
+    elif path.endswith(".keras") and os.path.isfile(path):
+        kind, run_dir = "keras", os.path.dirname(path) or "."
+    if kind is None:
+        raise FileNotFoundError(f"{path} is not a .keras file, a trainer output "
+                                f"directory ({FINAL}) or a SavedModel directory.")
+    return {"kind": kind, "path": path, "config": read_config(run_dir) if run_dir else {}}
+
+
+def machine_info():
+    """The machine a timing ran on: CPU model, cores, TensorFlow version, GPUs."""
+    import tensorflow as tf  # noqa: PLC0415 -- the rest of the module needs no TF
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f
+                     if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count()
+    gpus = [tf.config.experimental.get_device_details(device).get("device_name",
+                                                                   device.name)
+            for device in tf.config.list_physical_devices("GPU")]
+    return {"cpu": cpu, "cpu_cores": cores, "tensorflow": tf.__version__,
+            "gpus": gpus, "platform": platform.platform()}
