@@ -18,19 +18,24 @@ and the dynamic draw comes after the cache, so it changes every epoch.
 
 Offline use: TFDS looks for the source files (named by their download URLs) in
 `manual_dir` before trying the network; `data_dir` is where the prepared dataset lives.
+Fashion-MNIST from Debian's `dataset-fashion-mnist` package
+(`manual_dir="/usr/share/datasets/fashion-mnist"`) is re-gzipped there; its decompressed
+contents are checked against recorded SHA-256 sums and the original files TFDS expects
+are rebuilt from it (`tfvae.mirrors`), so TFDS's own checksums still hold.
 """
 
 import collections
 import math
 import os
 import socket
+import tempfile
 import urllib.parse
 import zlib
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfvae import checks
+from tfvae import checks, mirrors
 
 # Datasets with a known, tested pipeline; any other TFDS image dataset also works.
 SUPPORTED = ("binarized_mnist", "mnist", "fashion_mnist")
@@ -123,12 +128,21 @@ def get_builder(name, data_dir=None, manual_dir=None):
         if host:  # Fail now rather than after minutes of download retries.
             raise DataUnavailableError(_missing_data_message(
                 builder, f"no manual dir given and {host} is unreachable"))
-    try:
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    except Exception as error:  # noqa: BLE001 -- TFDS raises many kinds
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise DataUnavailableError(_missing_data_message(builder, first_line)) from error
+    with tempfile.TemporaryDirectory(prefix="tfvae_manual_") as staging:
+        if manual_dir:  # A re-packed mirror (Debian's Fashion-MNIST): rebuild originals.
+            registered = {info.filename: info.checksum
+                          for info in (builder.url_infos or {}).values() if info.filename}
+            try:
+                manual_dir = mirrors.manual_dir_for(name, manual_dir, registered, staging)
+            except mirrors.MirrorError as error:
+                raise DataUnavailableError(str(error)) from None
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        except Exception as error:  # noqa: BLE001 -- TFDS raises many kinds
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise DataUnavailableError(_missing_data_message(builder, first_line)) \
+                from error
     return builder
 
 
