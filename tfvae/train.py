@@ -277,7 +277,7 @@ def train_and_evaluate(
             paths = {name: os.path.join(work_dir, name) for name in (
                 "config.json", "best.keras", "model.keras", "history.csv",
                 "metrics.json", "logs", "backup")}
-            export_name = export_name or f"vae_{dataset}"
+            export_name = export_name or f"vae_{data.short_name(dataset)}"
             if export and chief:  # Fail now, not after hours of training.
                 _check_writable(export_dir, "Export dir")
                 version_dir = os.path.join(export_dir, export_name, str(export_version))
@@ -447,7 +447,8 @@ flags.DEFINE_string("output_dir", _DEFAULT["output_dir"],
                     "Checkpoints, backups, TensorBoard logs, history and metrics.")
 # data
 flags.DEFINE_string("dataset", _DEFAULT["dataset"],
-                    f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset.")
+                    f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset; "
+                    "or folder:DIR (PNG/JPEG) or npy:FILE.npy (see tfvae.data).")
 flags.DEFINE_string("train_split", _DEFAULT["train_split"], "TFDS split for training.")
 flags.DEFINE_string("validation_split", _DEFAULT["validation_split"],
                     "Split for validation and best checkpoints ('' for none; mnist has "
