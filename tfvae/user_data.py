@@ -84,7 +84,7 @@ def parse(name):
                 f"Bad option {pair!r} in dataset {name!r}; {kind}: takes "
                 f"{', '.join(k + '=...' for k in KINDS[kind])} (e.g. "
                 f"{_EXAMPLES[kind]}).")
-        options[key] = value
+        options[key] = _parse_size(name, value) if key == "resize" else value
     if not path:
         raise checks.InputError(f"Dataset {name!r} names no path; e.g. {_EXAMPLES[kind]}.")
     return kind, os.path.expanduser(path), options
@@ -128,7 +128,8 @@ def _stat(path):
 def _fingerprint(kind, path, options):
     if kind == "npy":
         return (_stat(path), _stat(options.get("labels", "")))
-    return tuple(_stat(os.path.join(path, f)) for f in _image_files(path)[0])
+    files, _, _, class_names = _image_files(path)
+    return (class_names, *(_stat(os.path.join(path, f)) for f in files))
 
 
 # -- splits -----------------------------------------------------------------------------
@@ -182,7 +183,8 @@ def _top_images(path):
 
 
 def _image_files(root):
-    """(files relative to root, their split or None, their class name or None)."""
+    """(files relative to root, their split or None, their class name or None, the
+    sorted class folder names or None)."""
     if not os.path.isdir(root):
         what = "is not a directory" if os.path.exists(root) else "does not exist"
         raise checks.InputError(f"Image folder {root} {what}; folder: takes a directory "
@@ -192,7 +194,7 @@ def _image_files(root):
     groups = [(s, os.path.join(root, s)) for s in subdirs] if split_mode else [
         (None, root)]
     files, splits, classes = [], [], []
-    has_classes = set()
+    has_classes, class_names = set(), set()
     for split, top in groups:
         class_dirs = _subdirs(top)
         loose = _top_images(top)
@@ -202,6 +204,7 @@ def _image_files(root):
                 f"({', '.join(class_dirs[:3])}{', ...' if len(class_dirs) > 3 else ''}); "
                 "put every image in a class folder, or none.")
         has_classes.add(bool(class_dirs))
+        class_names.update(class_dirs)
         for name in class_dirs or [None]:
             base = top if name is None else os.path.join(top, name)
             for f in (_walk_images(base) if name else loose):
@@ -215,7 +218,7 @@ def _image_files(root):
     if not files:
         raise checks.InputError(f"Image folder {root} holds no PNG or JPEG images "
                                 f"({', '.join(IMAGE_EXTENSIONS)}).")
-    return files, splits, classes
+    return files, splits, classes, tuple(sorted(class_names)) or None
 
 
 def _parse_size(name, value):
@@ -253,8 +256,8 @@ def _shape_text(shape):
 
 
 def _load_folder(name, root, options):
-    size = _parse_size(name, options["resize"]) if "resize" in options else None
-    files, splits, classes = _image_files(root)
+    size = options.get("resize")
+    files, splits, classes, class_names = _image_files(root)
     paths = [os.path.join(root, f) for f in files]
     decoded = tf.data.Dataset.from_tensor_slices(paths).map(
         lambda p: _decode(p, size), num_parallel_calls=tf.data.AUTOTUNE,
@@ -279,7 +282,6 @@ def _load_folder(name, root, options):
                 f"is {_shape_text(images.shape[1:])} (height x width x channels): the "
                 f"images of a folder dataset must share one shape; {fix}.")
         images[i] = image
-    class_names = tuple(sorted({c for c in classes if c is not None})) or None
     labels = None
     if class_names:
         ids = {c: i for i, c in enumerate(class_names)}
