@@ -18,19 +18,48 @@ and the dynamic draw comes after the cache, so it changes every epoch.
 
 Offline use: TFDS looks for the source files (named by their download URLs) in
 `manual_dir` before trying the network; `data_dir` is where the prepared dataset lives.
+Fashion-MNIST from Debian's `dataset-fashion-mnist` package
+(`manual_dir="/usr/share/datasets/fashion-mnist"`) is re-gzipped there; its decompressed
+contents are checked against recorded SHA-256 sums and the original files TFDS expects
+are rebuilt from it (`tfvae.mirrors`), so TFDS's own checksums still hold.
+
+Data of your own (`tfvae.user_data`), by the same names in the Python API and in
+`--dataset`:
+
+* `folder:DIR` -- the PNG and JPEG files under DIR (.png, .jpg, .jpeg; hidden files
+  and other files are ignored). Subfolders of DIR are classes: labels 0, 1, ... in the
+  sorted order of their names, all images below a class folder count. Without
+  subfolders the images have no labels. All images must have one shape (H, W, C);
+  `folder:DIR,resize=HxW` resizes height and width instead (antialiased). Images are
+  decoded once per process and kept in memory as uint8.
+* `npy:FILE.npy` or `npy:FILE.npy,labels=LABELS.npy` -- images [N, H, W, C] or
+  [N, H, W] (greyscale), uint8 0-255 (integers that are all 0 or 1: binary) or floats
+  in [0, 1] (the rules of `tfvae.checks`); labels: N integer class ids >= 0
+  (num_classes = the largest + 1).
+
+Splits of your own data: train / validation / test are 80 / 10 / 10 % of the images
+by a hash of each file's path relative to DIR (for npy: of its row number), so an
+image never changes split when others are added, and within a split the order is by
+that hash (fixed, pseudo-random), so slices are fair samples. A DIR whose subfolders
+are only `train` and optionally `validation` and `test` uses those folders as the
+splits instead (each one's subfolders are the classes, named alike across splits).
+TFDS split strings work on top: 'train[:90%]', 'train+validation', 'all'. Image sizes
+other than 28 x 28 flow through: `dataset_info` gives image_shape, num_examples per
+split, num_classes and class_names.
 """
 
 import collections
 import math
 import os
 import socket
+import tempfile
 import urllib.parse
 import zlib
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfvae import checks
+from tfvae import checks, mirrors, user_data
 
 # Datasets with a known, tested pipeline; any other TFDS image dataset also works.
 SUPPORTED = ("binarized_mnist", "mnist", "fashion_mnist")
@@ -47,11 +76,13 @@ class DataUnavailableError(RuntimeError):
 
 
 DatasetInfo = collections.namedtuple(
-    "DatasetInfo", ["name", "image_shape", "num_examples", "num_classes"])
+    "DatasetInfo", ["name", "image_shape", "num_examples", "num_classes", "class_names"],
+    defaults=(None,))
 DatasetInfo.__doc__ = """What a model and trainer need to know about a dataset.
 
     image_shape: (H, W, C). num_examples: {split name: count}, empty when unknown
     (e.g. under `tfds.testing.mock_data`). num_classes: for `with_labels`, or None.
+    class_names: the name of each label id (a tuple of num_classes), or None.
 """
 
 
@@ -109,7 +140,8 @@ def get_builder(name, data_dir=None, manual_dir=None):
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED)}, "
-                         "or any TFDS image dataset (tfds.list_builders()).") from None
+                         "any TFDS image dataset (tfds.list_builders()), folder:DIR (PNG "
+                         "or JPEG files) or npy:FILE.npy.") from None
     if builder.is_prepared() or _tfds_is_mocked():
         return builder
     files = _source_files(builder)
@@ -123,12 +155,21 @@ def get_builder(name, data_dir=None, manual_dir=None):
         if host:  # Fail now rather than after minutes of download retries.
             raise DataUnavailableError(_missing_data_message(
                 builder, f"no manual dir given and {host} is unreachable"))
-    try:
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    except Exception as error:  # noqa: BLE001 -- TFDS raises many kinds
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise DataUnavailableError(_missing_data_message(builder, first_line)) from error
+    with tempfile.TemporaryDirectory(prefix="tfvae_manual_") as staging:
+        if manual_dir:  # A re-packed mirror (Debian's Fashion-MNIST): rebuild originals.
+            registered = {info.filename: info.checksum
+                          for info in (builder.url_infos or {}).values() if info.filename}
+            try:
+                manual_dir = mirrors.manual_dir_for(name, manual_dir, registered, staging)
+            except mirrors.MirrorError as error:
+                raise DataUnavailableError(str(error)) from None
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        except Exception as error:  # noqa: BLE001 -- TFDS raises many kinds
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise DataUnavailableError(_missing_data_message(builder, first_line)) \
+                from error
     return builder
 
 
@@ -156,25 +197,73 @@ def _num_examples(builder, split):
                          "'train[:90%]' work too).") from None
 
 
-def dataset_info(name, data_dir=None, manual_dir=None):
-    """`DatasetInfo` of `name`, preparing the data first if needed (see `get_builder`)."""
+# A dataset as the pipeline sees it: its info, how its pixels are stored, and a reader
+# of one split as a tf.data of tuples (image[, label]) in a fixed or file-shuffled order.
+_Source = collections.namedtuple(
+    "_Source", ["info", "dtype", "scale", "has_labels", "count", "read"])
+
+
+def _tfds_source(name, data_dir, manual_dir):
     builder = get_builder(name, data_dir, manual_dir)
     feature = _image_feature(builder)
     features = builder.info.features
     labels = features["label"] if "label" in features else None
-    return DatasetInfo(
+    info = DatasetInfo(
         name=name,
         image_shape=tuple(int(d) for d in feature.shape),
         num_examples={k: v.num_examples for k, v in builder.info.splits.items()},
         num_classes=getattr(labels, "num_classes", None),
-    )
+        class_names=tuple(labels.names) if getattr(labels, "names", None) else None)
+    dtype = tf.as_dtype(feature.tf_dtype)
+
+    def read(split, with_labels, shuffle_files, seed):
+        keys = ("image", "label") if with_labels else ("image",)
+        ds = builder.as_dataset(split=split, shuffle_files=shuffle_files,
+                                read_config=tfds.ReadConfig(shuffle_seed=seed))
+        return ds.map(lambda ex: tuple(ex[k] for k in keys),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+
+    # binarized_mnist stores {0, 1} as uint8: no scaling.
+    scale = 1.0 if name in _ALREADY_BINARY or dtype.is_floating else float(dtype.max)
+    return _Source(info, dtype, scale, labels is not None,
+                   lambda split: _num_examples(builder, split), read)
 
 
-def _scale(name, dtype):
-    """Divisor mapping stored pixel values to [0, 1]."""
-    if name in _ALREADY_BINARY or dtype.is_floating:
-        return 1.0
-    return float(dtype.max)
+def _user_source(name):
+    data = user_data.load(name)
+    info = DatasetInfo(
+        name=name, image_shape=data.image_shape,
+        num_examples={k: len(v) for k, v in data.splits.items()},
+        num_classes=None if data.class_names is None else len(data.class_names),
+        class_names=data.class_names)
+
+    def read(split, with_labels, shuffle_files, seed):
+        del shuffle_files, seed  # In memory: the pipeline's shuffle is all there is.
+        index = data.indices(split)
+        arrays = (data.images[index],) + ((data.labels[index],) if with_labels else ())
+        return tf.data.Dataset.from_tensor_slices(arrays)
+
+    return _Source(info, tf.as_dtype(data.images.dtype), data.scale,
+                   data.labels is not None, lambda split: len(data.indices(split)), read)
+
+
+def _source(name, data_dir=None, manual_dir=None):
+    if user_data.is_user_dataset(name):
+        return _user_source(name)
+    return _tfds_source(name, data_dir, manual_dir)
+
+
+def dataset_info(name, data_dir=None, manual_dir=None):
+    """`DatasetInfo` of `name`, preparing the data first if needed (see `get_builder`).
+
+    `name` is a TFDS name or `folder:DIR` / `npy:FILE.npy` (see the module docstring),
+    whose files are read and checked here (once per process)."""
+    return _source(name, data_dir, manual_dir).info
+
+
+def short_name(name):
+    """`name` made safe for a file name: 'mnist', 'folder_photos', 'npy_images'."""
+    return user_data.short_name(name)
 
 
 def _split_seed(seed, split):
@@ -188,48 +277,53 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
     """A `tf.data.Dataset` of float32 image batches [B, H, W, C] in [0, 1].
 
     Args:
-        name: TFDS name, e.g. "binarized_mnist", "mnist", "fashion_mnist".
+        name: TFDS name, e.g. "binarized_mnist", "mnist", "fashion_mnist", or data of
+            your own: "folder:DIR", "npy:FILE.npy[,labels=LABELS.npy]" (module
+            docstring).
         split: TFDS split, slices allowed ("train[:50000]").
         batch_size: examples per batch (the global batch under a strategy).
         binarize: "static", "dynamic" or None (grey levels); ignored for
             already binary datasets.
         data_dir: where TFDS keeps prepared datasets (TFDS default when None).
         manual_dir: directory holding the source files for offline preparation.
+            Both are ignored for folder: and npy: datasets.
         shuffle: reshuffle every epoch (with `seed`: the same order in every run and
             on every worker, which multi-worker sharding needs).
         seed: seeds the shuffle and the binarization draws.
         repeat: repeat forever (for `fit(steps_per_epoch=...)`).
         drop_remainder: drop the last partial batch (static shapes, e.g. for TPUs).
-        with_labels: yield (images, labels) for datasets with a "label" feature.
+        with_labels: yield (images, labels int64 [B]) for datasets with labels: a
+            TFDS "label" feature, class subfolders, or a labels file.
         cache: True, False or "auto" (in memory when the split's uint8 images fit
             in 2 GiB or its size is unknown).
 
     Raises:
         ValueError: unknown dataset or split, an empty split, labels requested where
-            there are none, or images of varying shape.
+            there are none, or images of varying shape; for folder: and npy: data
+            also missing or unreadable files and bad arrays (`checks.InputError`).
         DataUnavailableError: the data can be neither found nor downloaded.
     """
     binarize = _check_binarize(binarize)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    builder = get_builder(name, data_dir, manual_dir)
-    feature = _image_feature(builder)
-    if with_labels and "label" not in builder.info.features:
-        raise ValueError(f"Dataset {name!r} has no labels.")
-    num_examples = _num_examples(builder, split)
+    source = _source(name, data_dir, manual_dir)
+    if with_labels and not source.has_labels:
+        raise ValueError(f"Dataset {name!r} has no labels"
+                         + (" (no class subfolders)." if name.startswith("folder:") else
+                            " (npy: add ,labels=LABELS.npy)." if name.startswith("npy:")
+                            else "."))
+    num_examples = source.count(split)
     if num_examples == 0:
-        raise ValueError(f"Split {split!r} of {name} is empty.")
+        hint = (f" ({sum(source.info.num_examples.values())} images split 80/10/10 by "
+                "hash; add images, or use train/ and test/ subfolders or another split)"
+                if user_data.is_user_dataset(name) else "")
+        raise ValueError(f"Split {split!r} of {name} is empty{hint}.")
     if name in _ALREADY_BINARY:
         binarize = None
-    image_bytes = math.prod(feature.shape) * tf.as_dtype(feature.tf_dtype).size
-    read_config = tfds.ReadConfig(shuffle_seed=seed)
+    image_bytes = math.prod(source.info.image_shape) * source.dtype.size
     # A static draw is keyed by the example's position, so the file order must be fixed.
-    ds = builder.as_dataset(split=split, shuffle_files=shuffle and binarize != "static",
-                            read_config=read_config)
-    keys = ("image", "label") if with_labels else ("image",)
-    ds = ds.map(lambda ex: tuple(ex[k] for k in keys),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    scale = _scale(name, feature.tf_dtype)
+    ds = source.read(split, with_labels, shuffle and binarize != "static", seed)
+    scale = source.scale
 
     if binarize == "static":
         split_seed = _split_seed(seed, split)

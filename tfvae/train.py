@@ -282,7 +282,7 @@ def _prepare_directories(run):
         o.output_dir, "workers", str(run.strategy.cluster_resolver.task_id))
     _check_writable(run.work_dir, "Output dir")
     run.paths = rundir.paths(run.work_dir)
-    run.export_name = o.export_name or f"vae_{o.dataset}"
+    run.export_name = o.export_name or f"vae_{data.short_name(o.dataset)}"
     if o.export and run.chief:  # Fail now, not after hours of training.
         _check_writable(o.export_dir, "Export dir")
         export_lib.version_folder(o.export_dir, run.export_name, o.export_version or None)
@@ -498,7 +498,8 @@ def _define(name, help_text, **bounds):
 
 _define("output_dir", "Checkpoints, backups, TensorBoard logs, history and metrics.")
 # data
-_define("dataset", f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset.")
+_define("dataset", f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset; "
+        "or folder:DIR (PNG/JPEG) or npy:FILE.npy (see tfvae.data).")
 _define("train_split", "TFDS split for training.")
 _define("validation_split", "Split for validation and best checkpoints ('' for none; "
         "mnist has no 'validation': use e.g. 'train[50000:]' with "
