@@ -213,6 +213,8 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
 
     def decode(z):
         z = _check_shape(z, "z", (model.latent_dim,))
+        z = _checked(z, tf.reduce_all(tf.math.is_finite(z)),
+                     [f"{checks.FINITE_CODES}; found NaN or Inf"])
         likelihood = model.decode(z, training=False)
         return {"images": likelihood.mean(),
                 **distributions.likelihood_parameters(likelihood)}
