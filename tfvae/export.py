@@ -42,6 +42,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 
 import keras
 import numpy as np
@@ -443,7 +444,10 @@ def export_model(model, base_dir="saved_models", name="vae", version=None,
         raise FileExistsError(f"{version_dir} exists and is not empty; pick another "
                               f"version or leave version=None for the next free one.")
     os.makedirs(model_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{version}.incomplete-", dir=model_dir)
+    # Not tempfile.mkdtemp: its mode 0700, kept through the rename, would hide the
+    # version from a TF Serving running as another user; mkdir applies the umask.
+    staging = os.path.join(model_dir, f".{version}.incomplete-{uuid.uuid4().hex[:8]}")
+    os.mkdir(staging)
     try:
         _write_version(float32_copy(model), staging, name, tflite, {
             **model_metadata(model), "name": name, "version": version,
