@@ -1,16 +1,19 @@
 """Every bad input gets one clear line, every run ends whole (issue 15).
 
-A table of bad inputs across the command lines (`tfvae.train`, `tools.evaluate`,
-`tools.sample`, `tools.export`), the SavedModel and the TFLite file; each case asserts
-the exit code (or the exception), no traceback, and the words of the message. One
-tiny exported model (8 x 8 images, 3 latents) serves all cases. Each tool's cases run
-in one process (`cli_driver.py`) so that TensorFlow is imported once per tool.
+A table of bad inputs across the command lines (`tfvae.train` and every tool), the
+SavedModel and the TFLite file; each case asserts the exit code (or the exception),
+no traceback, and the words of the message. One tiny exported model (8 x 8 images,
+3 latents) serves all cases. Each tool's cases run in one process (`cli_driver.py`)
+so that TensorFlow is imported once per tool. Ctrl-C: one wrapper
+(`checks.interruptible`) on every tool's main, tested once through a real SIGINT.
 """
 
 import collections
 import json
 import os
+import ast
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -54,8 +57,12 @@ def files(tmp_path_factory):
     model.save(paths["keras"])
     paths["gaussian"] = str(root / "gaussian.keras")
     gaussian.save(paths["gaussian"])
+    paths["plain_keras"] = str(root / "plain.keras")
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(
+        paths["plain_keras"])
     arrays = {
         "good": binary_images(6),
+        "one_image": binary_images(1),
         "wrong_shape": np.zeros((4, 7, 8, 1), np.float32),
         "nan": np.where(np.arange(6)[:, None, None, None] == 1, np.nan,
                         binary_images(6)).astype(np.float32),
@@ -64,6 +71,12 @@ def files(tmp_path_factory):
         "big_integers": np.full((4, *IMAGE_SHAPE), 300, np.int32),
         "empty": np.zeros((0, *IMAGE_SHAPE), np.float32),
         "strings": np.array(["a", "b"]),
+        "codes": np.random.default_rng(0).normal(size=(4, LATENT_DIM)),  # float64
+        "wide_codes": np.zeros((2, LATENT_DIM + 2), np.float32),
+        "one_code": np.zeros(LATENT_DIM, np.float32),
+        "nan_codes": np.where(np.arange(3)[:, None] == 1, np.nan,
+                              np.zeros((3, LATENT_DIM))).astype(np.float32),
+        "two_labels": np.arange(2),
     }
     for name, array in arrays.items():
         paths[name] = str(root / f"{name}.npy")
@@ -81,6 +94,11 @@ def files(tmp_path_factory):
     paths["bad_json"] = str(root / "bad.json")
     with open(paths["bad_json"], "w") as f:
         f.write("{'test_elbo': -90}")
+    for name, text in (("typo_cfg", "--batch_sise=3\n"),
+                       ("list_cfg", "--encoder_hidden_units=a,b\n")):
+        paths[name] = str(root / f"{name}.cfg")
+        with open(paths[name], "w") as f:
+            f.write(text)
     paths["a_file"] = str(root / "a_file")
     with open(paths["a_file"], "w") as f:
         f.write("not a directory")
@@ -215,7 +233,18 @@ def sample_cases(f):
         "cut npy": ([saved, f"--images={f['cut_npy']}"], ("cannot be read as a .npy",)),
         "tflite reconstructions": ([tflite, f"--images={f['good']}"], ("holds only",)),
         "zero columns": ([saved, "--columns=0"], ("--columns=0",)),
-        "tflite good": ([tflite, "--num_samples=4", png], None),
+        "tflite wide codes": ([tflite, f"--codes={f['wide_codes']}"], (
+            "wide_codes.npy has shape (2, 5); z must have shape [batch, 3]",)),
+        "tflite one code": ([tflite, f"--codes={f['one_code']}"], (
+            "has shape (3,); z must have shape [batch, 3]",)),
+        "tflite NaN codes": ([tflite, f"--codes={f['nan_codes']}"], (
+            "has NaN (first in code 1); z must be finite numbers",)),
+        "saved NaN codes": ([saved, f"--codes={f['nan_codes']}"], (
+            "has NaN (first in code 1)",)),
+        "image file as codes": ([tflite, f"--codes={f['good']}"], (
+            "has shape (6, 8, 8, 1); z must have shape [batch, 3]",)),
+        "tflite good": ([tflite, "--num_samples=4", png, f"--codes={f['codes']}",
+                         f"--decoded={f['root']}/decoded.png"], None),
         "saved good": ([saved, "--num_samples=4", png, f"--images={f['good']}",
                         f"--reconstructions={f['root']}/pairs.png"], None),
     }
@@ -231,9 +260,15 @@ def test_tools_sample(sample_outcomes, case):
     check_outcome(*sample_outcomes[case], "tools.sample", "samples:")
 
 
+def test_tools_sample_decodes_codes_through_litert(sample_outcomes, files):
+    assert "decoded:" in sample_outcomes["tflite good"][0]["stdout"]
+    assert os.path.getsize(os.path.join(files["root"], "decoded.png")) > 0
+
+
 LITERT_WITHOUT_TENSORFLOW = """
 import sys
 sys.modules["tensorflow"] = None  # as on a device without TensorFlow
+import numpy as np
 from tfvae import checks
 from tools.sample import TFLiteSampler
 sampler = TFLiteSampler(sys.argv[1])
@@ -243,6 +278,12 @@ for count in (-1, 0, checks.MAX_SAMPLES + 1, 2.5):
     except checks.InputError as error:
         print(error)
 print(sampler.sample(3).shape)
+for z in (np.zeros((2, 5)), np.zeros(3), np.full((2, 3), np.nan), np.zeros((0, 3))):
+    try:
+        sampler.decode(z)  # (2, 5) failed in XNNPack, (3,) passed, NaN decoded to NaN
+    except checks.InputError as error:
+        print(error)
+print(sampler.decode(np.zeros((2, 3))).shape)
 """
 
 
@@ -256,6 +297,14 @@ def test_the_litert_sampler_refuses_counts_before_invoking_without_tensorflow(fi
     assert lines[:4] == [f"{COUNT[2:]}, got {count!r}." for count in (
         -1, 0, checks.MAX_SAMPLES + 1, 2.5)]
     assert lines[4] == str((3, *IMAGE_SHAPE))
+    assert lines[5:] == [
+        "the codes has shape (2, 5); z must have shape [batch, 3] (the model's codes, "
+        "all layers top first).",
+        "the codes has shape (3,); z must have shape [batch, 3] (the model's codes, all "
+        "layers top first).",
+        "the codes has NaN (first in code 0); z must be finite numbers.",
+        "the codes holds no codes.",
+        str((2, *IMAGE_SHAPE))]
 
 
 # -- tools.export -----------------------------------------------------------------------------
@@ -268,6 +317,8 @@ def export_cases(f):
             "none.keras does not exist",)),
         "cut checkpoint": ([f"--checkpoint={f['cut_keras']}", base], (
             "cannot be read as a tfvae .keras model",)),
+        "not a VAE": ([f"--checkpoint={f['plain_keras']}", base], (
+            "holds a Sequential, not a tfvae VAE",)),
         "metadata not JSON": ([good, base, f"--metadata={f['bad_json']}"], (
             "is not JSON",)),
         "version taken": ([good, base, "--name=tiny", "--version=1", "--tflite="], (
@@ -287,6 +338,179 @@ def test_tools_export(files):
         one_line_error(outcome, "tools.export", *words)
     # Nothing half-written beside the one good version.
     assert os.listdir(os.path.join(f["exports_base"], "tiny")) == ["1"]
+
+
+# -- tools.visualize --------------------------------------------------------------------------
+
+VISUALIZE = ["--num_samples=4", "--num_reconstructions=2", "--interpolation_pairs=1",
+             "--interpolation_steps=2", "--manifold_size=2", "--scatter_images=6"]
+SHAPE_WORDS = ("has shape (4, 7, 8, 1)", "images must have shape [batch, 8, 8, 1]")
+
+
+def visualize_cases(f):
+    model, out = f"--checkpoint={f['keras']}", f"--output_dir={f['root']}/figures"
+    npy = {name: f"--images_npy={f[name]}" for name in (
+        "good", "wrong_shape", "nan", "cut_npy")}
+    return {
+        "nothing to draw": ([out], ("pass --checkpoint",)),
+        "extra arguments": ([model, out, "a", "b"], ("unexpected arguments: b",)),
+        "missing model": ([f"--checkpoint={f['root']}/none.keras", out], (
+            "is not a .keras file",)),
+        "saved model": ([f"--checkpoint={f['saved_model']}", out], (
+            "is a SavedModel", "tools.sample")),
+        "cut keras": ([f"--checkpoint={f['cut_keras']}", out, npy["good"]], (
+            "cannot be read as a tfvae .keras model",)),
+        "not a VAE": ([f"--checkpoint={f['plain_keras']}", out, npy["good"]], (
+            "holds a Sequential, not a tfvae VAE",)),
+        "wrong shape": ([model, out, npy["wrong_shape"]], SHAPE_WORDS),
+        "NaN": ([model, out, npy["nan"]], ("has NaN (first in image 1)",)),
+        "cut npy": ([model, out, npy["cut_npy"]], ("cannot be read as a .npy",)),
+        "missing npy": ([model, out, f"--images_npy={f['root']}/none.npy"], (
+            "none.npy does not exist",)),
+        "labels alone": ([model, out, f"--labels_npy={f['two_labels']}"], (
+            "pass both",)),
+        "labels of other images": ([model, out, npy["good"],
+                                    f"--labels_npy={f['two_labels']}"], (
+            "has shape (2,); expected one label per image", "shape (6,)")),
+        "too few images": ([model, out, f"--images_npy={f['one_image']}"], (
+            "--interpolation_pairs=1 needs 2 images, got 1",)),
+        "manifold dims out of range": ([model, out, npy["good"], "--manifold_dims=0,7"],
+                                       ("--manifold_dims must be two different latent "
+                                        "dimensions 0 to 2, got '0,7'",)),
+        "manifold dims not numbers": ([model, out, npy["good"], "--manifold_dims=a,b"],
+                                      ("--manifold_dims must be two",)),
+        "zero samples": ([model, out, npy["good"], "--num_samples=0"], (
+            "--num_samples=0",)),
+        "missing curves": ([out, f"--curves={f['root']}/none"], ("no learning curves",)),
+        "output under a file": ([model, npy["good"], f"--output_dir={f['a_file']}/figs"],
+                                ("a_file",)),
+        "good": ([model, out, npy["good"], "--manifold_dims=0,2"], None),
+    }
+
+
+@pytest.fixture(scope="module")
+def visualize_outcomes(files):
+    return tool_outcomes("tools.visualize", visualize_cases(files), files["root"],
+                         VISUALIZE)
+
+
+@pytest.mark.parametrize("case", list(visualize_cases(NO_FILES)))
+def test_tools_visualize(visualize_outcomes, case):
+    check_outcome(*visualize_outcomes[case], "tools.visualize", "manifold.png")
+
+
+# -- tools.grad_variance ----------------------------------------------------------------------
+
+def grad_variance_cases(f):
+    model = f"--checkpoint={f['keras']}"
+    return {
+        "missing checkpoint": ([f"--checkpoint={f['root']}/none.keras"], (
+            "none.keras does not exist",)),
+        "cut checkpoint": ([f"--checkpoint={f['cut_keras']}"], (
+            "cannot be read as a tfvae .keras model",)),
+        "wrong shape": ([model, f"--images={f['wrong_shape']}"], SHAPE_WORDS),
+        "NaN": ([model, f"--images={f['nan']}"], ("has NaN (first in image 1)",)),
+        "cut npy": ([model, f"--images={f['cut_npy']}"], ("cannot be read as a .npy",)),
+        "one draw": ([model, "--num_draws=1"], ("--num_draws=1",)),
+        "hidden units": (["--hidden_units=8,a"], (
+            "--hidden_units must be positive integers, got '8,a'",)),
+        "extra arguments": ([model, "more"], ("unexpected arguments: more",)),
+        "good": ([model, f"--images={f['good']}"], None),
+    }
+
+
+@pytest.fixture(scope="module")
+def grad_variance_outcomes(files):
+    return tool_outcomes("tools.grad_variance", grad_variance_cases(files),
+                         files["root"], ["--num_draws=3", "--batch_size=4"])
+
+
+@pytest.mark.parametrize("case", list(grad_variance_cases(NO_FILES)))
+def test_tools_grad_variance(grad_variance_outcomes, case):
+    check_outcome(*grad_variance_outcomes[case], "tools.grad_variance", "var score")
+
+
+# -- tools.benchmark --------------------------------------------------------------------------
+
+def test_tools_benchmark(files):
+    """Every case fails before any timing (a good run is in test_evaluate.py)."""
+    cases = {
+        "missing config": ([f"--config={files['root']}/none.cfg"], (
+            "--config", "Unable to open flagfile", "none.cfg")),
+        "config a folder": ([f"--config={files['root']}"], ("Is a directory",)),
+        "typo in config": ([f"--config={files['typo_cfg']}"], (
+            "Unknown command line flag 'batch_sise'. Did you mean: batch_size ?",)),
+        "list of words": ([f"--config={files['list_cfg']}"], (
+            "--encoder_hidden_units must be a comma-separated list of integers",)),
+        "zero epochs": (["--epochs=0"], ("--epochs=0",)),
+        "unknown jit": (["--jit=maybe"], ("--jit must list true and/or false",)),
+        "output under a file": ([f"--output={files['a_file']}/results.json"], (
+            "a_file",)),
+        "extra arguments": (["more"], ("unexpected arguments: more",)),
+    }
+    for outcome, words in tool_outcomes("tools.benchmark", cases,
+                                        files["root"]).values():
+        one_line_error(outcome, "tools.benchmark", *words)
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+
+def test_interruptible_ends_in_one_line_with_status_130(capsys):
+    @checks.interruptible("tools.x", "nothing was written.")
+    def main(argv):
+        if argv == ["stop"]:
+            raise KeyboardInterrupt
+        if argv == ["signal"]:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:  # as TensorFlow can, into another error
+                raise ValueError("Signature specifies 4 arguments, got: 2.") from None
+        if argv == ["error"]:
+            raise ValueError("a bug")
+        return len(argv)
+
+    assert main(["a", "b"]) == 2 and main.__name__ == "main"
+    for argv in (["stop"], ["signal"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 130
+        assert capsys.readouterr().err == "tools.x: interrupted; nothing was written.\n"
+    with pytest.raises(ValueError, match="a bug"):  # no SIGINT: not an interruption
+        main(["error"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_every_tool_main_is_interruptible():
+    """One wrapper for all: each tool's main is decorated with checks.interruptible."""
+    tools = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
+                   if name.endswith(".py") and name != "__init__.py")
+    assert len(tools) == 6
+    for name in tools:
+        with open(os.path.join(REPO, "tools", name)) as f:
+            tree = ast.parse(f.read())
+        main, = [node for node in tree.body
+                 if isinstance(node, ast.FunctionDef) and node.name == "main"]
+        assert any(ast.unparse(d).startswith("checks.interruptible(PROGRAM")
+                   for d in main.decorator_list), name
+
+
+def test_ctrl_c_in_a_tool_ends_in_one_line():
+    """A real SIGINT while the tool computes (here: gradient draws)."""
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "tools.grad_variance", "--num_draws=1000000",
+         "--batch_size=4", "--hidden_units=8", "--latent_dim=2"], cwd=REPO, env=ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "draws per estimator" in process.stdout.readline()
+        time.sleep(2)  # into the draws
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "tools.grad_variance: interrupted; nothing was written.")
 
 
 # -- the SavedModel -------------------------------------------------------------------------
@@ -325,6 +549,14 @@ def test_nan_pixels_are_named_by_the_saved_model(loaded, key):
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match=r"images must be float32 in \[0, 1\]; found NaN"):
             loaded.signatures[key](images=tf.constant(images), **extra)
+
+
+def test_nan_codes_are_named_by_the_saved_model(loaded):
+    z = np.zeros((3, LATENT_DIM), np.float32)
+    z[1, 2] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"z must be finite numbers; found NaN or Inf"):
+        loaded.signatures["decode"](z=tf.constant(z))
 
 
 def test_wrong_shapes_are_named_through_the_declared_shape(loaded):
@@ -578,3 +810,17 @@ def test_as_images_takes_what_the_rules_allow():
 def test_check_count_refuses(value):
     with pytest.raises(checks.InputError, match="num_samples must be a positive integer"):
         checks.check_count(value, maximum=10_000)
+
+
+def test_eager_model_calls_refuse_nan_with_the_words_of_check_values(files):
+    model = keras.saving.load_model(files["keras"])
+    images = binary_images(3)
+    images[1, 0, 0, 0] = np.nan
+    with pytest.raises(checks.InputError) as expected:
+        checks.check_values(images)
+    for call in (model.elbo, model.encode, model.reconstruct,
+                 lambda x: model.log_importance_weights(x, 2)):
+        with pytest.raises(checks.InputError) as refused:
+            call(images)
+        assert str(refused.value) == str(expected.value)
+    assert "has NaN (first in image 1)" in str(expected.value)

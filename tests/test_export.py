@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 
@@ -274,6 +275,19 @@ def test_export_model_layout_errors(bernoulli_model, tmp_path):
         export.export_model(bernoulli_model, str(tmp_path), "vae", version=3)
     with pytest.raises(ValueError, match="Unknown quantization 'int4'"):
         export.export_model(bernoulli_model, str(tmp_path), "vae", tflite=("int4",))
+
+
+def test_the_version_folder_has_the_umask_mode(bernoulli_model, tmp_path):
+    """Not mkdtemp's 0700: a TF Serving running as another user must read it."""
+    umask = os.umask(0o027)
+    try:
+        paths = export.export_model(bernoulli_model, str(tmp_path), "vae", tflite=())
+    finally:
+        os.umask(umask)
+    version = paths["saved_model"]
+    assert stat.S_IMODE(os.stat(version).st_mode) == 0o750
+    for inner in ("variables", "saved_model.pb", "metadata.json"):
+        assert os.stat(os.path.join(version, inner)).st_mode & 0o040, inner
 
 
 # -- TFLite --------------------------------------------------------------------------------

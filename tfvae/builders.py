@@ -14,7 +14,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfvae.checks import choice
+from tfvae.checks import choice, first_line
 from tfvae.heads import POSTERIORS
 from tfvae.hierarchy import TopDownBlock
 from tfvae.model import OPTIONS, VAE
@@ -212,9 +212,8 @@ def build_strategy(name="default", tpu=None):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         where = f"at {tpu!r}" if tpu else "(no --tpu address given)"
-        raise ValueError(f"strategy='tpu' found no TPU {where}: {first}") from None
+        raise ValueError(f"strategy='tpu' found no TPU {where}: {first_line(error)}") from None
     return tf.distribute.TPUStrategy(resolver)
 
 

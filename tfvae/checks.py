@@ -1,8 +1,8 @@
 """What tfvae accepts from a user, and the one line it says when it does not.
 
-The trainer (`data.check_images`), the tools (`tools.evaluate`, `tools.sample`,
-`tools.export`) and the signatures of an exported SavedModel (`export._check_*`) apply
-the rules below with the same words, so a mistake reads the same wherever it is made.
+The trainer (`data.check_images`), the tools (`tools.*`), the eager calls of a `VAE`
+and the signatures of an exported SavedModel (`export._check_*`) apply the rules below
+with the same words, so a mistake reads the same wherever it is made.
 
 Images, for a model of images (H, W, C):
 * an array [N, H, W, C], or [N, H, W] when C = 1; N >= 1;
@@ -14,16 +14,28 @@ Images, for a model of images (H, W, C):
   probability of the data, so `tools.evaluate` refuses them unless told
   `--allow_grey_levels`.
 
+Codes z, for a model of latent size D (all layers, top first): an array [N, D] of
+numbers, N >= 1, no NaN and no Inf.
+
 Counts: `num_samples` of the `sample` signature (and of `tools.sample`, SavedModel or
 .tflite) is 1 to MAX_SAMPLES; the k of `log_prob` is any positive integer (it is
 decoded in bounded chunks).
 
-This module needs only numpy and absl (no TensorFlow), so that the LiteRT path of
-`tools.sample` runs where TensorFlow is not installed.
+Command lines: bad input ends with the one line 'program: error: ...' and status 1
+(`fail`), Ctrl-C with 'program: interrupted; <what was kept>' and status 130
+(`interruptible`).
+
+This module needs only numpy and absl (no TensorFlow; `load_keras_model` imports Keras
+when called), so that the LiteRT path of `tools.sample` runs where TensorFlow is not
+installed.
 """
 
+import functools
+import os
 import pickle
+import signal
 import sys
+import zipfile
 
 import numpy as np
 from absl import flags
@@ -33,6 +45,7 @@ from absl import flags
 # more than a grid or a serving batch needs. Larger sets: call it repeatedly.
 MAX_SAMPLES = 10_000
 RANGE = "images must be float32 in [0, 1]"
+FINITE_CODES = "z must be finite numbers"
 
 
 class InputError(ValueError):
@@ -125,16 +138,22 @@ def as_images(array, image_shape, what="the images"):
 def check_values(images, what="the images"):
     """InputError unless every value of `images` is a number in [0, 1]."""
     images = np.asarray(images)
-    for bad, kind in ((np.isnan, "NaN"), (np.isinf, "infinite values")):
-        found = bad(images)
-        if found.any():
-            first = np.unravel_index(np.argmax(found), images.shape)[0]
-            raise InputError(f"{what} has {kind} (first in image {first}); {RANGE}.")
+    check_finite(images, what)
     low, high = images.min(), images.max()
     if low < 0 or high > 1:
         hint = " (divide 0-255 images by 255)" if high > 1 else ""
         raise InputError(f"{what} has pixel values in [{float(low)}, {float(high)}]; "
                          f"{RANGE}{hint}.")
+
+
+def check_finite(array, what="the images", rule=RANGE, item="image"):
+    """InputError naming the first NaN or Inf of `array` (its `item` along axis 0)."""
+    array = np.asarray(array)
+    for bad, kind in ((np.isnan, "NaN"), (np.isinf, "infinite values")):
+        found = bad(array)
+        if found.any():
+            first = np.unravel_index(np.argmax(found), array.shape)[0]
+            raise InputError(f"{what} has {kind} (first in {item} {first}); {rule}.")
 
 
 def check_binary(images, what="the images", flag="--allow_grey_levels"):
@@ -148,7 +167,32 @@ def check_binary(images, what="the images", flag="--allow_grey_levels"):
             f"them, or pass {flag} to report the cross-entropy anyway.")
 
 
+# -- codes ------------------------------------------------------------------------------
+
+def as_codes(array, latent_dim, what="the codes"):
+    """float32 codes z [N, latent_dim] from `array`, by the rules above; InputError
+    naming `what` otherwise (LiteRT would crash on another width, decode NaN to NaN)."""
+    array = np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.integer)
+            or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{what} has dtype {array.dtype}; {FINITE_CODES}.")
+    if array.ndim != 2 or array.shape[1] != latent_dim:
+        raise InputError(f"{what} has shape {array.shape}; "
+                         f"{shape_message('z', (latent_dim,))} (the model's codes, all "
+                         "layers top first).")
+    if not len(array):
+        raise InputError(f"{what} holds no codes.")
+    array = array.astype(np.float32)
+    check_finite(array, what, FINITE_CODES, "code")
+    return array
+
+
 # -- files ------------------------------------------------------------------------------
+
+def first_line(error):
+    """The first line of an exception's message (its type's name if it has none)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
 
 def load_npy(path):
     """The array in the .npy file `path`; InputError if it is missing or unreadable."""
@@ -157,9 +201,40 @@ def load_npy(path):
     except FileNotFoundError:
         raise InputError(f"{path} does not exist.") from None
     except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputError(f"{path} cannot be read as a .npy array of images "
-                         f"(cut short or another format: {first}).") from None
+        raise InputError(f"{path} cannot be read as a .npy array "
+                         f"(cut short or another format: {first_line(error)}).") from None
+
+
+def load_keras_model(path):
+    """The tfvae VAE in the .keras file `path`; InputError if it holds none."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path} does not exist.")
+    import keras
+
+    import tfvae  # noqa: F401  (registers the tfvae classes)
+
+    try:
+        model = keras.saving.load_model(path)
+    except (zipfile.BadZipFile, ValueError, TypeError, KeyError) as error:
+        raise InputError(f"{path} cannot be read as a tfvae .keras model (cut short "
+                         f"or another model: {first_line(error)}).") from None
+    if not hasattr(model, "image_shape"):
+        raise InputError(f"{path} holds a {type(model).__name__}, not a tfvae VAE.")
+    return model
+
+
+def check_writable(path, flag="--output"):
+    """InputError now, not after a long computation, when `path` cannot be written."""
+    if not path:
+        return
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{flag} {path} cannot be written "
+                         f"({first_line(error)}).") from None
+    if not os.access(folder, os.W_OK) or os.path.isdir(path):
+        raise InputError(f"{flag} {path} cannot be written.")
 
 
 # -- command lines ----------------------------------------------------------------------
@@ -169,6 +244,11 @@ def fail(program, message):
     sys.exit(f"{program}: error: {message}")
 
 
+def flag_error(error):
+    """absl's message for a bad flag or flagfile, in one line."""
+    return str(error).splitlines()[0].removeprefix("ERROR:: ")
+
+
 def flags_parser(program):
     """An absl `flags_parser` for `app.run` that reports a bad flag in one line."""
 
@@ -176,6 +256,44 @@ def flags_parser(program):
         try:
             return flags.FLAGS(argv)
         except flags.Error as error:
-            fail(program, str(error).splitlines()[0].removeprefix("ERROR:: "))
+            fail(program, flag_error(error))
 
     return parse
+
+
+def interruptible(program, kept):
+    """Decorates a tool's `main`: Ctrl-C (SIGINT) ends it with status 130 (128 +
+    SIGINT, as shells report it) and the line 'program: interrupted; <kept>', where
+    `kept` says what was written, not a traceback.
+
+    Whatever a SIGINT ends in counts: TensorFlow can turn the KeyboardInterrupt raised
+    inside its Python code into another error (seen: a ValueError from a tf.function
+    call whose argument list the interrupt cut short).
+    """
+
+    def decorate(main):
+        @functools.wraps(main)
+        def run(argv):
+            interrupted = []
+
+            def on_sigint(signum, frame):
+                interrupted.append(signum)
+                raise KeyboardInterrupt
+
+            ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            if ours:  # not where SIGINT is ignored (nohup, `&`) or handled already
+                signal.signal(signal.SIGINT, on_sigint)
+            try:
+                return main(argv)
+            except BaseException as error:
+                if not (interrupted or isinstance(error, KeyboardInterrupt)):
+                    raise
+                print(f"{program}: interrupted; {kept}", file=sys.stderr, flush=True)
+                sys.exit(130)
+            finally:
+                if ours:
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        return run
+
+    return decorate

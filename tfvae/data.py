@@ -167,7 +167,7 @@ def get_builder(name, data_dir=None, manual_dir=None):
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
         except Exception as error:  # noqa: BLE001 -- TFDS raises many kinds
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            first_line = checks.first_line(error)
             raise DataUnavailableError(_missing_data_message(builder, first_line)) \
                 from error
     return builder

@@ -42,6 +42,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 
 import keras
 import numpy as np
@@ -214,6 +215,8 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
 
     def decode(z):
         z = _check_shape(z, "z", (model.latent_dim,))
+        z = _checked(z, tf.reduce_all(tf.math.is_finite(z)),
+                     [f"{checks.FINITE_CODES}; found NaN or Inf"])
         likelihood = model.decode(z, training=False)
         return {"images": likelihood.mean(),
                 **distributions.likelihood_parameters(likelihood)}
@@ -440,7 +443,10 @@ def export_model(model, base_dir="saved_models", name="vae", version=None,
     version, version_dir = version_folder(base_dir, name, version)
     model_dir = os.path.dirname(version_dir)
     os.makedirs(model_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{version}.incomplete-", dir=model_dir)
+    # Not tempfile.mkdtemp: its mode 0700, kept through the rename, would hide the
+    # version from a TF Serving running as another user; mkdir applies the umask.
+    staging = os.path.join(model_dir, f".{version}.incomplete-{uuid.uuid4().hex[:8]}")
+    os.mkdir(staging)
     try:
         _write_version(float32_copy(model), staging, name, tflite, {
             **model_metadata(model), "name": name, "version": version,

@@ -14,7 +14,7 @@ import inspect
 import keras
 import tensorflow as tf
 
-from tfvae import heads, objectives
+from tfvae import checks, heads, objectives
 from tfvae.checks import choice
 from tfvae.hierarchy import flat_features
 from tfvae.priors import StandardNormalPrior, VampPrior
@@ -139,6 +139,10 @@ class VAE(keras.Model):
         self.built = True
 
     def _check_images(self, images):
+        """`images` as float32 after checking dtype and shape, and NaN or Inf when
+        called eagerly. Traced calls (`fit`, the export) are left graph-pure: the
+        trainer checks its data first (`data.check_images`), the export's signatures
+        check at run time (`export._check_images`)."""
         images = tf.convert_to_tensor(images)
         if images.dtype != tf.float32:
             if not (images.dtype.is_floating or images.dtype.is_integer):
@@ -151,6 +155,8 @@ class VAE(keras.Model):
             raise ValueError(
                 f"VAE expects images of shape (batch, {', '.join(map(str, self.image_shape))}),"
                 f" got {shape}.")
+        if tf.executing_eagerly():
+            checks.check_finite(images.numpy())
         return images
 
     # -- the probabilistic model -----------------------------------------------

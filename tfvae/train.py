@@ -159,8 +159,8 @@ def _interrupt_message(backup_dir, epoch):
 
 
 def _export_failure(error, paths):
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return (f"the export failed ({type(error).__name__}: {first}); nothing was left in "
+    return (f"the export failed ({type(error).__name__}: {checks.first_line(error)}); "
+            "nothing was left in "
             f"the export dir. The test figures are in {paths['metrics.json']} and the "
             f"model in {paths['model.keras']}: export it with python -m tools.export "
             f"--checkpoint={paths['model.keras']}.")

@@ -20,31 +20,51 @@ optimistic figure; on a GPU they mean little). Timings are of this machine, prin
 above the table (CPU model, cores, TensorFlow, GPU).
 The model is the MLP baseline 784-500-500-50 (ReLU, Bernoulli, batch 100) unless
 --config names a trainer flagfile, whose model options, batch size and optimizer
-are used (its other flags are ignored).
+are used (its other flags are ignored); absl reads it with the trainer's own flag
+definitions, so a flag the trainer would refuse is refused here too.
+
+Bad input (a missing or unreadable --config, a bad flag in it, a count below 1, an
+--output that cannot be written) ends with one line `tools.benchmark: error: ...`
+and status 1 before any timing; Ctrl-C with one line and status 130.
 """
 
+import functools
 import inspect
 import json
-import os
 import statistics
+import sys
 import time
 
 from absl import app, flags, logging
 
+from tfvae import checks
+
+PROGRAM = "tools.benchmark"
 FLAGS = flags.FLAGS
+parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+JIT_SETTINGS = {"true": True, "false": False, "1": True, "0": False, "on": True,
+                "off": False, "yes": True, "no": False}
 flags.DEFINE_string("config", None, "A trainer flagfile (configs/*.cfg) whose model "
                     "options to benchmark; default: the MLP baseline.")
 flags.DEFINE_integer("batch_size", None, "Training batch; default: the config's, "
-                     "else 100.")
+                     "else 100.", lower_bound=1)
 flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call; "
-                     "default: the config's, else 20 (as configs/mnist.cfg).")
-flags.DEFINE_integer("train_images", 10_000, "Synthetic images per training epoch.")
-flags.DEFINE_integer("warmup_epochs", 1, "Untimed epochs (tracing, compilation).")
-flags.DEFINE_integer("epochs", 5, "Timed epochs; the median is reported.")
-flags.DEFINE_integer("num_samples", 5000, "k of the NLL evaluation.")
-flags.DEFINE_integer("nll_images", 100, "Images of the timed NLL evaluation.")
-flags.DEFINE_integer("nll_batch_size", 100, "Images per compiled NLL call.")
+                     "default: the config's, else 20 (as configs/mnist.cfg).",
+                     lower_bound=1)
+flags.DEFINE_integer("train_images", 10_000, "Synthetic images per training epoch.",
+                     lower_bound=1)
+flags.DEFINE_integer("warmup_epochs", 1, "Untimed epochs (tracing, compilation).",
+                     lower_bound=0)
+flags.DEFINE_integer("epochs", 5, "Timed epochs; the median is reported.",
+                     lower_bound=1)
+flags.DEFINE_integer("num_samples", 5000, "k of the NLL evaluation.", lower_bound=1)
+flags.DEFINE_integer("nll_images", 100, "Images of the timed NLL evaluation.",
+                     lower_bound=1)
+flags.DEFINE_integer("nll_batch_size", 100, "Images per compiled NLL call.",
+                     lower_bound=1)
 flags.DEFINE_list("jit", ["true", "false"], "jit_compile settings to compare.")
+flags.register_validator("jit", lambda v: bool(v) and all(
+    s.lower() in JIT_SETTINGS for s in v), message="--jit must list true and/or false.")
 flags.DEFINE_bool("long", False, "Longer, steadier runs: 10 timed epochs of 20,000 "
                   "images and the NLL on 1000 images.")
 flags.DEFINE_string("output", None, "Also write the results as JSON here.")
@@ -52,35 +72,53 @@ flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 IMAGE_SHAPE = (28, 28, 1)
 
 
+@functools.cache
+def trainer_flags():
+    """A FlagValues of its own holding tfvae.train's flags, to read --config with.
+
+    The trainer defines its flags on flags.FLAGS as it is imported, where ours already
+    define --batch_size, --epochs, --num_samples and --steps_per_execution: ours step
+    aside for the import, and the trainer's (those of tfvae modules) move out after.
+    """
+    ours = FLAGS.get_flags_for_module(sys.modules[__name__])
+    FLAGS.remove_flag_values([flag.name for flag in ours])
+    try:
+        from tfvae import train  # noqa: F401  (defines the trainer's flags)
+    finally:
+        trainer = flags.FlagValues()
+        for module, defined in FLAGS.flags_by_module_dict().items():
+            for flag in defined if module.startswith("tfvae.") else ():
+                trainer[flag.name] = flag
+        FLAGS.remove_flag_values(trainer)
+        for flag in ours:
+            FLAGS[flag.name] = flag
+    return trainer
+
+
 def read_config(path):
-    """Model options, batch size and optimizer settings from a trainer flagfile."""
+    """Model options, batch size and optimizer settings of the trainer flagfile `path`
+    (the flags it sets); InputError with absl's words for what the trainer refuses."""
     from tfvae import builders
 
-    defaults = {name: p.default for name, p in
-                inspect.signature(builders.build_model).parameters.items()
-                if p.kind == p.KEYWORD_ONLY}
-    extra = {"batch_size": 100, "optimizer": "adam", "learning_rate": 1e-3,
-             "steps_per_execution": 20}
-    options = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("--") or "=" not in line:
-                continue
-            name, value = line[2:].split("=", 1)
-            if name not in defaults and name not in extra:
-                continue
-            default = defaults.get(name, extra.get(name))
-            if isinstance(default, tuple):
-                options[name] = tuple(int(v) for v in value.split(",") if v)
-            elif isinstance(default, bool):
-                options[name] = value.lower() in ("1", "true")
-            elif isinstance(default, int):
-                options[name] = int(value)
-            elif isinstance(default, float):
-                options[name] = float(value)
-            else:
-                options[name] = value
+    trainer = trainer_flags()
+    trainer.unparse_flags()
+    try:
+        trainer(["tfvae.train", f"--flagfile={path}"])
+    except flags.Error as error:
+        raise checks.InputError(f"--config {path}: {checks.flag_error(error)}") from None
+    names = [name for name, p in inspect.signature(builders.build_model).parameters.items()
+             if p.kind == p.KEYWORD_ONLY]
+    names += ["batch_size", "optimizer", "learning_rate", "steps_per_execution"]
+    options = {name: trainer[name].value for name in names
+               if name in trainer and trainer[name].present}
+    for name, value in options.items():
+        if isinstance(value, list):
+            try:
+                options[name] = tuple(int(v) for v in value)
+            except ValueError:
+                raise checks.InputError(f"--config {path}: --{name} must be a comma-"
+                                        f"separated list of integers, got "
+                                        f"{','.join(value)!r}.") from None
     return options
 
 
@@ -180,16 +218,22 @@ def table(results, machine, label):
     return "\n".join(lines)
 
 
+@checks.interruptible(PROGRAM, "no results were written.")
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     import numpy as np
 
     from tfvae import rundir
 
-    options = read_config(FLAGS.config) if FLAGS.config else {}
+    try:
+        checks.check_writable(FLAGS.output)
+        options = read_config(FLAGS.config) if FLAGS.config else {}
+        build(options, jit_compile=False)  # the config's model builds
+    except (ValueError, OSError) as error:  # InputError too
+        checks.fail(PROGRAM, error)
     batch_size = FLAGS.batch_size or options.get("batch_size", 100)
     options["steps_per_execution"] = (FLAGS.steps_per_execution
                                       or options.get("steps_per_execution", 20))
@@ -205,7 +249,7 @@ def main(argv):
     machine = rundir.machine_info()
     results = {}
     for setting in FLAGS.jit:
-        jit = setting.lower() in ("1", "true", "on", "yes")
+        jit = JIT_SETTINGS[setting.lower()]
         print(f"jit_compile={jit}: training {FLAGS.warmup_epochs}+{epochs} epochs of "
               f"{train_images} images ...", flush=True)
         train = training_throughput(options, jit, images[:train_images], batch_size,
@@ -218,8 +262,6 @@ def main(argv):
     print()
     print(table(results, machine, label))
     if FLAGS.output:
-        if os.path.dirname(FLAGS.output):
-            os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
         with open(FLAGS.output, "w") as f:
             json.dump({"machine": machine, "model": label, "batch_size": batch_size,
                        "results": results}, f, indent=2)
@@ -227,4 +269,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

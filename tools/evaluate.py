@@ -18,7 +18,8 @@ split is binarized exactly as during training.
 Prints the NLL (= -mean log p(x), nats) with its standard error over images and
 the wall time, the ELBO, rate and distortion, the active units, and for Gaussian
 likelihoods bits per dimension (see tfvae/evaluate.py for the formulas); writes all
-of it, the KL per dimension and the machine to --output as JSON.
+of it, the KL per dimension and the machine to --output as JSON (at the end: Ctrl-C
+leaves none).
 
 Images follow the rules of `tfvae.checks` (shape, range, no NaN). A Bernoulli model
 is refused grey-level images (values strictly between 0 and 1): its "log-likelihood"
@@ -29,7 +30,6 @@ with one line `tools.evaluate: error: ...` and status 1, before any long computa
 import json
 import os
 import time
-import zipfile
 
 from absl import app, flags, logging
 
@@ -107,38 +107,18 @@ def load_images(config, image_shape):
     return images, f"{name}[{FLAGS.split}] ({binarization} binarization)"
 
 
-def load_model(location, keras, tf, evaluate):
+def load_model(location, tf, evaluate):
     """(model for `evaluate.evaluate`, image shape, likelihood) of a located model."""
     if location["kind"] == "keras":
-        path = location["path"]
-        try:
-            model = keras.saving.load_model(path)
-        except (zipfile.BadZipFile, ValueError, TypeError, KeyError) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise checks.InputError(f"{path} cannot be read as a tfvae .keras model (cut "
-                                    f"short or another model: {first}).") from None
-        if not hasattr(model, "image_shape"):
-            raise checks.InputError(f"{path} holds a {type(model).__name__}, not a "
-                                    "tfvae VAE.")
+        model = checks.load_keras_model(location["path"])
         return model, model.image_shape, model.decoder.likelihood
     try:
         loaded = tf.saved_model.load(location["path"])
     except (OSError, ValueError, tf.errors.OpError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise checks.InputError(f"{location['path']} cannot be loaded as a SavedModel "
-                                f"({first}).") from None
+                                f"({checks.first_line(error)}).") from None
     functions = evaluate.saved_model_functions(loaded)
     return functions, functions["image_shape"], functions["likelihood"]
-
-
-def check_writable(path):
-    """Fails now, not after the evaluation, when --output cannot be written."""
-    if not path:
-        return
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    if not os.access(folder, os.W_OK) or os.path.isdir(path):
-        raise checks.InputError(f"--output {path} cannot be written.")
 
 
 def print_report(report, description):
@@ -155,22 +135,21 @@ def print_report(report, description):
     print(f"active units: {report['active_units']} of {len(report['activity'])}")
 
 
+@checks.interruptible(PROGRAM, "no report was written.")
 def main(argv):
     if len(argv) != 2:
         checks.fail(PROGRAM, "usage: python -m tools.evaluate MODEL [flags]; MODEL is "
                              "a .keras file, a run directory or a SavedModel directory.")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    import keras
     import tensorflow as tf
 
-    import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
     from tfvae import data, evaluate, rundir
 
     try:
-        check_writable(FLAGS.output)
+        checks.check_writable(FLAGS.output)
         location = rundir.locate_model(argv[1])
-        model, image_shape, likelihood = load_model(location, keras, tf, evaluate)
+        model, image_shape, likelihood = load_model(location, tf, evaluate)
         config = location["config"]
         images, description = load_images(config, image_shape)
         if likelihood == "bernoulli" and not FLAGS.allow_grey_levels:

@@ -7,12 +7,11 @@ writes saved_models/mnist_vae/<version>/ (next free integer unless --version) ho
 the SavedModel, metadata.json and mnist_vae.tflite, mnist_vae_float16.tflite,
 mnist_vae_int8.tflite. The signatures are listed in tfvae/export.py. The version
 folder appears whole or not at all. Bad input (a missing or unreadable checkpoint or
---metadata file, a taken --version) ends with one line `tools.export: error: ...`.
+--metadata file, a taken --version) ends with one line `tools.export: error: ...`
+and status 1, Ctrl-C with one line and status 130.
 """
 
 import json
-import os
-import zipfile
 
 from absl import app, flags, logging
 
@@ -36,27 +35,20 @@ flags.DEFINE_string("metadata", None,
 flags.mark_flag_as_required("checkpoint")
 
 
+@checks.interruptible(PROGRAM, "no version folder was written (an export appears "
+                               "whole or not at all).")
 def main(argv):
     if len(argv) > 1:
         checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
-    if not os.path.isfile(FLAGS.checkpoint):
-        checks.fail(PROGRAM, f"checkpoint {FLAGS.checkpoint} does not exist.")
-    try:
-        extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
-    except (OSError, ValueError) as error:
-        checks.fail(PROGRAM, error)
-
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # no INFO line per saved function
-    import keras  # after flag parsing, so that --help is fast
-    import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
+    try:
+        extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
+        model = checks.load_keras_model(FLAGS.checkpoint)
+    except (OSError, ValueError) as error:  # InputError too
+        checks.fail(PROGRAM, error)
     from tfvae import export
 
-    try:
-        model = keras.saving.load_model(FLAGS.checkpoint)
-    except (zipfile.BadZipFile, ValueError, TypeError, KeyError) as error:
-        checks.fail(PROGRAM, f"{FLAGS.checkpoint} cannot be read as a tfvae .keras model "
-                             f"(cut short or another model: {_first_line(error)}).")
     try:
         paths = export.export_model(model, base_dir=FLAGS.base_dir, name=FLAGS.name,
                                     version=FLAGS.version, tflite=FLAGS.tflite,
@@ -65,10 +57,6 @@ def main(argv):
         checks.fail(PROGRAM, f"{error} (nothing was written)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def read_metadata(path):

@@ -19,6 +19,10 @@ Usage (from the repository root; ~1 minute on a 2-core CPU with the defaults):
     python -m tools.grad_variance --checkpoint=runs/mnist/vae.keras \
         --dataset=binarized_mnist --tfds_manual_dir=../shared/data/binarized_mnist
     python -m tools.grad_variance --checkpoint=vae.keras --images=batch.npy
+
+Bad input (a missing or unreadable checkpoint or .npy, images of another shape or
+with NaN, a bad count) ends with one line `tools.grad_variance: error: ...` and
+status 1; Ctrl-C with one line and status 130.
 """
 
 import collections
@@ -28,8 +32,11 @@ import tensorflow as tf
 from absl import app, flags
 
 import tfvae
+from tfvae import checks
 
+PROGRAM = "tools.grad_variance"
 FLAGS = flags.FLAGS
+parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
 ESTIMATORS = ("score_function", "reparameterization")
 
 
@@ -146,40 +153,62 @@ def format_results(results):
 
 
 def load_batch(image_shape):
+    """The fixed batch [B, H, W, C] in [0, 1], by the rules of `tfvae.checks`."""
     if FLAGS.images:
-        return np.load(FLAGS.images)[:FLAGS.batch_size].astype("float32")
+        return checks.as_images(checks.load_npy(FLAGS.images)[:FLAGS.batch_size],
+                                image_shape, FLAGS.images)
     if FLAGS.dataset:
         from tfvae import data  # pylint: disable=import-outside-toplevel
         dataset = data.load_dataset(FLAGS.dataset, FLAGS.split, FLAGS.batch_size,
                                     binarize="static", data_dir=FLAGS.tfds_data_dir,
-                                    manual_dir=FLAGS.tfds_manual_dir, shuffle=False)
-        return next(iter(dataset)).numpy()
+                                    manual_dir=FLAGS.tfds_manual_dir, shuffle=False,
+                                    cache=False)
+        return data.check_images(dataset.take(1), image_shape,
+                                 f"{FLAGS.dataset}[{FLAGS.split}]")
     return synthetic_batch(FLAGS.batch_size, image_shape, FLAGS.seed)
 
 
-def main(argv):
-    del argv
-    import keras  # pylint: disable=import-outside-toplevel
-    keras.utils.set_random_seed(FLAGS.seed)
+def load_model():
+    """(model, its description): --checkpoint, else a fresh MLP VAE."""
     if FLAGS.checkpoint:
-        model = keras.models.load_model(FLAGS.checkpoint)
-        source = FLAGS.checkpoint
-    else:
+        return checks.load_keras_model(FLAGS.checkpoint), FLAGS.checkpoint
+    try:
         hidden = tuple(int(u) for u in FLAGS.hidden_units)
-        model = tfvae.VAE(tfvae.MLPEncoder(FLAGS.latent_dim, hidden),
-                          tfvae.MLPDecoder((28, 28, 1), hidden))
-        source = f"untrained MLP VAE 784-{'-'.join(map(str, hidden))}-{FLAGS.latent_dim}"
-    images = load_batch(model.image_shape)
+    except ValueError:
+        hidden = (0,)
+    if any(units < 1 for units in hidden):
+        raise checks.InputError(f"--hidden_units must be positive integers, got "
+                                f"{','.join(FLAGS.hidden_units)!r}.")
+    model = tfvae.VAE(tfvae.MLPEncoder(FLAGS.latent_dim, hidden),
+                      tfvae.MLPDecoder((28, 28, 1), hidden))
+    return model, (f"untrained MLP VAE 784-{'-'.join(map(str, hidden))}-"
+                   f"{FLAGS.latent_dim}")
+
+
+@checks.interruptible(PROGRAM, "nothing was written.")
+def main(argv):
+    if len(argv) > 1:
+        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
+    import keras  # pylint: disable=import-outside-toplevel
+    from tfvae import data  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    try:
+        model, source = load_model()
+        images = load_batch(model.image_shape)
+    except (ValueError, OSError, data.DataUnavailableError) as error:  # InputError too
+        checks.fail(PROGRAM, error)
     print(f"{source}; batch {images.shape[0]} images "
           f"({FLAGS.images or FLAGS.dataset or 'synthetic'}); {FLAGS.num_draws} draws "
-          f"per estimator, L={FLAGS.num_samples}")
+          f"per estimator, L={FLAGS.num_samples}", flush=True)
     results = compare_estimators(model, images, FLAGS.num_draws, FLAGS.num_samples)
     print(format_results(results))
 
 
 def define_flags():
-    """The command line's flags; defined only when run as a script, so that importing
-    this module next to tfvae.train (as the tests do) cannot define a flag twice."""
+    """The command line's flags; defined only when run as a script (or by
+    tests/cli_driver.py), so that importing this module next to tfvae.train (as the
+    tests do) cannot define a flag twice."""
     flags.DEFINE_string("checkpoint", None, "A trained .keras model; default: a fresh MLP VAE.")
     flags.DEFINE_string("images", None, ".npy file of images [N, H, W, C] in [0, 1].")
     flags.DEFINE_string("dataset", None, "TFDS dataset to take the batch from (first batch "
@@ -187,14 +216,16 @@ def define_flags():
     flags.DEFINE_string("split", "test", "TFDS split for --dataset.")
     flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir for --dataset.")
     flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual_dir (offline source files).")
-    flags.DEFINE_integer("batch_size", 64, "Images in the fixed batch.")
-    flags.DEFINE_integer("num_draws", 200, "Gradient draws per estimator.")
-    flags.DEFINE_integer("num_samples", 1, "Samples of z per image in each draw (L).")
-    flags.DEFINE_integer("latent_dim", 16, "Latent size of the fresh model.")
+    flags.DEFINE_integer("batch_size", 64, "Images in the fixed batch.", lower_bound=1)
+    flags.DEFINE_integer("num_draws", 200, "Gradient draws per estimator (a variance "
+                         "needs 2).", lower_bound=2)
+    flags.DEFINE_integer("num_samples", 1, "Samples of z per image in each draw (L).",
+                         lower_bound=1)
+    flags.DEFINE_integer("latent_dim", 16, "Latent size of the fresh model.", lower_bound=1)
     flags.DEFINE_list("hidden_units", ["256"], "Hidden layers of the fresh MLP model.")
     flags.DEFINE_integer("seed", 0, "Seeds the fresh model, the synthetic batch and the draws.")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -5,16 +5,21 @@ r"""Sample images from an exported VAE (SavedModel folder or .tflite file) into 
     python -m tools.sample saved_models/mnist_vae/1 --images=test.npy \
         --reconstructions=reconstructions.png           # or --dataset=binarized_mnist
     python -m tools.sample saved_models/mnist_vae/1/mnist_vae.tflite --benchmark_runs=200
+    python -m tools.sample saved_models/mnist_vae/1/mnist_vae.tflite --codes=z.npy \
+        --decoded=decoded.png                           # z [N, latent_dim] -> images
 
-A SavedModel runs its `sample` signature (and `reconstruct` for --reconstructions);
-a .tflite file runs its `sample` signature in the LiteRT interpreter (pip install
-ai-edge-litert); that path needs only numpy and ai-edge-litert, not TensorFlow. PNGs
-are written with zlib from the standard library: no plotting package needed.
-The reconstruction grid alternates rows of inputs and their reconstructions.
+A SavedModel runs its `sample` signature (`reconstruct` for --reconstructions, `decode`
+for --codes); a .tflite file runs its `sample` and `decode` signatures in the LiteRT
+interpreter (pip install ai-edge-litert); that path needs only numpy and
+ai-edge-litert, not TensorFlow. PNGs are written with zlib from the standard library:
+no plotting package needed. The reconstruction grid alternates rows of inputs and
+their reconstructions.
 
-Bad input ends with one line `tools.sample: error: ...` and status 1: --num_samples
-outside 1 to tfvae.checks.MAX_SAMPLES (checked before the interpreter runs: LiteRT
-crashes on -1), a missing or unreadable model or .npy, images of another shape.
+Bad input ends with one line `tools.sample: error: ...` and status 1, checked before
+the interpreter runs: --num_samples outside 1 to tfvae.checks.MAX_SAMPLES (LiteRT
+crashes on -1), codes of another width (LiteRT fails in its XNNPack delegate) or with
+NaN or Inf (decoded to NaN), a missing or unreadable model or .npy, images of another
+shape. Ctrl-C ends with one line and status 130.
 """
 
 import math
@@ -45,6 +50,9 @@ flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.",
                      lower_bound=1)
 flags.DEFINE_string("reconstructions", "reconstructions.png",
                     "PNG of inputs and reconstructions (with --images or --dataset).")
+flags.DEFINE_string("codes", None, "A .npy of codes z [N, latent_dim] (all layers, top "
+                    "first) to decode (SavedModel or .tflite).")
+flags.DEFINE_string("decoded", "decoded.png", "PNG of the decoded --codes.")
 flags.DEFINE_integer("benchmark_runs", 0, "If > 0, also time this many calls of the "
                      "sampler at batch sizes 1 and --num_samples and print the latency.",
                      lower_bound=0)
@@ -62,13 +70,15 @@ class SavedModelSampler:
             self.signatures = tf.saved_model.load(path).signatures
         except (OSError, ValueError, tf.errors.OpError) as error:
             raise checks.InputError(f"{path} cannot be loaded as a SavedModel "
-                                    f"({_first_line(error)}).") from None
-        missing = {"sample", "reconstruct"} - set(self.signatures)
+                                    f"({checks.first_line(error)}).") from None
+        missing = {"sample", "reconstruct", "decode"} - set(self.signatures)
         if missing:
             raise checks.InputError(f"{path} is not a tfvae export: it lacks the "
                                     f"signatures {sorted(missing)}.")
         self.image_shape = tuple(self.signatures["sample"].structured_outputs[
             "images"].shape[1:])
+        self.latent_dim = self.signatures["decode"].structured_input_signature[1][
+            "z"].shape[-1]
 
     def sample(self, num_samples):
         num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
@@ -81,9 +91,14 @@ class SavedModelSampler:
         out = self.signatures["reconstruct"](images=self._tf.constant(images))
         return out["images"].numpy()
 
+    def decode(self, z):
+        z = checks.as_codes(z, self.latent_dim)
+        return self.signatures["decode"](z=self._tf.constant(z))["images"].numpy()
+
 
 class TFLiteSampler:
-    """The `sample` signature of an exported .tflite file, in the LiteRT interpreter."""
+    """The `sample` and `decode` signatures of an exported .tflite file, in the LiteRT
+    interpreter."""
 
     def __init__(self, path, num_threads=1):
         try:
@@ -94,22 +109,24 @@ class TFLiteSampler:
         try:
             self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
             self._sample = self.interpreter.get_signature_runner("sample")
+            self._decode = self.interpreter.get_signature_runner("decode")
         except (ValueError, RuntimeError) as error:
             raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
-                                    f"({_first_line(error)}).") from None
+                                    f"({checks.first_line(error)}).") from None
+        self.latent_dim = int(self._decode.get_input_details()["z"]["shape_signature"][-1])
 
     def sample(self, num_samples):
         # Before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
         num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
         return self._sample(num_samples=np.array(num_samples, np.int32))["images"]
 
+    def decode(self, z):
+        # Before invoke: another width fails in XNNPack, one code [D] passes as [1, D].
+        return self._decode(z=checks.as_codes(z, self.latent_dim))["images"]
+
     def reconstruct(self, images):
         raise ValueError("A .tflite file holds only `sample` and `decode`; reconstruct "
                          "with the SavedModel folder.")
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def load_sampler(path):
@@ -198,6 +215,7 @@ def load_test_images(count, image_shape):
     return data.check_images(batches.take(1), image_shape, description)
 
 
+@checks.interruptible(PROGRAM, "only the files printed above were written.")
 def main(argv):
     if len(argv) != 2:
         checks.fail(PROGRAM, "usage: python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
@@ -210,8 +228,13 @@ def main(argv):
         sampler = load_sampler(argv[1])
         images = (load_test_images(FLAGS.num_reconstructions, sampler.image_shape)
                   if FLAGS.images or FLAGS.dataset else None)
+        codes = (checks.as_codes(checks.load_npy(FLAGS.codes), sampler.latent_dim,
+                                 FLAGS.codes) if FLAGS.codes else None)
         samples = image_grid(sampler.sample(FLAGS.num_samples), FLAGS.columns)
         print("samples:", write_png(FLAGS.output, samples))
+        if codes is not None:
+            grid = image_grid(sampler.decode(codes), FLAGS.columns)
+            print("decoded:", write_png(FLAGS.decoded, grid))
         if images is not None:
             grid = reconstruction_grid(images, sampler.reconstruct(images))
             print("reconstructions:", write_png(FLAGS.reconstructions, grid))

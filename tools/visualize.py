@@ -22,15 +22,22 @@ Writes to --output_dir (default: <run directory>/figures):
                           runs in --curves (default: the checkpoint's run directory)
 
 --checkpoint is a .keras file or a trainer output directory; dataset, binarization,
-seed and TFDS directories default to that run's config.json.
+seed and TFDS directories default to that run's config.json. Each figure's path is
+printed as it is written. Bad input (a missing or unreadable model or .npy, images
+of another shape or with NaN, too few images, a bad --manifold_dims or --curves)
+ends with one line `tools.visualize: error: ...` and status 1 before any figure of
+the model is drawn; Ctrl-C with one line and status 130.
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 
+from tfvae import checks
+
+PROGRAM = "tools.visualize"
 FLAGS = flags.FLAGS
+parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_string("checkpoint", None, "A .keras file or a trainer output directory.")
 flags.DEFINE_list("curves", [], "Run directories or history.csv files whose learning "
                   "curves to draw; default: the checkpoint's run directory.")
@@ -46,19 +53,25 @@ flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
 flags.DEFINE_string("tfds_manual_dir", None, "Source files for offline preparation.")
 flags.DEFINE_string("images_npy", None, "Use these images [N, H, W, C] instead.")
 flags.DEFINE_string("labels_npy", None, "Labels [N] of --images_npy for the scatter.")
-flags.DEFINE_integer("num_samples", 100, "Prior samples.")
-flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.")
-flags.DEFINE_integer("interpolation_pairs", 5, "Rows of the interpolation figure.")
-flags.DEFINE_integer("interpolation_steps", 10, "Decoded points per interpolation.")
-flags.DEFINE_integer("manifold_size", 20, "Manifold grid points per side.")
+flags.DEFINE_integer("num_samples", 100, "Prior samples.", lower_bound=1)
+flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.",
+                     lower_bound=1)
+flags.DEFINE_integer("interpolation_pairs", 5, "Rows of the interpolation figure.",
+                     lower_bound=1)
+flags.DEFINE_integer("interpolation_steps", 10, "Decoded points per interpolation.",
+                     lower_bound=2)
+flags.DEFINE_integer("manifold_size", 20, "Manifold grid points per side.",
+                     lower_bound=1)
 flags.DEFINE_list("manifold_dims", None, "Two latent dimensions for the manifold when "
                   "latent_dim > 2 (others held at 0).")
-flags.DEFINE_integer("scatter_images", 5000, "Test images in the scatter plot.")
+flags.DEFINE_integer("scatter_images", 5000, "Test images in the scatter plot.",
+                     lower_bound=1)
 flags.DEFINE_string("curves_metric", "elbo", "Column of history.csv to plot (and "
                     "val_<column>), e.g. elbo or iwae.")
 flags.DEFINE_integer("examples_per_epoch", 0, "Training examples per epoch for the "
-                     "curves (0: from each run's config.json and metrics.json).")
-flags.DEFINE_integer("zoom", 2, "Pixel upscaling of the image figures.")
+                     "curves (0: from each run's config.json and metrics.json).",
+                     lower_bound=0)
+flags.DEFINE_integer("zoom", 2, "Pixel upscaling of the image figures.", lower_bound=1)
 
 
 def option(name, config, default=None):
@@ -68,18 +81,17 @@ def option(name, config, default=None):
     return config.get(name, default)
 
 
-def load_images(config, count):
-    """(images [N, H, W, C] float32 in [0, 1], labels [N] or None)."""
-    import numpy as np
-
+def load_images(config, count, image_shape):
+    """(images [N, H, W, C] float32 in [0, 1], labels [N] or None), by `tfvae.checks`."""
     if FLAGS.images_npy:
-        images = np.load(FLAGS.images_npy)[:count]
-        if images.ndim == 3:
-            images = images[..., None]
-        if images.dtype == np.uint8:
-            images = images / 255.0
-        labels = np.load(FLAGS.labels_npy)[:count] if FLAGS.labels_npy else None
-        return images.astype(np.float32), labels
+        images = checks.as_images(checks.load_npy(FLAGS.images_npy)[:count],
+                                  image_shape, FLAGS.images_npy)
+        labels = checks.load_npy(FLAGS.labels_npy)[:count] if FLAGS.labels_npy else None
+        if labels is not None and labels.shape != (len(images),):
+            raise checks.InputError(
+                f"{FLAGS.labels_npy} has shape {labels.shape}; expected one label per "
+                f"image of --images_npy, shape ({len(images)},).")
+        return images, labels
     from tfvae import data
 
     name = option("dataset", config, "binarized_mnist")
@@ -90,93 +102,121 @@ def load_images(config, count):
     ds = data.load_dataset(name, FLAGS.split, 500, shuffle=False, with_labels=labelled,
                            binarize=None if binarization == "none" else binarization,
                            seed=option("seed", config, 0), **load)
-    ds = ds.unbatch().take(count).batch(count)
-    batch = next(iter(ds))
-    if labelled:
-        return batch[0].numpy(), batch[1].numpy()
-    return batch.numpy(), None
+    batch = next(iter(ds.unbatch().take(count).batch(count)))
+    images, labels = (batch[0].numpy(), batch[1].numpy()) if labelled else \
+        (batch.numpy(), None)
+    return checks.as_images(images, image_shape, f"{name}[{FLAGS.split}]"), labels
 
 
+def manifold_dims(latent_dim):
+    """The two latent dimensions of the manifold figure, or None for no figure."""
+    if latent_dim != 2 and not FLAGS.manifold_dims:
+        return None
+    dims = FLAGS.manifold_dims or ["0", "1"]
+    try:
+        dims = tuple(int(d) for d in dims)
+    except ValueError:
+        dims = ()
+    if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= d < latent_dim
+                                                       for d in dims):
+        raise checks.InputError(f"--manifold_dims must be two different latent "
+                                f"dimensions 0 to {latent_dim - 1}, got "
+                                f"{','.join(FLAGS.manifold_dims)!r}.")
+    return dims
+
+
+def load_inputs(location):
+    """(model, images, labels, manifold dims) of the checkpoint, all checked."""
+    if location["kind"] != "keras":
+        raise checks.InputError(f"{location['path']} is a SavedModel; tools.visualize "
+                                "needs a .keras checkpoint or run directory (for a "
+                                "SavedModel use python -m tools.sample).")
+    model = checks.load_keras_model(location["path"])
+    dims = manifold_dims(model.latent_dim)
+    count = max(FLAGS.num_reconstructions, 2 * FLAGS.interpolation_pairs,
+                FLAGS.scatter_images)
+    images, labels = load_images(location["config"], count, model.image_shape)
+    if len(images) < 2 * FLAGS.interpolation_pairs:
+        raise checks.InputError(
+            f"--interpolation_pairs={FLAGS.interpolation_pairs} needs "
+            f"{2 * FLAGS.interpolation_pairs} images, got {len(images)}; pass fewer pairs "
+            "(at most half the images) or more images.")
+    return model, images, labels, dims
+
+
+def draw_model_figures(model, images, labels, dims, out):
+    """The figures of the model, each path printed as it is written."""
+    from tfvae import plots
+
+    zoom, pairs, scatter = FLAGS.zoom, FLAGS.interpolation_pairs, FLAGS.scatter_images
+    show(plots.save_prior_samples(model, out("samples.png"), FLAGS.num_samples,
+                                  zoom=zoom))
+    show(plots.save_reconstructions(model, images[:FLAGS.num_reconstructions],
+                                    out("reconstructions.png"), columns=8, zoom=zoom))
+    show(plots.save_interpolation(model, images[:pairs], images[pairs:2 * pairs],
+                                  out("interpolation.png"),
+                                  steps=FLAGS.interpolation_steps, zoom=zoom))
+    if dims:
+        show(plots.save_latent_manifold(model, out("manifold.png"), FLAGS.manifold_size,
+                                        dims, zoom=zoom))
+    try:
+        show(plots.save_latent_scatter(model, images[:scatter], None if labels is None
+                                       else labels[:scatter], out("latent_scatter.png")))
+        show(plots.save_latent_activity(model, images[:scatter],
+                                        out("latent_activity.png")))
+    except ImportError as error:
+        logging.warning("No scatter or latent activity plot: %s", error)
+
+
+def show(path):
+    print(path, flush=True)
+
+
+@checks.interruptible(PROGRAM, "only the figures printed above were written.")
 def main(argv):
     if len(argv) > 2:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[2:])}")
+        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[2:])}")
     checkpoint = FLAGS.checkpoint or (argv[1] if len(argv) == 2 else None)
     if not checkpoint and not FLAGS.curves:
-        raise app.UsageError("Pass --checkpoint (a .keras file or run directory) "
+        checks.fail(PROGRAM, "pass --checkpoint (a .keras file or run directory) "
                              "and/or --curves (run directories).")
+    if FLAGS.labels_npy and not FLAGS.images_npy:
+        checks.fail(PROGRAM, "--labels_npy labels the images of --images_npy; pass both.")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    import keras
     import tensorflow as tf
 
-    import tfvae  # noqa: F401  (registers the tfvae classes for load_model)
     from tfvae import data, plots, rundir
 
-    written = []
-    run_dir, config = None, {}
-    if checkpoint:
-        try:
+    run_dir, inputs = None, None
+    try:
+        if checkpoint:
             location = rundir.locate_model(checkpoint)
-        except FileNotFoundError as error:
-            sys.exit(f"Error: {error}")
-        if location["kind"] != "keras":
-            sys.exit("Error: tools.visualize needs a .keras checkpoint or run directory; "
-                     "for a SavedModel use python -m tools.sample.")
-        run_dir, config = os.path.dirname(location["path"]), location["config"]
-    output_dir = FLAGS.output_dir or os.path.join(run_dir or ".", "figures")
+            run_dir = os.path.dirname(location["path"])
+            inputs = load_inputs(location)
+        output_dir = FLAGS.output_dir or os.path.join(run_dir or ".", "figures")
+        checks.check_writable(os.path.join(output_dir, "samples.png"), "--output_dir")
+    except (ValueError, OSError, data.DataUnavailableError) as error:  # InputError too
+        checks.fail(PROGRAM, error)
 
     def out(name):
         return os.path.join(output_dir, name)
 
-    if checkpoint:
-        model = keras.saving.load_model(location["path"])
-        tf.random.set_seed(option("seed", config, 0))
-        count = max(FLAGS.num_reconstructions, 2 * FLAGS.interpolation_pairs,
-                    FLAGS.scatter_images)
-        try:
-            images, labels = load_images(config, count)
-        except (ValueError, OSError, data.DataUnavailableError) as error:
-            sys.exit(f"Error: {error}")
-        zoom = FLAGS.zoom
-        written.append(plots.save_prior_samples(model, out("samples.png"),
-                                                FLAGS.num_samples, zoom=zoom))
-        written.append(plots.save_reconstructions(
-            model, images[:FLAGS.num_reconstructions], out("reconstructions.png"),
-            columns=8, zoom=zoom))
-        pairs = FLAGS.interpolation_pairs
-        written.append(plots.save_interpolation(
-            model, images[:pairs], images[pairs:2 * pairs], out("interpolation.png"),
-            steps=FLAGS.interpolation_steps, zoom=zoom))
-        latent_dim = model.latent_dim
-        if latent_dim == 2 or FLAGS.manifold_dims:
-            dims = tuple(int(d) for d in FLAGS.manifold_dims or (0, 1))
-            written.append(plots.save_latent_manifold(
-                model, out("manifold.png"), FLAGS.manifold_size, dims, zoom=zoom))
-        try:
-            written.append(plots.save_latent_scatter(
-                model, images[:FLAGS.scatter_images],
-                None if labels is None else labels[:FLAGS.scatter_images],
-                out("latent_scatter.png")))
-        except ImportError as error:
-            logging.warning("No scatter plot: %s", error)
-        try:
-            written.append(plots.save_latent_activity(
-                model, images[:FLAGS.scatter_images], out("latent_activity.png")))
-        except ImportError as error:
-            logging.warning("No latent activity plot: %s", error)
-
     curves = FLAGS.curves or ([run_dir] if run_dir and os.path.isfile(
         rundir.history_path(run_dir)) else [])
-    if curves:
+    if curves:  # first: a bad --curves then fails before the slower figures
         try:
-            written.append(plots.save_learning_curves(
+            show(plots.save_learning_curves(
                 curves, out("learning_curves.png"), metric=FLAGS.curves_metric,
                 examples_per_epoch=FLAGS.examples_per_epoch or None))
         except (ImportError, ValueError, OSError) as error:
+            if FLAGS.curves:  # asked for: an error; the run's own: a warning
+                checks.fail(PROGRAM, f"no learning curves: {checks.first_line(error)}")
             logging.warning("No learning curves: %s", error)
-    for path in written:
-        print(path)
+    if inputs:
+        tf.random.set_seed(option("seed", location["config"], 0))
+        draw_model_figures(*inputs, out)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
