@@ -90,7 +90,7 @@ def load_images(config, image_shape):
 
     name = option("dataset", config, default="binarized_mnist")
     binarization = option("binarization", config, default="static")
-    load = dict(binarize=None if binarization == "none" else binarization,
+    load = dict(binarize=binarization,
                 seed=option("seed", config, default=0),
                 data_dir=option("tfds_data_dir", config),
                 manual_dir=option("tfds_manual_dir", config), shuffle=False)

@@ -50,10 +50,11 @@ def synthetic_batch(batch_size, image_shape=(28, 28, 1), seed=0):
 
 def with_estimator(model, estimator, num_samples):
     """A copy of `model` (same weights) whose ELBO loss uses `estimator`."""
-    config = {**model.get_config(), "gradient_estimator": estimator,
-              "objective": "elbo", "num_samples": num_samples, "beta": 1.0,
-              "kl_warmup_steps": 0, "free_bits": 0.0, "info_alpha": 0.0,
-              "info_lambda": 1.0}
+    from tfvae import builders  # pylint: disable=import-outside-toplevel
+
+    plain_elbo = {name: builders.MODEL_DEFAULTS[name] for name in tfvae.model.OPTIONS}
+    config = {**model.get_config(), **plain_elbo, "gradient_estimator": estimator,
+              "num_samples": num_samples}
     copy = tfvae.VAE.from_config(config)
     copy.set_weights(model.get_weights())
     return copy

@@ -100,7 +100,7 @@ def load_images(config, count, image_shape):
                 manual_dir=option("tfds_manual_dir", config))
     labelled = data.dataset_info(name, **load).num_classes is not None
     ds = data.load_dataset(name, FLAGS.split, 500, shuffle=False, with_labels=labelled,
-                           binarize=None if binarization == "none" else binarization,
+                           binarize=binarization,
                            seed=option("seed", config, 0), **load)
     batch = next(iter(ds.unbatch().take(count).batch(count)))
     images, labels = (batch[0].numpy(), batch[1].numpy()) if labelled else \
