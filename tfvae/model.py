@@ -2,12 +2,12 @@
 
 `call(images)` returns per-example terms (nats): `elbo`, `rate` = KL(q(z|x) || p(z)),
 `distortion` = -E_q[log p(x|z)] (and `iwae`, the k-sample bound, when that is the
-objective; `sleep` = -log q(z_d|x_d) of dreams for wake-sleep). `compute_loss` turns them into the scalar training loss, so the stock
-`fit` / `evaluate` loops, distribution strategies, XLA and mixed precision all work
-unchanged; the progress bar shows the epoch means of `loss`, `elbo`, `rate` and
-`distortion`. The objective family (beta, warm-up, free bits, IWAE, DReG, InfoVAE,
-score-function gradients) and its wake-sleep sibling are chosen by arguments; see
-`objectives.py` for the maths.
+objective; `sleep` = -log q(z_d|x_d) of dreams for wake-sleep). `compute_loss` turns
+them into the scalar training loss, so the stock `fit` / `evaluate` loops,
+distribution strategies, XLA and mixed precision all work unchanged; the progress
+bar shows the epoch means of `loss`, `elbo`, `rate` and `distortion`. The objective
+family (beta, warm-up, free bits, IWAE, DReG, InfoVAE, score-function gradients) and
+its wake-sleep sibling are chosen by arguments; see `objectives.py` for the maths.
 """
 
 import inspect
