@@ -15,6 +15,7 @@ apart (as it does a wake phase whose z carries the encoder's gradient).
 """
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -26,6 +27,8 @@ from tfvae import builders, objectives
 from test_model import (B, DECODER_MIN_SCALE, ENCODER_MIN_SCALE, S, W, exact_posterior,
                         images, inverse_softplus, prototype_images, small_vae)
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "configs")
 D_X, D_Z = W.shape
 # Nearly parallel columns: a posterior correlation of -0.78.
 W_CORRELATED = np.array([[0.8, 0.6], [0.5, 0.6], [-0.4, -0.3], [0.3, 0.4], [0.1, 0.0]])
@@ -177,3 +180,19 @@ def test_combinations_without_a_meaning_are_clear_errors(options, message):
         builders.build_model((8, 8, 1), encoder_hidden_units=(8,),
                              decoder_hidden_units=(8,), latent_dim=4,
                              top_down_hidden_units=(8,), prior_components=2, **options)
+
+
+def test_the_wake_sleep_config_differs_from_aevb_in_the_objective_only():
+    from tfvae import train
+
+    def options(name):
+        train.FLAGS.unparse_flags()
+        train.FLAGS(["tfvae.train", f"--flagfile={CONFIGS}/{name}"])
+        parsed = train.options_from_flags()
+        train.FLAGS.unparse_flags()
+        return parsed
+
+    aevb, wake_sleep = options("aevb_mnist.cfg"), options("aevb_mnist_wake_sleep.cfg")
+    differ = {k for k in aevb if aevb[k] != wake_sleep[k]}
+    assert differ == {"objective", "output_dir"}
+    assert wake_sleep["objective"] == "wake_sleep"
