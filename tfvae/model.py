@@ -2,11 +2,12 @@
 
 `call(images)` returns per-example terms (nats): `elbo`, `rate` = KL(q(z|x) || p(z)),
 `distortion` = -E_q[log p(x|z)] (and `iwae`, the k-sample bound, when that is the
-objective). `compute_loss` turns them into the scalar training loss, so the stock
-`fit` / `evaluate` loops, distribution strategies, XLA and mixed precision all work
-unchanged; the progress bar shows the epoch means of `loss`, `elbo`, `rate` and
-`distortion`. The objective family (beta, warm-up, free bits, IWAE, DReG, InfoVAE,
-score-function gradients) is chosen by arguments; see `objectives.py` for the maths.
+objective; `sleep` = -log q(z_d|x_d) of dreams for wake-sleep). `compute_loss` turns
+them into the scalar training loss, so the stock `fit` / `evaluate` loops,
+distribution strategies, XLA and mixed precision all work unchanged; the progress
+bar shows the epoch means of `loss`, `elbo`, `rate` and `distortion`. The objective
+family (beta, warm-up, free bits, IWAE, DReG, InfoVAE, score-function gradients) and
+its wake-sleep sibling are chosen by arguments; see `objectives.py` for the maths.
 """
 
 import inspect
@@ -19,7 +20,7 @@ from tfvae.checks import choice
 from tfvae.hierarchy import flat_features
 from tfvae.priors import StandardNormalPrior, VampPrior
 
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = ("elbo", "iwae", "wake_sleep")
 GRADIENT_ESTIMATORS = ("reparameterization", "score_function", "dreg")
 METRIC_NAMES = ("elbo", "rate", "distortion")
 
@@ -39,7 +40,10 @@ class VAE(keras.Model):
             encoder's head gives q(z_L|x), and the decoder reads [z_1, h_1].
         num_samples: samples of z per example: L for the ELBO, k for IWAE.
         kl: "analytic", "sampled" or "auto" (closed form when TFP registers one).
-        objective: "elbo" or "iwae".
+        objective: "elbo", "iwae" or "wake_sleep" (Hinton et al. 1995: the decoder
+            and prior fit to z ~ q(z|x), the encoder to dreams of the model; one
+            stochastic layer, a prior of its own weights; the logged `elbo`, `rate`
+            and `distortion` are the ELBO's, `loss` the wake-sleep loss).
         gradient_estimator: "reparameterization", "score_function" (REINFORCE with
             a leave-one-out baseline; ELBO only) or "dreg" (IWAE only).
         beta: weight of the rate (beta-VAE).
@@ -90,6 +94,8 @@ class VAE(keras.Model):
                          for name in self.metric_names}
         if self.objective == "iwae":
             self.trackers["iwae"] = keras.metrics.Mean(name="iwae")
+        if self.objective == "wake_sleep":
+            self.trackers["sleep"] = keras.metrics.Mean(name="sleep")
         # Built here, from the decoder's image shape, so that `fit` never needs a
         # symbolic pass (which cannot carry distributions) and `.keras` files reload.
         self.build((None, *self.image_shape))
@@ -99,11 +105,15 @@ class VAE(keras.Model):
         return self.info_alpha + self.info_lambda - 1.0
 
     def _check_combination(self):
-        if self.objective == "iwae" and (
+        if self.objective != "elbo" and (
                 self.beta != 1.0 or self.kl_warmup_steps or self.free_bits
                 or self.mmd_weight or self.info_alpha):
             raise ValueError("beta, kl_warmup_steps, free_bits and the InfoVAE weights "
                              "apply to objective='elbo' only.")
+        if self.objective == "wake_sleep" and (
+                self.top_down or isinstance(self.prior, VampPrior)):
+            raise ValueError("objective='wake_sleep' needs separate recognition and "
+                             "generative weights: no VampPrior, no top-down hierarchy.")
         if self.gradient_estimator == "dreg" and self.objective != "iwae":
             raise ValueError("gradient_estimator='dreg' needs objective='iwae'.")
         if self.gradient_estimator == "score_function" and self.objective != "elbo":
@@ -233,6 +243,14 @@ class VAE(keras.Model):
         codes = tf.concat([layer["z"] for layer in layers], axis=-1)
         return (images, codes) if return_codes else images
 
+    def dream(self, num_dreams, training=None):
+        """(z, x) ~ p(z) p(x|z), [N, D] and [N, H, W, C], with no gradient: the sleep
+        phase's data. x is a sample of the likelihood, not its mean (binary pixels for
+        a Bernoulli decoder, as in Hinton et al. 1995). One stochastic layer."""
+        z = self.prior_distribution().sample(num_dreams)
+        x = self.decoder(z, training=training).sample()
+        return tf.stop_gradient(z), tf.stop_gradient(x)
+
     def decode(self, z, training=None):
         """p(x|z) for the codes of all layers, concatenated top first [..., latent_dim]."""
         codes = self._split_codes(tf.convert_to_tensor(z, tf.float32))
@@ -328,7 +346,12 @@ class VAE(keras.Model):
 
     def call(self, images, training=None):
         """Per-example terms of the objective; keys with '_' are internal."""
-        return self._terms(self._check_images(images), training=training)
+        images = self._check_images(images)
+        terms = self._terms(images, training=training)
+        if self.objective == "wake_sleep":  # the sleep phase: as many dreams as z's
+            z, x = self.dream(tf.shape(images)[0] * self.num_samples, training)
+            terms["sleep"] = -self.encoder(x, training=training).log_prob(z)
+        return terms
 
     def _terms(self, images, training=None, num_samples=None, seed=None,
                estimator=None):
@@ -336,10 +359,16 @@ class VAE(keras.Model):
         estimator = estimator or self.gradient_estimator
         features = self.encoder.features(images, training=training)
         terms = {}
-        if estimator == "reparameterization":
+        if estimator == "reparameterization" and self.objective != "wake_sleep":
             core = self.log_weight_terms(images, k, training, seed=seed,
                                          features=features)
             log_weights = core["log_weights"]
+        elif estimator == "reparameterization":  # the wake phase: z is data to p
+            codes = [tf.stop_gradient(z) for z in self._sampled_codes(features, k, seed)]
+            core = self.log_weight_terms(images, k, training, codes=codes,
+                                         features=features)
+            log_weights = core["log_weights"]
+            terms["_wake"] = -tf.reduce_mean(core["log_px_z"] + core["log_p"], axis=0)
         else:
             codes = self._sampled_codes(features, k, seed)
             if estimator == "dreg":
@@ -403,6 +432,8 @@ class VAE(keras.Model):
         terms = y_pred
         if self.objective == "iwae":
             loss = -objectives.batch_mean(terms["iwae"])
+        elif self.objective == "wake_sleep":
+            loss = objectives.wake_sleep_loss(terms["_wake"], terms["sleep"])
         else:
             if self.free_bits:
                 rate = objectives.free_bits_rate(terms["_rate_per_dim"], self.free_bits)

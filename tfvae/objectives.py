@@ -31,6 +31,22 @@ The family around the ELBO, each a knob of one loss rather than a new model:
   fixed z: the identity that turns the score term into w~^2 path terms holds with
   every other occurrence of phi held fixed.
 
+A sibling of the ELBO rather than a relative, wake-sleep (Hinton et al. 1995, the
+baseline of Kingma & Welling 2014, section 5) gives the generative model p_theta and
+the recognition model q_phi one loss each:
+
+* wake:  max_theta E_x E_{z ~ q(z|x)}[log p(x, z)], z treated as data;
+* sleep: max_phi E_{(z, x) ~ p(z) p(x|z)}[log q(z|x)] on dreams: z_d ~ p(z), then x_d a
+  *sample* of p(x|z_d) (binary pixels for a Bernoulli decoder, as in Hinton et al.),
+  not its mean. Sleep minimizes KL(p(z|x) || q(z|x)) averaged over p(x): the forward
+  KL, where AEVB minimizes the reverse one (a diagonal q matches the posterior's
+  marginal variances, not its precisions).
+
+With no gradient through z, z_d or x_d the sum of the two losses has the wake
+gradient w.r.t. theta and the sleep gradient w.r.t. phi, so one optimizer step does
+both phases at once. No common objective is being followed; the ELBO is reported
+alongside, estimated the same way as for AEVB.
+
 Functions that return a gradient estimator return a *surrogate* whose value is zero and
 whose gradient is the estimator, so the loss shown in logs stays the true objective.
 """
@@ -272,3 +288,15 @@ def dreg_surrogate(tape, log_weights, fixed_codes, codes):
     surrogate = tf.add_n([tf.reduce_sum(tf.stop_gradient(path) * z, axis=[0, 2])
                           for path, z in zip(paths, codes)])
     return surrogate - tf.stop_gradient(surrogate)
+
+
+def wake_sleep_loss(wake, sleep):
+    """The wake-sleep loss: mean wake term [B] + mean sleep term [N] (a scalar).
+
+    Args:
+        wake: -log p(x, z) per example [B], at z ~ q(z|x) that carry no gradient.
+        sleep: -log q(z_d|x_d) per dream [N], at dreams with no gradient.
+    The wake term depends on the decoder (and a prior's own weights) only, the sleep
+    term on the encoder only: the gradient of the sum is both phases' at once.
+    """
+    return batch_mean(wake) + batch_mean(sleep)
