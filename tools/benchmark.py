@@ -29,7 +29,6 @@ and status 1 before any timing; Ctrl-C with one line and status 130.
 """
 
 import functools
-import inspect
 import json
 import statistics
 import sys
@@ -106,9 +105,7 @@ def read_config(path):
         trainer(["tfvae.train", f"--flagfile={path}"])
     except flags.Error as error:
         raise checks.InputError(f"--config {path}: {checks.flag_error(error)}") from None
-    names = [name for name, p in inspect.signature(builders.build_model).parameters.items()
-             if p.kind == p.KEYWORD_ONLY]
-    names += ["batch_size", "optimizer", "learning_rate", "steps_per_execution"]
+    names = [*builders.MODEL_DEFAULTS, "batch_size", "optimizer", "learning_rate", "steps_per_execution"]
     options = {name: trainer[name].value for name in names
                if name in trainer and trainer[name].present}
     for name, value in options.items():
