@@ -26,6 +26,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfvae.model import in_multi_worker_mode
+
 
 def _finite(value):
     try:
@@ -151,8 +153,7 @@ class Backup(keras.callbacks.BackupAndRestore):
         """Raises BackupError when the workers of a multi-worker run are at different
         optimizer steps; Keras does not synchronize restored weights."""
         strategy = self.model.distribute_strategy
-        if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
+        if not in_multi_worker_mode(strategy):
             return
         step = int(self.model.optimizer.iterations.numpy())
         local = strategy.run(lambda: tf.constant([step], tf.int64))

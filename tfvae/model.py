@@ -25,6 +25,14 @@ GRADIENT_ESTIMATORS = ("reparameterization", "score_function", "dreg")
 METRIC_NAMES = ("elbo", "rate", "distortion")
 
 
+def in_multi_worker_mode(strategy=None):
+    """True when `strategy` (default: the current one) is a MultiWorkerMirroredStrategy
+    that spans more than one worker."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
 @keras.saving.register_keras_serializable(package="tfvae")
 class VAE(keras.Model):
     """Variational autoencoder trained on the ELBO or one of its relatives.
@@ -454,9 +462,7 @@ class VAE(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         results = super().compute_metrics(x, y, y_pred, sample_weight)
-        strategy = tf.distribute.get_strategy()
-        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
+        if in_multi_worker_mode():
             # Keras 3 reduces step logs across workers along axis 0, which fails for
             # scalars (tensorflow/tensorflow#72388); [1]-vectors reduce to the mean.
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}

@@ -1,6 +1,6 @@
 """Figures of a trained VAE, written as PNG files a person can open.
 
-Image figures (no dependency beyond TensorFlow; PNGs from `tf.io.encode_png`):
+Image figures (no dependency beyond TensorFlow; grids and PNGs from `tfvae.images`):
 
 * `image_grid` / `save_image_grid`: images [N, H, W, C] in [0, 1] tiled in rows.
 * `save_prior_samples`: means of p(x|z) for z ~ p(z).
@@ -25,61 +25,16 @@ caller's pyplot state and backend are untouched):
 Every `save_*` function returns the path it wrote.
 """
 
-import math
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from tfvae import rundir
+from tfvae.images import image_grid, write_png  # noqa: F401 -- part of this API
 
 
 # -- image grids -------------------------------------------------------------------
-
-
-def image_grid(images, columns=None, padding=1, zoom=1, background=1.0):
-    """Tiles images [N, H, W, C] (floats in [0, 1]) into one uint8 image.
-
-    Args:
-        columns: images per row; about sqrt(N) by default.
-        padding: pixels of `background` between and around the images.
-        zoom: integer upscaling factor (nearest neighbour), applied to the images
-            before tiling.
-
-    Returns:
-        uint8 array [rows * (zoom H + padding) + padding,
-                     columns * (zoom W + padding) + padding, C], C in {1, 3}.
-    """
-    images = np.asarray(images, np.float32)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
-        raise ValueError(f"Expected images [N, H, W, 1 or 3], got shape {images.shape}.")
-    zoom, padding = int(zoom), int(padding)
-    if zoom < 1 or padding < 0:
-        raise ValueError(f"zoom must be >= 1 and padding >= 0, got {zoom}, {padding}.")
-    if zoom > 1:
-        images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    count, height, width, channels = images.shape
-    columns = int(columns or math.ceil(math.sqrt(count)))
-    rows = math.ceil(count / columns)
-    grid = np.full([rows * (height + padding) + padding,
-                    columns * (width + padding) + padding, channels],
-                   background, np.float32)
-    for index, image in enumerate(images):
-        top = padding + (index // columns) * (height + padding)
-        left = padding + (index % columns) * (width + padding)
-        grid[top:top + height, left:left + width] = image
-    return np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)
-
-
-def write_png(path, image):
-    """Writes a uint8 array [H, W, C] as a PNG file; creates missing directories."""
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    tf.io.write_file(path, tf.io.encode_png(np.asarray(image, np.uint8)))
-    return path
 
 
 def save_image_grid(images, path, columns=None, padding=1, zoom=1):

@@ -22,16 +22,14 @@ NaN or Inf (decoded to NaN), a missing or unreadable model or .npy, images of an
 shape. Ctrl-C ends with one line and status 130.
 """
 
-import math
 import os
-import struct
 import time
-import zlib
 
 import numpy as np
 from absl import app, flags, logging
 
 from tfvae import checks
+from tfvae.images import image_grid, write_png
 
 PROGRAM = "tools.sample"
 FLAGS = flags.FLAGS
@@ -154,43 +152,6 @@ def sampling_latency(sampler, num_samples=1, runs=100):
 
 # -- images -----------------------------------------------------------------------------
 
-def image_grid(images, columns=None):
-    """[N, H, W, C] floats in [0, 1] -> one uint8 image [rows * H, columns * W, C]."""
-    images = np.asarray(images, np.float32)
-    count, height, width, channels = images.shape
-    columns = columns or math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    padded = np.zeros((rows * columns, height, width, channels), np.float32)
-    padded[:count] = np.clip(images, 0.0, 1.0)
-    grid = padded.reshape(rows, columns, height, width, channels)
-    grid = grid.transpose(0, 2, 1, 3, 4).reshape(rows * height, columns * width, channels)
-    return np.round(grid * 255).astype(np.uint8)
-
-
-def encode_png(grid):
-    """uint8 [H, W, C] (C = 1 grey, 3 RGB, 4 RGBA) -> PNG bytes, with zlib only."""
-    height, width, channels = grid.shape
-    color_type = {1: 0, 3: 2, 4: 6}[channels]
-    rows = np.concatenate([np.zeros((height, 1), np.uint8),  # filter type 0 per row
-                           np.ascontiguousarray(grid, np.uint8).reshape(height, -1)], 1)
-
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + chunk(b"IEND", b""))
-
-
-def write_png(path, grid):
-    if os.path.dirname(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(encode_png(grid))
-    return path
-
-
 def reconstruction_grid(images, reconstructions, columns=8):
     """Rows of `columns` inputs, each followed by the row of their reconstructions."""
     rows = []
@@ -200,7 +161,7 @@ def reconstruction_grid(images, reconstructions, columns=8):
             part = batch[start:start + columns]
             row[:len(part)] = part
             rows.append(row)
-    return image_grid(np.concatenate(rows), columns)
+    return image_grid(np.concatenate(rows), columns, padding=0)
 
 
 def load_test_images(count, image_shape):
@@ -230,10 +191,10 @@ def main(argv):
                   if FLAGS.images or FLAGS.dataset else None)
         codes = (checks.as_codes(checks.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
-        samples = image_grid(sampler.sample(FLAGS.num_samples), FLAGS.columns)
+        samples = image_grid(sampler.sample(FLAGS.num_samples), FLAGS.columns, padding=0)
         print("samples:", write_png(FLAGS.output, samples))
         if codes is not None:
-            grid = image_grid(sampler.decode(codes), FLAGS.columns)
+            grid = image_grid(sampler.decode(codes), FLAGS.columns, padding=0)
             print("decoded:", write_png(FLAGS.decoded, grid))
         if images is not None:
             grid = reconstruction_grid(images, sampler.reconstruct(images))
