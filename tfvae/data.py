@@ -307,6 +307,40 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     source = _source(name, data_dir, manual_dir)
+    num_examples = _check_split(source, name, split, with_labels)
+    if name in _ALREADY_BINARY:
+        binarize = None
+    split_bytes = None if num_examples is None else \
+        num_examples * math.prod(source.info.image_shape) * source.dtype.size
+    # A static draw is keyed by the example's position, so the file order must be fixed.
+    ds = source.read(split, with_labels, shuffle and binarize != "static", seed)
+    scale = source.scale
+    if binarize == "static":
+        ds, scale = _draw_once(ds, scale, _split_seed(seed, split)), 1.0
+    if cache is True or (cache == "auto" and (
+            split_bytes is None or split_bytes <= _CACHE_LIMIT_BYTES)):
+        ds = ds.cache()
+    if shuffle:
+        small = split_bytes is not None and split_bytes <= _SHUFFLE_LIMIT_BYTES
+        buffer = max(num_examples, 1) if small else 10_000
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    ds = _as_floats(ds, scale, binarize == "dynamic",
+                    None if seed is None else _split_seed(seed, split))
+    if not with_labels:
+        ds = ds.map(lambda images: images)  # 1-tuples -> plain image tensors
+    options = tf.data.Options()
+    # Shard by element: correct for any number of files (our datasets have one).
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_split(source, name, split, with_labels):
+    """The number of examples in `split` (None when unknown), after checking that it
+    has some and, when asked for, labels."""
     if with_labels and not source.has_labels:
         raise ValueError(f"Dataset {name!r} has no labels"
                          + (" (no class subfolders)." if name.startswith("folder:") else
@@ -318,57 +352,34 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
                 "hash; add images, or use train/ and test/ subfolders or another split)"
                 if user_data.is_user_dataset(name) else "")
         raise ValueError(f"Split {split!r} of {name} is empty{hint}.")
-    if name in _ALREADY_BINARY:
-        binarize = None
-    image_bytes = math.prod(source.info.image_shape) * source.dtype.size
-    # A static draw is keyed by the example's position, so the file order must be fixed.
-    ds = source.read(split, with_labels, shuffle and binarize != "static", seed)
-    scale = source.scale
+    return num_examples
 
-    if binarize == "static":
-        split_seed = _split_seed(seed, split)
 
-        def draw_once(index, example):
-            image = tf.cast(example[0], tf.float32) / scale
-            noise = tf.random.stateless_uniform(tf.shape(image), [split_seed, index])
-            return (tf.cast(noise < image, tf.uint8), *example[1:])
+def _draw_once(ds, scale, split_seed):
+    """Static binarization: one Bernoulli draw per example, keyed by its position."""
+    def draw(index, example):
+        image = tf.cast(example[0], tf.float32) / scale
+        noise = tf.random.stateless_uniform(tf.shape(image), [split_seed, index])
+        return (tf.cast(noise < image, tf.uint8), *example[1:])
 
-        ds = ds.enumerate().map(draw_once, num_parallel_calls=tf.data.AUTOTUNE)
-        scale = 1.0
-    if cache is True or (cache == "auto" and (
-            num_examples is None or num_examples * image_bytes <= _CACHE_LIMIT_BYTES)):
-        ds = ds.cache()
-    if shuffle:
-        buffer = 10_000
-        if num_examples is not None and num_examples * image_bytes <= _SHUFFLE_LIMIT_BYTES:
-            buffer = max(num_examples, 1)
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    return ds.enumerate().map(draw, num_parallel_calls=tf.data.AUTOTUNE)
 
-    if binarize == "dynamic":
-        # One [2]-seed per batch; a new sequence each epoch, reproducible with `seed`.
-        seeds = tf.data.Dataset.random(
-            seed=None if seed is None else _split_seed(seed, split),
-            rerandomize_each_iteration=True).batch(2)
 
-        def draw(batch, batch_seed):
-            image = tf.cast(batch[0], tf.float32) / scale
-            noise = tf.random.stateless_uniform(tf.shape(image), batch_seed)
-            return (tf.cast(noise < image, tf.float32), *batch[1:])
+def _as_floats(ds, scale, dynamic, seed):
+    """Batches of stored pixels -> float32 in [0, 1]; with `dynamic`, a fresh
+    Bernoulli draw per batch (one [2]-seed each, a new sequence every epoch,
+    reproducible when `seed` is given)."""
+    if not dynamic:
+        return ds.map(lambda *batch: (tf.cast(batch[0], tf.float32) / scale, *batch[1:]),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-        ds = tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda *batch: (tf.cast(batch[0], tf.float32) / scale, *batch[1:]),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    if not with_labels:
-        ds = ds.map(lambda images: images)  # 1-tuples -> plain image tensors
-    options = tf.data.Options()
-    # Shard by element: correct for any number of files (our datasets have one).
-    options.experimental_distribute.auto_shard_policy = \
-        tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    def draw(batch, batch_seed):
+        image = tf.cast(batch[0], tf.float32) / scale
+        noise = tf.random.stateless_uniform(tf.shape(image), batch_seed)
+        return (tf.cast(noise < image, tf.float32), *batch[1:])
+
+    return tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def check_images(dataset, image_shape, description="the dataset"):
