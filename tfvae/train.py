@@ -594,9 +594,9 @@ _define("export_version", "Export version (0: the next free one).", lower_bound=
 FLAGS = flags.FLAGS
 
 
-def options_from_flags():
-    """train_and_evaluate's keyword arguments from the parsed flags."""
-    options = {name: FLAGS[name].value for name in DEFAULTS}
+def options_from_flags(flag_values=FLAGS):
+    """train_and_evaluate's keyword arguments from the parsed trainer flags."""
+    options = {name: flag_values[name].value for name in DEFAULTS}
     for name, default in DEFAULTS.items():
         if isinstance(default, (tuple, list)):  # every list option is of integers
             try:

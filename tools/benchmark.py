@@ -100,23 +100,20 @@ def read_config(path):
     from tfvae import builders
 
     trainer = trainer_flags()
+    from tfvae import train  # imported by trainer_flags, with its flags set aside
     trainer.unparse_flags()
     try:
         trainer(["tfvae.train", f"--flagfile={path}"])
     except flags.Error as error:
         raise checks.InputError(f"--config {path}: {checks.flag_error(error)}") from None
-    names = [*builders.MODEL_DEFAULTS, "batch_size", "optimizer", "learning_rate", "steps_per_execution"]
-    options = {name: trainer[name].value for name in names
-               if name in trainer and trainer[name].present}
-    for name, value in options.items():
-        if isinstance(value, list):
-            try:
-                options[name] = tuple(int(v) for v in value)
-            except ValueError:
-                raise checks.InputError(f"--config {path}: --{name} must be a comma-"
-                                        f"separated list of integers, got "
-                                        f"{','.join(value)!r}.") from None
-    return options
+    try:
+        values = train.options_from_flags(trainer)
+    except train.ConfigError as error:
+        raise checks.InputError(f"--config {path}: {error}") from None
+    names = [*builders.MODEL_DEFAULTS, "batch_size", "optimizer", "learning_rate",
+             "steps_per_execution"]
+    return {name: tuple(values[name]) if isinstance(values[name], list) else values[name]
+            for name in names if trainer[name].present}
 
 
 def build(options, jit_compile):
