@@ -19,10 +19,12 @@ from tfvae.heads import POSTERIORS
 from tfvae.hierarchy import TopDownBlock
 from tfvae.model import OPTIONS, VAE
 from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
+from tfvae.priors import ConditionalPrior, MixturePrior, StandardNormalPrior, VampPrior
 
 NETWORKS = ("mlp", "conv")
-PRIORS = ("standard_normal", "mixture", "vampprior")
+PRIORS = ("standard_normal", "mixture", "vampprior", "conditional")
+# What the data decides (the labels' classes, the context's size), not an option.
+CONTEXT_ARGUMENTS = ("num_classes", "context_dim")
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "adamax": keras.optimizers.Adamax,
@@ -49,7 +51,7 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                 dropout=0.0, latent_dim=50, top_down_latent_dims=(),
                 top_down_hidden_units=(300, 300), posterior="gaussian", flow_steps=2,
                 flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal",
-                prior_components=0, **objective):
+                prior_components=0, num_classes=0, context_dim=0, **objective):
     """A built `VAE` for images of `image_shape` (H, W, C).
 
     encoder, decoder: "mlp" or "conv". *_hidden_units: Dense layer sizes; *_filters:
@@ -63,8 +65,11 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     units; see `heads.py`), for every layer's posterior.
     prior: "standard_normal", "mixture" (prior_components
     Gaussians, default 10) or "vampprior" (prior_components pseudo-inputs, default
-    500), the prior of the top layer. `objective`: `VAE`'s options (`model.OPTIONS`:
-    num_samples, kl, objective, beta, ...), passed on unchanged.
+    500), the prior of the top layer; "conditional" (p(z|c), `ConditionalPrior`) needs
+    a context. num_classes: a conditional VAE of class labels 0..num_classes-1;
+    context_dim: of float vectors of that size (0: unconditional). `objective`: `VAE`'s
+    options (`model.OPTIONS`: num_samples, kl, objective, beta, ...), passed on
+    unchanged.
     """
     unknown = sorted(set(objective) - set(OPTIONS))
     if unknown:
@@ -73,6 +78,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     image_shape = _ints("image_shape", image_shape)
     if int(latent_dim) < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
+    context = dict(num_classes=int(num_classes), context_dim=int(context_dim))
+    width = context["num_classes"] or context["context_dim"]
     head = dict(posterior=choice("posterior", posterior, POSTERIORS),
                 flow_steps=flow_steps, flow_hidden_units=flow_hidden_units)
     enc_units = _ints("encoder_hidden_units", encoder_hidden_units)
@@ -81,10 +88,10 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
         raise ValueError("dropout applies to MLP encoders and decoders only.")
     if choice("encoder", encoder, NETWORKS) == "mlp":
         enc = MLPEncoder(latent_dim, enc_units, activation, dropout=dropout,
-                         name="encoder", **head)
+                         context_dim=width, name="encoder", **head)
     else:
         enc = ConvEncoder(latent_dim, _ints("encoder_filters", encoder_filters), enc_units,
-                          activation, name="encoder", **head)
+                          activation, context_dim=width, name="encoder", **head)
     if choice("decoder", decoder, NETWORKS) == "mlp":
         dec = MLPDecoder(image_shape, dec_units, likelihood, activation, dropout=dropout,
                          name="decoder")
@@ -97,12 +104,18 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
         prior_layer = StandardNormalPrior(latent_dim, name="prior")
     elif prior == "mixture":
         prior_layer = MixturePrior(latent_dim, components or 10, name="prior")
-    else:
+    elif prior == "vampprior":
         prior_layer = VampPrior(image_shape, components or 500, name="prior")
+    elif not width:
+        raise ValueError("prior='conditional' is p(z|c): it needs a conditional model "
+                         "(labels; --conditional in the trainer).")
+    else:
+        prior_layer = ConditionalPrior(latent_dim, width, name="prior")
     top_down = [TopDownBlock(dim, _ints("top_down_hidden_units", top_down_hidden_units),
                              activation, name=f"top_down_{i}", **head)
                 for i, dim in enumerate(_ints("top_down_latent_dims", top_down_latent_dims))]
-    return VAE(enc, dec, prior_layer, top_down=top_down, name="vae", **objective)
+    return VAE(enc, dec, prior_layer, top_down=top_down, name="vae", **context,
+               **objective)
 
 
 def keyword_defaults(function):
@@ -111,9 +124,12 @@ def keyword_defaults(function):
             if p.default is not p.empty}
 
 
-# Every option of `build_model` with its default: the networks' and prior's, then VAE's.
-MODEL_DEFAULTS = {**keyword_defaults(build_model),
-                  **{name: keyword_defaults(VAE)[name] for name in OPTIONS}}
+# Every option of `build_model` with its default: the networks' and prior's, then VAE's
+# (the context's size comes from the data).
+MODEL_DEFAULTS = {name: default for name, default in {
+    **keyword_defaults(build_model),
+    **{name: keyword_defaults(VAE)[name] for name in OPTIONS}}.items()
+    if name not in CONTEXT_ARGUMENTS}
 
 
 def build_learning_rate(learning_rate, schedule="constant", *, total_steps=None,

@@ -201,23 +201,31 @@ class ImageGrid(keras.callbacks.Callback):
     def __init__(self, log_dir, images, num_samples=16, seed=0):
         super().__init__()
         self.log_dir = log_dir
-        self.images = np.asarray(images, np.float32)
+        self.inputs = images  # images, or a conditional model's inputs
+        self.images = np.asarray(images["images"] if isinstance(images, dict) else images,
+                                 np.float32)
         self.num_samples = int(num_samples)
         self.seed = seed
         self._writer = None
 
+    def _sample(self, count):
+        """Prior samples; a class-conditional model's cycle through the classes."""
+        classes = getattr(self.model, "num_classes", 0)
+        labels = np.arange(count) % classes if classes else None
+        return self.model.sample(count, labels=labels)
+
     def on_train_begin(self, logs=None):
         # The first eager call of the prior would otherwise retrace the train step
         # in the next epoch (seconds with XLA).
-        self.model.sample(1)
-        self.model.reconstruct(self.images[:1])
+        self._sample(1)
+        self.model.reconstruct(tf.nest.map_structure(lambda rows: rows[:1], self.inputs))
 
     def on_epoch_end(self, epoch, logs=None):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         columns = max(len(self.images), 1)
-        samples = self.model.sample(self.num_samples)
-        reconstructions = self.model.reconstruct(self.images)
+        samples = self._sample(self.num_samples)
+        reconstructions = self.model.reconstruct(self.inputs)
         pairs = np.concatenate([self.images, np.asarray(reconstructions)], axis=0)
         with self._writer.as_default(step=epoch):
             tf.summary.image("samples", image_grid(samples, int(math.isqrt(

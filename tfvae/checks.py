@@ -17,6 +17,10 @@ Images, for a model of images (H, W, C):
 Codes z, for a model of latent size D (all layers, top first): an array [N, D] of
 numbers, N >= 1, no NaN and no Inf.
 
+Labels, for a model conditioned on K classes: integer class ids 0..K-1, one per image
+(or per sample). Contexts, for a model conditioned on vectors of size C: finite
+numbers [N, C].
+
 Counts: `num_samples` of the `sample` signature (and of `tools.sample`, SavedModel or
 .tflite) is 1 to MAX_SAMPLES; the k of `log_prob` is any positive integer (it is
 decoded in bounded chunks).
@@ -46,6 +50,12 @@ from absl import flags
 MAX_SAMPLES = 10_000
 RANGE = "images must be float32 in [0, 1]"
 FINITE_CODES = "z must be finite numbers"
+FINITE_CONTEXT = "context must be finite numbers"
+
+
+def labels_rule(num_classes):
+    """'labels must be integer class ids in 0..9'."""
+    return f"labels must be integer class ids in 0..{int(num_classes) - 1}"
 
 
 class InputError(ValueError):
@@ -154,6 +164,28 @@ def check_finite(array, what="the images", rule=RANGE, item="image"):
         if found.any():
             first = np.unravel_index(np.argmax(found), array.shape)[0]
             raise InputError(f"{what} has {kind} (first in {item} {first}); {rule}.")
+
+
+def check_labels(labels, num_classes, what="labels"):
+    """InputError unless `labels` are integer class ids in 0..num_classes-1."""
+    labels = np.asarray(labels)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{what} are {labels.dtype}; {labels_rule(num_classes)}.")
+    outside = (labels < 0) | (labels >= num_classes)
+    if outside.any():
+        first = int(np.argmax(outside.reshape(-1)))
+        raise InputError(f"{what} hold {labels.reshape(-1)[first]} (entry {first}); "
+                         f"{labels_rule(num_classes)}.")
+
+
+def as_labels(labels, num_classes, count, what="labels"):
+    """int32 class ids [count] from one id or `count` of them (`check_labels`)."""
+    labels = np.asarray(labels).reshape(-1)
+    check_labels(labels, num_classes, what)
+    if len(labels) not in (1, count):
+        raise InputError(f"{what} has {len(labels)} entries for {count} images or "
+                         "samples; give one per image or sample, or one for all.")
+    return np.broadcast_to(labels, (count,)).astype(np.int32)
 
 
 def check_binary(images, what="the images", flag="--allow_grey_levels"):

@@ -293,7 +293,8 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
         repeat: repeat forever (for `fit(steps_per_epoch=...)`).
         drop_remainder: drop the last partial batch (static shapes, e.g. for TPUs).
         with_labels: yield (images, labels int64 [B]) for datasets with labels: a
-            TFDS "label" feature, class subfolders, or a labels file.
+            TFDS "label" feature, class subfolders, or a labels file; "inputs"
+            yields a conditional VAE's inputs {"images": [B, H, W, C], "labels": [B]}.
         cache: True, False or "auto" (in memory when the split's uint8 images fit
             in 2 GiB or its size is unknown).
 
@@ -331,6 +332,8 @@ def load_dataset(name, split, batch_size, *, binarize="dynamic", data_dir=None,
                     None if seed is None else _split_seed(seed, split))
     if not with_labels:
         ds = ds.map(lambda images: images)  # 1-tuples -> plain image tensors
+    elif with_labels == "inputs":
+        ds = ds.map(lambda images, labels: {"images": images, "labels": labels})
     options = tf.data.Options()
     # Shard by element: correct for any number of files (our datasets have one).
     options.experimental_distribute.auto_shard_policy = \
@@ -382,26 +385,31 @@ def _as_floats(ds, scale, dynamic, seed):
     return tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def check_images(dataset, image_shape, description="the dataset"):
+def check_images(dataset, image_shape, description="the dataset", num_classes=None):
     """First batch of `dataset` as numpy, after checking it fits a model for images of
     `image_shape`: float32 [B, H, W, C] in [0, 1] (the pixel rules of `tfvae.checks`).
-    Raises a one-line ValueError.
+    A dataset of conditional inputs {"images", "labels"} gives that dict, its labels
+    checked to be class ids below `num_classes`. Raises a one-line ValueError.
 
     Reading one batch of a `cache()`d dataset leaves a partial cache behind that can
     truncate later passes over the same object: check an uncached twin (`cache=False`)
     or `load_dataset(...).take(1)` built for the purpose, as `tfvae.train` does."""
     want = f"float32 images of shape (batch, {', '.join(map(str, image_shape))}) in [0, 1]"
     spec = dataset.element_spec
-    if not isinstance(spec, tf.TensorSpec):
+    inputs = isinstance(spec, dict) and "images" in spec
+    image_spec = spec["images"] if inputs else spec
+    if not isinstance(image_spec, tf.TensorSpec):
         raise ValueError(f"{description} yields {spec}; the model expects {want}.")
-    got_shape = tuple(spec.shape)
-    if spec.dtype != tf.float32 or len(got_shape) != 4 or any(
+    got_shape = tuple(image_spec.shape)
+    if image_spec.dtype != tf.float32 or len(got_shape) != 4 or any(
             got is not None and got != int(want_dim)
             for got, want_dim in zip(got_shape[1:], image_shape)):
-        raise ValueError(f"{description} yields {spec.dtype.name} images of shape "
+        raise ValueError(f"{description} yields {image_spec.dtype.name} images of shape "
                          f"{got_shape}; the model expects {want}.")
-    for batch in dataset.take(1):
-        batch = batch.numpy()
-        checks.check_values(batch, description)
+    for element in dataset.take(1):
+        batch = tf.nest.map_structure(lambda tensor: tensor.numpy(), element)
+        checks.check_values(batch["images"] if inputs else batch, description)
+        if inputs and num_classes:
+            checks.check_labels(batch["labels"], num_classes, f"the labels of {description}")
         return batch
     raise ValueError(f"{description} is empty.")

@@ -91,22 +91,34 @@ def bits_per_dim(log_px, num_dims, num_levels=256):
 
 
 def _image_of(element):
-    """The image tensor of a dataset element: x, (x, y, ...) or {"image": x}."""
+    """The image tensor of a dataset element: x, (x, y, ...), {"image": x} or a
+    conditional model's inputs {"images": x, "labels": y}."""
     if isinstance(element, dict):
-        if "image" not in element:
-            raise ValueError(f"Dataset elements are dicts without an 'image' key: "
-                             f"{sorted(element)}.")
-        return element["image"]
+        for key in ("images", "image"):
+            if key in element:
+                return element[key]
+        raise ValueError(f"Dataset elements are dicts without an 'images' or 'image' "
+                         f"key: {sorted(element)}.")
     if isinstance(element, (tuple, list)):
         return element[0]
     return element
 
 
-def batches(data, batch_size):
-    """Yields float32 image batches [b, H, W, C] of at most `batch_size` from `data`.
+def _as_batch(element):
+    """A model's inputs from a batch: float32 images, or for a conditional model's
+    {"images": x, "labels" or "context": ...} that dict with float32 images."""
+    if isinstance(element, dict) and "images" in element:
+        return {**element, "images": tf.cast(element["images"], tf.float32)}
+    return tf.cast(_image_of(element), tf.float32)
 
-    `data` is an array/tensor of images [N, H, W, C], or a `tf.data.Dataset` of
-    images, (images, labels) or {"image", "label"} dicts, batched or not.
+
+def batches(data, batch_size):
+    """Yields batches of at most `batch_size` from `data`: float32 images [b, H, W, C],
+    or conditional inputs {"images": [b, H, W, C], "labels": [b]} (or "context").
+
+    `data` is an array/tensor of images [N, H, W, C], a dict of such inputs (arrays),
+    or a `tf.data.Dataset` of images, (images, labels), {"image", "label"} dicts or
+    conditional inputs, batched or not.
     """
     if isinstance(data, tf.data.Dataset):
         spec = _image_of(data.element_spec)
@@ -117,7 +129,16 @@ def batches(data, batch_size):
                              f"element shape {spec.shape}.")
         data = data.batch(batch_size)
         for element in data:
-            yield tf.cast(_image_of(element), tf.float32)
+            yield _as_batch(element)
+        return
+    if isinstance(data, dict):
+        inputs = {key: np.asarray(value) for key, value in data.items()}
+        if np.asarray(_image_of(inputs)).ndim != 4:
+            raise ValueError(f"Expected images [N, H, W, C], got an array of shape "
+                             f"{np.shape(_image_of(inputs))}.")
+        for start in range(0, len(_image_of(inputs)), batch_size):
+            yield _as_batch({key: tf.constant(value[start:start + batch_size])
+                             for key, value in inputs.items()})
         return
     array = np.asarray(data)
     if array.ndim != 4:
@@ -136,16 +157,20 @@ def _count(data):
         if _image_of(data.element_spec).shape.rank == 4:
             return None  # number of batches, not of images
         return int(n)
-    return len(data)
+    return len(_image_of(data))
 
 
-def _padded(images, batch_size):
-    """Pads a short last batch to `batch_size` so that one compiled trace serves all."""
-    n = int(images.shape[0])
+def _padded(inputs, batch_size):
+    """Pads a short last batch (of every input) to `batch_size`, so that one compiled
+    trace serves all; returns it and the number of real rows."""
+    n = int(_image_of(inputs).shape[0])
     if n == batch_size:
-        return images, n
-    pad = tf.zeros([batch_size - n, *images.shape[1:]], images.dtype)
-    return tf.concat([images, pad], axis=0), n
+        return inputs, n
+
+    def pad(tensor):
+        zeros = tf.zeros([batch_size - n, *tensor.shape[1:]], tensor.dtype)
+        return tf.concat([tensor, zeros], axis=0)
+    return tf.nest.map_structure(pad, inputs), n
 
 
 def _progbar(data, verbose, unit):
@@ -169,12 +194,14 @@ def _vae_log_px_fn(model, num_samples, chunk_size, jit_compile):
     runs the decoder and adds to the running log-sum-exp (`chunked_log_mean_exp`).
     """
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-    def log_px(images, seed):
-        features = model.encoder.features(images, training=False)
+    def log_px(inputs, seed):
+        images, context = model.split_inputs(inputs)
+        features = model.encoder.features(images, training=False, context=context)
 
         def chunk(size, chunk_seed):
             return model.log_weight_terms(images, size, training=False, seed=chunk_seed,
-                                          features=features)["log_weights"]
+                                          features=features,
+                                          context=context)["log_weights"]
 
         return objectives.chunked_log_mean_exp(chunk, num_samples, chunk_size, seed)
 
@@ -182,7 +209,7 @@ def _vae_log_px_fn(model, num_samples, chunk_size, jit_compile):
 
 
 def _callable_log_px_fn(log_prob, num_samples, chunk_size):
-    """(images, seed) -> log p(x) [B] from chunks of a `log_prob(images, k)` callable.
+    """(inputs, seed) -> log p(x) [B] from chunks of a `log_prob(inputs, k)` callable.
 
     A chunk's estimate L_c over s_c samples contributes log sum w = L_c + log s_c.
     """
@@ -356,35 +383,54 @@ def latent_statistics(model, data, batch_size=500, threshold=ACTIVE_UNIT_THRESHO
 # -- everything at once ------------------------------------------------------------
 
 
+def signature_inputs(inputs):
+    """A signature call's keyword arguments: images=, and labels= (int32) or context=
+    of a conditional model's inputs."""
+    if not isinstance(inputs, dict):
+        return {"images": inputs}
+    kwargs = {"images": inputs["images"]}
+    if "labels" in inputs:
+        kwargs["labels"] = tf.cast(inputs["labels"], tf.int32)
+    if "context" in inputs:
+        kwargs["context"] = tf.cast(inputs["context"], tf.float32)
+    return kwargs
+
+
 def saved_model_functions(loaded):
     """Callables for this module from a `tf.saved_model.load`-ed tfvae export.
 
     Uses the `log_prob`, `elbo` and `encode` signatures (see DESIGN.md), the image
-    shape from `sample`'s output and the likelihood family from the `decode`
-    signature's outputs ("loc"/"scale": Gaussian).
+    shape from `sample`'s output, the likelihood family from the `decode`
+    signature's outputs ("loc"/"scale": Gaussian) and, as "context_key", the
+    conditioning input ("labels", "context" or None). The callables take images or
+    a conditional model's inputs {"images", "labels"}.
     """
     signatures = loaded.signatures
     missing = {"log_prob", "elbo", "encode", "sample"} - set(signatures)
     if missing:
         raise ValueError(f"The SavedModel lacks the signatures {sorted(missing)}.")
 
-    def log_prob(images, num_samples):
-        return signatures["log_prob"](
-            images=images, num_samples=tf.constant(num_samples, tf.int32))["log_prob"]
+    def log_prob(inputs, num_samples):
+        return signatures["log_prob"](**signature_inputs(inputs), num_samples=tf.constant(
+            num_samples, tf.int32))["log_prob"]
 
-    def elbo(images):
-        return signatures["elbo"](images=images)
+    def elbo(inputs):
+        return signatures["elbo"](**signature_inputs(inputs))
 
-    def posterior_mean(images):
-        return signatures["encode"](images=images)["loc"]
+    def posterior_mean(inputs):
+        outputs = signatures["encode"](**signature_inputs(inputs))
+        return outputs["code"] if "code" in outputs else outputs["loc"]
 
     likelihood = "bernoulli"
     if "decode" in signatures and "loc" in signatures["decode"].structured_outputs:
         likelihood = "gaussian"
     # The sampled images have the model's image shape (so do the declared inputs).
     image_shape = tuple(signatures["sample"].structured_outputs["images"].shape[1:])
+    inputs = signatures["elbo"].structured_input_signature[1]
+    context_key = next((key for key in ("labels", "context") if key in inputs), None)
     return {"log_prob": log_prob, "elbo": elbo, "posterior_mean": posterior_mean,
-            "likelihood": likelihood, "image_shape": image_shape}
+            "likelihood": likelihood, "image_shape": image_shape,
+            "context_key": context_key}
 
 
 def evaluate(model, data, num_samples=5000, batch_size=100, chunk_size=None, seed=0,

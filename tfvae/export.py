@@ -19,6 +19,12 @@ SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1], 
                      log p(x) >= log 1/k sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x)
     elbo         images              -> elbo, distortion, rate per image (nats)
 
+A conditional model's signatures all take one more input: `labels` (int32 [batch],
+class ids 0..K-1; for `sample` one per sample, or one for all) for a class-conditional
+model, or `context` (float32 [batch, C]) for a model of context vectors; `log_prob`
+and `elbo` are then of log p(x|c). Labels out of range or of the wrong length fail
+with one readable line, like bad images.
+
 `log_prob` draws the k samples in chunks of at most `log_prob_rows` (sample, image)
 pairs inside a `tf.while_loop` and keeps a running logsumexp, so memory stays bounded
 for any k (k = 5000 on a batch of images is fine).
@@ -27,7 +33,8 @@ Sampling uses built-in ops only, so that the TFLite file needs no Flex delegate:
 p(z) is written as a mixture sum_k pi_k N(m_k, diag(s_k^2)) (one component for the
 standard normal), a component is drawn by Gumbel-max, k = argmax_k(log pi_k - log(-log
 u_k)) with u_k ~ U(0, 1), and z = m_k + s_k * eps with eps ~ N(0, I) from
-`tf.random.normal`. The TFLite file holds two signatures, `sample` and `decode`.
+`tf.random.normal`; a conditional prior p(z|c) is one Gaussian per sample. The TFLite
+file holds two signatures, `sample` and `decode` (with `labels` when conditional).
 
 Variables: the exported module tracks the raw `tf.Variable`s behind the Keras
 weights (not the Keras layers), so the TF1 session loader that TF Serving and
@@ -152,6 +159,30 @@ def _check_images(images, image_shape):
     return images
 
 
+def _check_context(model, labels, count, allow_one=False):
+    """A conditional model's `labels` (or `context`) for `count` images or samples,
+    after a readable run-time check; broadcast from one when `allow_one`."""
+    one = " (or one for all)" if allow_one else ""
+    rows = tf.shape(labels)[0] if model.context_dim else tf.size(labels)
+    ok = tf.logical_or(tf.equal(rows, count), tf.logical_and(allow_one, tf.equal(rows, 1)))
+    if model.num_classes:
+        ok = tf.logical_and(ok, tf.reduce_all((labels >= 0) & (labels < model.num_classes)))
+        labels = _checked(labels, ok, [f"{checks.labels_rule(model.num_classes)}, one "
+                                       f"per image or sample{one}; got", labels])
+        return tf.broadcast_to(tf.reshape(labels, [-1]), tf.reshape(count, [1]))
+    labels = _check_shape(labels, "context", (model.context_dim,))
+    ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(labels)))
+    labels = _checked(labels, ok, [f"{checks.FINITE_CONTEXT}, one row per image or "
+                                   f"sample{one}; got shape", tf.shape(labels)])
+    return tf.broadcast_to(labels, tf.stack([count, model.context_dim]))
+
+
+def _normal_draw(prior):
+    """One draw per batch entry of a diagonal Gaussian prior (built-in ops only)."""
+    loc, scale = _diagonal_normal(prior)
+    return loc + scale * tf.random.normal(tf.shape(loc))
+
+
 def signature_name(metric):
     """A metric's name as a signature output: "rate/1" -> "rate_1"."""
     return metric.replace("/", "_")
@@ -193,64 +224,76 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
     image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
     z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
     count_spec = tf.TensorSpec([], tf.int32, name="num_samples")
+    # The context's input: last in every signature of a conditional model.
+    context_spec = [tf.TensorSpec([None], tf.int32, name="labels")] if model.num_classes \
+        else [tf.TensorSpec([None, model.context_dim], tf.float32, name="context")] \
+        if model.context_dim else []
     log_prob_rows = int(log_prob_rows)
 
-    def sample(num_samples):
+    def checked(images, labels):
+        """The model's inputs: checked images, with their checked labels if any."""
+        images = _check_images(images, model.image_shape)
+        if not context_spec:
+            return images
+        return {"images": images, model.context_key: _check_context(
+            model, labels, tf.shape(images)[0])}
+
+    def sample(num_samples, labels=None):
         num_samples = _check_num_samples(num_samples, checks.MAX_SAMPLES)
+        context = None if not context_spec else model.given_context(
+            _check_context(model, labels, num_samples, allow_one=True), num_samples)
 
         def choose(index, posterior, prior):
-            if index == 0:
+            if index == 0 and not model.conditional_prior:
                 return sample_mixture(*prior_mixture(prior), num_samples), None
-            loc, scale = _diagonal_normal(prior)
-            return loc + scale * tf.random.normal(tf.shape(loc)), None
+            return _normal_draw(prior), None
 
-        layers, inputs = model._walk(None, choose)
+        layers, inputs = model._walk(None, choose, context)
         return {"images": model.decoder(inputs, training=False).mean(),
                 "z": tf.concat([layer["z"] for layer in layers], axis=-1)}
 
-    def encode(images):
-        images = _check_images(images, model.image_shape)
-        codes, layers, _ = model.posterior_codes(images, training=False)
+    def encode(images, labels=None):
+        codes, layers, _ = model.posterior_codes(checked(images, labels), training=False)
         return encoding(model, codes, layers)
 
-    def decode(z):
+    def decode(z, labels=None):
         z = _check_shape(z, "z", (model.latent_dim,))
         z = _checked(z, tf.reduce_all(tf.math.is_finite(z)),
                      [f"{checks.FINITE_CODES}; found NaN or Inf"])
-        likelihood = model.decode(z, training=False)
+        if context_spec:
+            labels = _check_context(model, labels, tf.shape(z)[0])
+        likelihood = model.decode(z, labels, training=False)
         return {"images": likelihood.mean(),
                 **distributions.likelihood_parameters(likelihood)}
 
-    def reconstruct(images):
-        images = _check_images(images, model.image_shape)
-        return {"images": model.reconstruct(images)}
+    def reconstruct(images, labels=None):
+        return {"images": model.reconstruct(checked(images, labels))}
 
-    def log_prob(images, num_samples):
-        images = _check_images(images, model.image_shape)
+    def log_prob(images, num_samples, labels=None):
+        images, context = model.split_inputs(checked(images, labels))
         num_samples = _check_num_samples(num_samples)
-        features = model.encoder.features(images, training=False)
+        features = model.encoder.features(images, training=False, context=context)
         chunk = tf.maximum(1, log_prob_rows // tf.maximum(1, tf.shape(images)[0]))
 
         def chunk_log_weights(size, seed):
             del seed
-            return model.log_weight_terms(images, size, training=False,
-                                          features=features)["log_weights"]
+            return model.log_weight_terms(images, size, training=False, features=features,
+                                          context=context)["log_weights"]
 
         return {"log_prob": objectives.chunked_log_mean_exp(chunk_log_weights,
                                                             num_samples, chunk)}
 
-    def elbo(images):
-        images = _check_images(images, model.image_shape)
-        return {signature_name(k): v for k, v in model.elbo(images).items()}
+    def elbo(images, labels=None):
+        terms = model.elbo(checked(images, labels))
+        return {signature_name(k): v for k, v in terms.items()}
 
     module = tf.Module(name="vae_export")
     module.model_variables = [w.value for w in model.weights]
-    module.sample = tf.function(sample, input_signature=[count_spec])
-    module.encode = tf.function(encode, input_signature=[image_spec])
-    module.decode = tf.function(decode, input_signature=[z_spec])
-    module.reconstruct = tf.function(reconstruct, input_signature=[image_spec])
-    module.log_prob = tf.function(log_prob, input_signature=[image_spec, count_spec])
-    module.elbo = tf.function(elbo, input_signature=[image_spec])
+    for function, spec in ((sample, [count_spec]), (encode, [image_spec]),
+                           (decode, [z_spec]), (reconstruct, [image_spec]),
+                           (log_prob, [image_spec, count_spec]), (elbo, [image_spec])):
+        setattr(module, function.__name__,
+                tf.function(function, input_signature=spec + context_spec))
     return module
 
 
@@ -329,14 +372,21 @@ def signature_summary(model):
         encoded = f"loc, scale [batch, {model.latent_dim}]"
         if model.encoder.posterior != "gaussian":
             encoded += " (of the flow's base Gaussian), code"
-    return {
-        "serving_default": sample, "sample": sample,
+    summary = {
+        "sample": sample,
         "encode": f"{images} -> {encoded}",
         "decode": f"{z} -> images, {params} (each {image_dims})",
         "reconstruct": f"{images} -> images",
         "log_prob": f"{images}, num_samples (int32 scalar) -> log_prob [batch]",
         "elbo": f"{images} -> elbo, {rates} [batch]",
     }
+    if model.context_width:  # the context's input goes last, before the arrow
+        context = (f"labels [batch] (int32 class ids 0..{model.num_classes - 1})"
+                   if model.num_classes else f"context [batch, {model.context_dim}]")
+        summary = {name: text.replace(" -> ", f", {context} -> ", 1)
+                   for name, text in summary.items()}
+        summary["sample"] = summary["sample"].replace("[batch]", "[num_samples or 1]")
+    return {"serving_default": summary["sample"], **summary}
 
 
 def model_metadata(model):
@@ -352,6 +402,8 @@ def model_metadata(model):
         "latent_dims": list(model.latent_dims),
         "posterior": model.encoder.posterior,
         "prior": type(model.prior).__name__,
+        "num_classes": model.num_classes,
+        "context_dim": model.context_dim,
         "max_samples": checks.MAX_SAMPLES,
         "trained_dtype_policy": model.dtype_policy.name,
         "num_weights": int(sum(np.prod(w.shape) for w in model.weights)),

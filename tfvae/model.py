@@ -8,6 +8,16 @@ distribution strategies, XLA and mixed precision all work unchanged; the progres
 bar shows the epoch means of `loss`, `elbo`, `rate` and `distortion`. The objective
 family (beta, warm-up, free bits, IWAE, DReG, InfoVAE, score-function gradients) and
 its wake-sleep sibling are chosen by arguments; see `objectives.py` for the maths.
+
+Conditional VAEs (Sohn et al. 2015): with `num_classes` (class labels, one-hot) or
+`context_dim` (any float vector) the context c enters the encoder q(z|x, c), the
+decoder p(x|z, c) (it reads [z, c]), the first top-down state of a hierarchy and,
+with a `ConditionalPrior`, the prior p(z|c). Every term above is then conditional:
+`elbo` bounds log p(x|c). Inputs are dicts, {"images": x, "labels": y} (or
+"context": c [B, C] for vectors), everywhere an unconditional model takes images:
+`fit` on a dataset of such dicts, `elbo`, `log_importance_weights`, `encode`, ...;
+`sample(n, labels=...)`. An unconditional model reads the "images" of such a dict
+and ignores the rest.
 """
 
 import inspect
@@ -61,12 +71,17 @@ class VAE(keras.Model):
             (alpha + lambda - 1) * MMD(q(z), p(z)) and the rate is scaled by 1 - alpha.
             The defaults (0, 1) give the plain ELBO.
         mmd_kernel: "imq" or "rbf".
+        num_classes: condition on class labels 0..num_classes-1 (one-hot), the
+            "labels" of the inputs; 0 for none.
+        context_dim: condition on float vectors [B, context_dim], the "context" of
+            the inputs; 0 for none. The encoder must have been built with
+            context_dim = num_classes or context_dim (`build_model` does that).
     """
 
     def __init__(self, encoder, decoder, prior=None, num_samples=1, kl="auto",
                  objective="elbo", gradient_estimator="reparameterization", beta=1.0,
                  kl_warmup_steps=0, free_bits=0.0, info_alpha=0.0, info_lambda=1.0,
-                 mmd_kernel="imq", top_down=(), **kwargs):
+                 mmd_kernel="imq", num_classes=0, context_dim=0, top_down=(), **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -85,7 +100,9 @@ class VAE(keras.Model):
         self.info_alpha = float(info_alpha)
         self.info_lambda = float(info_lambda)
         self.mmd_kernel = choice("mmd_kernel", mmd_kernel, objectives.MMD_KERNELS)
+        self.num_classes, self.context_dim = int(num_classes), int(context_dim)
         self._check_combination()
+        self._check_context()
         self.image_shape = tuple(decoder.output_shape)
         prior_dim = getattr(self.prior, "latent_dim", encoder.latent_dim)
         if prior_dim != encoder.latent_dim:
@@ -107,6 +124,39 @@ class VAE(keras.Model):
         # Built here, from the decoder's image shape, so that `fit` never needs a
         # symbolic pass (which cannot carry distributions) and `.keras` files reload.
         self.build((None, *self.image_shape))
+
+    @property
+    def context_width(self):
+        """Size of the context c: num_classes (one-hot) or context_dim; 0 if none."""
+        return self.num_classes or self.context_dim
+
+    @property
+    def context_key(self):
+        """The inputs' key of the context: "labels", "context" or None."""
+        return "labels" if self.num_classes else "context" if self.context_dim else None
+
+    @property
+    def conditional_prior(self):
+        return bool(getattr(self.prior, "conditional", False))
+
+    def _check_context(self):
+        if self.num_classes < 0 or self.context_dim < 0 or (
+                self.num_classes and self.context_dim):
+            raise ValueError("Give num_classes (labels) or context_dim (vectors), not "
+                             "both, and neither negative.")
+        if getattr(self.encoder, "context_dim", 0) != self.context_width:
+            raise ValueError(f"The encoder takes a context of size "
+                             f"{getattr(self.encoder, 'context_dim', 0)}, the model "
+                             f"{self.context_width} (build it with context_dim="
+                             f"{self.context_width}).")
+        if self.conditional_prior and getattr(
+                self.prior, "context_dim", None) != self.context_width:
+            raise ValueError("A conditional prior needs the model's context: give "
+                             "num_classes or context_dim of the prior's size.")
+        if self.context_width and isinstance(self.prior, VampPrior):
+            raise ValueError("The VampPrior mixes unconditional posteriors; a "
+                             "conditional model takes prior='standard_normal', "
+                             "'mixture' or 'conditional'.")
 
     @property
     def mmd_weight(self):
@@ -142,19 +192,72 @@ class VAE(keras.Model):
         for layer, shape in ((self.encoder, tuple(input_shape)), (self.prior, None)):
             if not layer.built:
                 layer.build(shape)
-        above, decoder_input = self.encoder.latent_dim, self.encoder.latent_dim
+        # The context joins the first top-down state and the decoder's input.
+        above = self.encoder.latent_dim + self.context_width
         if self.top_down:
             features = [flat_features(f) for f in self.encoder.features(
-                tf.zeros([1, *tuple(input_shape)[1:]]))]
+                tf.zeros([1, *tuple(input_shape)[1:]]),
+                context=tf.zeros([1, self.context_width]))]
             for index, block in enumerate(self.top_down, start=1):
                 if not block.built:
                     feature = features[max(0, len(features) - 1 - index)]
                     block.build(((None, above), (None, feature.shape[-1])))
-                above = block.latent_dim + block.state_dim
-            decoder_input = above
+                above = block.latent_dim + block.state_dim + self.context_width
         if not self.decoder.built:
-            self.decoder.build((None, decoder_input))
+            self.decoder.build((None, above))
         self.built = True
+
+    def split_inputs(self, inputs):
+        """(images [B, H, W, C] float32, context [B, C] float32 or None) of `inputs`:
+        images, or a dict {"images": ..., "labels" or "context": ...}."""
+        if isinstance(inputs, dict):
+            if "images" not in inputs:
+                raise ValueError(f"VAE inputs are images or a dict with 'images'; got "
+                                 f"the keys {sorted(inputs)}.")
+            images, context = inputs["images"], inputs.get(self.context_key)
+        else:
+            images, context = inputs, None
+        images = self._check_images(images)
+        if not self.context_width:
+            return images, None
+        if context is None:
+            raise ValueError(
+                f"This VAE is conditional: pass {{'images': x, '{self.context_key}': "
+                f"{'y' if self.num_classes else 'c'}}} (a dict) instead of images alone.")
+        return images, self._context(context, tf.shape(images)[0])
+
+    def _context(self, value, batch=None):
+        """The context [B, C] float32: one-hot labels [B] or float vectors [B, C]
+        (checked; values too when eager)."""
+        value = tf.convert_to_tensor(value)
+        if self.num_classes:
+            if not value.dtype.is_integer:
+                raise ValueError(f"labels must be integer class ids, got {value.dtype.name}.")
+            if value.shape.rank != 1:
+                raise ValueError(f"labels must have shape (batch,), got {tuple(value.shape)}.")
+            if tf.executing_eagerly():
+                checks.check_labels(value.numpy(), self.num_classes)
+            context = tf.one_hot(value, self.num_classes)
+        else:
+            context = tf.cast(value, tf.float32)
+            if context.shape.rank != 2 or context.shape[-1] != self.context_dim:
+                raise ValueError(f"context must have shape (batch, {self.context_dim}), "
+                                 f"got {tuple(value.shape)}.")
+            if tf.executing_eagerly():
+                checks.check_finite(context.numpy(), "the context",
+                                    checks.FINITE_CONTEXT, "row")
+        if batch is not None and tf.executing_eagerly() and int(
+                tf.shape(context)[0]) != int(batch):
+            raise ValueError(f"{tf.shape(context)[0]} {self.context_key} for {batch} images.")
+        return context
+
+    def _join(self, inputs, context):
+        """[inputs, context] along the last axis, the context [B, C] broadcast to the
+        leading axes of inputs [..., B, F]; inputs alone without a context."""
+        if context is None:
+            return inputs
+        shape = tf.concat([tf.shape(inputs)[:-1], tf.shape(context)[-1:]], axis=0)
+        return tf.concat([inputs, tf.broadcast_to(context, shape)], axis=-1)
 
     def _check_images(self, images):
         """`images` as float32 after checking dtype and shape, and NaN or Inf when
@@ -193,21 +296,32 @@ class VAE(keras.Model):
         """Size of all layers' codes together (what `decode` takes)."""
         return sum(self.latent_dims)
 
-    def encode(self, images, training=None):
-        """q(z_L|x), the top layer's posterior: batch [B], event [latent_dims[0]]."""
-        return self.encoder(self._check_images(images), training=training)
+    def encode(self, inputs, training=None):
+        """q(z_L|x) (q(z_L|x, c) when conditional), the top layer's posterior: batch
+        [B], event [latent_dims[0]]."""
+        images, context = self.split_inputs(inputs)
+        return self.encoder(images, context=context, training=training)
 
-    def prior_distribution(self):
-        """p(z_L), the top layer's prior: batch [], event [latent_dims[0]]."""
+    def prior_distribution(self, context=None):
+        """p(z_L), the top layer's prior: batch [], event [latent_dims[0]]; for a
+        conditional prior p(z_L|c) of contexts c [B, C], batch [B]."""
+        if self.conditional_prior:
+            return self.prior(encoder=self.encoder, context=context)
         return self.prior(encoder=self.encoder)
 
-    def _walk(self, features, choose):
+    def _prior_draws(self, prior, num_samples):
+        """num_samples draws [n, D] of the top prior (one per context row if conditional)."""
+        return prior.sample() if self.conditional_prior else prior.sample(num_samples)
+
+    def _walk(self, features, choose, context=None):
         """The stochastic layers, top first, each z_l chosen by `choose`.
 
         Args:
             features: the encoder's bottom-up features (`encoder.features`), or None
                 to walk the generative model alone (prior samples, decoding codes).
             choose: (index, posterior or None, prior) -> (z_l, log q(z_l) or None).
+            context: c [B, C] of a conditional model, else None; it joins every
+                top-down state's input and the decoder's.
         Returns:
             (layers, decoder input), layers a list of dicts with z, posterior, prior,
             log_q, top first.
@@ -216,17 +330,19 @@ class VAE(keras.Model):
         for index in range(self.num_layers):
             if index == 0:
                 posterior = None if features is None else self.encoder.head(features[-1])
-                prior = self.prior_distribution()
+                prior = self.prior_distribution(context)
             else:
                 block = self.top_down[index - 1]
-                state = block.state(z if state is None else tf.concat([z, state], -1))
+                above = z if state is None else tf.concat([z, state], -1)
+                state = block.state(self._join(above, context))
                 prior = block.prior_distribution(state)
                 posterior = None if features is None else block.posterior_distribution(
                     state, flat_features(features[max(0, len(features) - 1 - index)]))
             z, log_q = choose(index, posterior, prior)
             layers.append({"z": z, "posterior": posterior, "prior": prior,
                            "log_q": log_q})
-        return layers, z if state is None else tf.concat([z, state], -1)
+        return layers, self._join(z if state is None else tf.concat([z, state], -1),
+                                  context)
 
     def _split_codes(self, z):
         return tf.split(z, list(self.latent_dims), axis=-1)
@@ -241,80 +357,115 @@ class VAE(keras.Model):
             return posterior.experimental_sample_and_log_prob(shape, seed=seeds[index])
         return choose
 
-    def sample(self, num_samples, return_codes=False):
-        """Images (the likelihood's mean) decoded from `num_samples` draws of p(z)."""
-        def choose(index, posterior, prior):
-            return prior.sample(num_samples if index == 0 else ()), None
+    def given_context(self, labels, count):
+        """The context [count, C] of `labels` for `count` samples or codes: class ids
+        [count] or one id (num_classes), vectors [count, C] or one [C] (context_dim);
+        None for an unconditional model, which refuses labels."""
+        if not self.context_width:
+            if labels is not None:
+                raise ValueError("This VAE is unconditional; it takes no labels.")
+            return None
+        if labels is None:
+            raise ValueError(f"This VAE is conditional: give {self.context_key}= "
+                             f"({'class ids' if self.num_classes else 'vectors'}).")
+        labels = tf.convert_to_tensor(labels)
+        if labels.shape.rank == (0 if self.num_classes else 1):
+            labels = tf.broadcast_to(labels, tf.concat(
+                [tf.reshape(count, [1]), tf.shape(labels)], axis=0))
+        return self._context(labels, count)
 
-        layers, inputs = self._walk(None, choose)
+    def sample(self, num_samples, return_codes=False, labels=None):
+        """Images (the likelihood's mean) decoded from `num_samples` draws of p(z)
+        (of p(z|c) and p(x|z, c), for the `labels` of a conditional model: one class
+        id, or one per sample; one vector or one per sample for a context_dim model)."""
+        context = self.given_context(labels, num_samples)
+
+        def choose(index, posterior, prior):
+            if index == 0:
+                return self._prior_draws(prior, num_samples), None
+            return prior.sample(), None
+
+        layers, inputs = self._walk(None, choose, context)
         images = self.decoder(inputs).mean()
         codes = tf.concat([layer["z"] for layer in layers], axis=-1)
         return (images, codes) if return_codes else images
 
-    def dream(self, num_dreams, training=None):
+    def dream(self, num_dreams, training=None, context=None):
         """(z, x) ~ p(z) p(x|z), [N, D] and [N, H, W, C], with no gradient: the sleep
         phase's data. x is a sample of the likelihood, not its mean (binary pixels for
-        a Bernoulli decoder, as in Hinton et al. 1995). One stochastic layer."""
-        z = self.prior_distribution().sample(num_dreams)
-        x = self.decoder(z, training=training).sample()
+        a Bernoulli decoder, as in Hinton et al. 1995). One stochastic layer; a
+        conditional model dreams given its contexts [N, C]."""
+        z = self._prior_draws(self.prior_distribution(context), num_dreams)
+        x = self.decoder(self._join(z, context), training=training).sample()
         return tf.stop_gradient(z), tf.stop_gradient(x)
 
-    def decode(self, z, training=None):
-        """p(x|z) for the codes of all layers, concatenated top first [..., latent_dim]."""
-        codes = self._split_codes(tf.convert_to_tensor(z, tf.float32))
-        _, inputs = self._walk(None, lambda index, posterior, prior: (codes[index], None))
+    def decode(self, z, labels=None, training=None):
+        """p(x|z) (p(x|z, c)) for the codes of all layers, concatenated top first
+        [..., B, latent_dim]; `labels` as for `sample`, one per code row."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        return self._decode(z, self.given_context(labels, tf.shape(z)[-2]), training)
+
+    def _decode(self, z, context, training=None):
+        codes = self._split_codes(z)
+        _, inputs = self._walk(None, lambda index, posterior, prior: (codes[index], None),
+                               context)
         return self.decoder(inputs, training=training)
 
-    def posterior_codes(self, images, training=None):
+    def posterior_codes(self, inputs, training=None):
         """(codes [B, latent_dim], the layers as `_walk` lists them, the decoder's
         input) at the posterior's code of each layer (a Gaussian's mean), top first."""
-        features = self.encoder.features(self._check_images(images), training=training)
+        images, context = self.split_inputs(inputs)
+        features = self.encoder.features(images, training=training, context=context)
 
         def choose(index, posterior, prior):
             head = self.encoder if index == 0 else self.top_down[index - 1]
             return head.code(posterior), None
 
-        layers, inputs = self._walk(features, choose)
-        return tf.concat([layer["z"] for layer in layers], axis=-1), layers, inputs
+        layers, decoder_input = self._walk(features, choose, context)
+        return tf.concat([layer["z"] for layer in layers], axis=-1), layers, decoder_input
 
-    def code(self, images):
+    def code(self, inputs):
         """The codes a person looks at, all layers concatenated top first [B, D]."""
-        return self.posterior_codes(images)[0]
+        return self.posterior_codes(inputs)[0]
 
-    def reconstruct(self, images):
+    def reconstruct(self, inputs):
         """Decode of the posterior codes: the reconstruction a user looks at."""
-        return self.decoder(self.posterior_codes(images)[2]).mean()
+        return self.decoder(self.posterior_codes(inputs)[2]).mean()
 
-    def log_likelihood(self, images, z, training=None):
+    def log_likelihood(self, inputs, z, training=None):
         """log p(x|z) [k, B] for images [B, ...] and all layers' codes z [k, B, D]."""
-        return self.decode(z, training=training).log_prob(images)
+        images, context = self.split_inputs(inputs)
+        return self._decode(tf.convert_to_tensor(z, tf.float32), context,
+                            training).log_prob(images)
 
     # -- the one core: per-sample log-weights and the named terms -----------------
 
     def log_weight_terms(self, images, num_samples, training=None, codes=None,
-                         seed=None, features=None):
-        """Per-sample terms of log w = log p(x|z) + log p(z) - log q(z|x), z ~ q.
+                         seed=None, features=None, context=None):
+        """Per-sample terms of log w = log p(x|z) + log p(z) - log q(z|x), z ~ q
+        (every factor given c for a conditional model).
 
         Args:
-            images: [B, H, W, C] (checked).
+            images: [B, H, W, C] (checked; `split_inputs` gives images and context).
             num_samples: k samples of z per image.
             codes: score these codes (a list per layer, top first, [k, B, D_l])
                 instead of sampling.
             seed: a stateless seed [2] for the samples.
             features: the encoder's bottom-up features, when already computed.
+            context: c [B, C] of a conditional model.
         Returns:
             {"log_weights", "log_px_z", "log_p", "log_q": [k, B]; "codes": the list
              of z_l; "rates": [B] per layer, top first; "rate_per_dim": [B, D] or
              None where a layer's KL has no closed form per dimension}.
         """
         if features is None:
-            features = self.encoder.features(images, training=training)
+            features = self.encoder.features(images, training=training, context=context)
         if codes is None:
             choose = self._sampler(num_samples, seed)
         else:
             def choose(index, posterior, prior):
                 return codes[index], posterior.log_prob(codes[index])
-        layers, inputs = self._walk(features, choose)
+        layers, inputs = self._walk(features, choose, context)
         log_px_z = self.decoder(inputs, training=training).log_prob(images)
         rates, per_dims, log_p = [], [], 0.0
         for layer in layers:
@@ -331,17 +482,18 @@ class VAE(keras.Model):
                 "rates": rates, "rate_per_dim": None if any(
                     p is None for p in per_dims) else tf.concat(per_dims, axis=-1)}
 
-    def log_importance_weights(self, images, num_samples, seed=None):
-        """log w_k = log p(x, z_k) - log q(z_k|x), z_k ~ q(z|x): [k, B]."""
-        return self.log_weight_terms(self._check_images(images), num_samples,
-                                     training=False, seed=seed)["log_weights"]
+    def log_importance_weights(self, inputs, num_samples, seed=None):
+        """log w_k = log p(x, z_k) - log q(z_k|x), z_k ~ q(z|x): [k, B] (given c)."""
+        images, context = self.split_inputs(inputs)
+        return self.log_weight_terms(images, num_samples, training=False, seed=seed,
+                                     context=context)["log_weights"]
 
-    def elbo(self, images, num_samples=None, seed=None):
+    def elbo(self, inputs, num_samples=None, seed=None):
         """Per-example `elbo`, `rate` and `distortion` [B] (nats), and `rate/l` per
-        layer for a hierarchy."""
-        terms = self._terms(self._check_images(images), training=False,
-                            num_samples=num_samples, seed=seed,
-                            estimator="reparameterization")  # values, not gradients
+        layer for a hierarchy; of log p(x|c) for a conditional model."""
+        images, context = self.split_inputs(inputs)
+        terms = self._terms(images, context, training=False, num_samples=num_samples,
+                            seed=seed, estimator="reparameterization")  # values only
         return {name: terms[name] for name in self.metric_names}
 
     @property
@@ -352,48 +504,50 @@ class VAE(keras.Model):
 
     # -- objective ---------------------------------------------------------------
 
-    def call(self, images, training=None):
+    def call(self, inputs, training=None):
         """Per-example terms of the objective; keys with '_' are internal."""
-        images = self._check_images(images)
-        terms = self._terms(images, training=training)
+        images, context = self.split_inputs(inputs)
+        terms = self._terms(images, context, training=training)
         if self.objective == "wake_sleep":  # the sleep phase: as many dreams as z's
-            z, x = self.dream(tf.shape(images)[0] * self.num_samples, training)
-            terms["sleep"] = -self.encoder(x, training=training).log_prob(z)
+            dreams = tf.shape(images)[0] * self.num_samples
+            if context is not None:
+                context = tf.tile(context, [self.num_samples, 1])
+            z, x = self.dream(dreams, training, context)
+            terms["sleep"] = -self.encoder(x, context=context,
+                                           training=training).log_prob(z)
         return terms
 
-    def _terms(self, images, training=None, num_samples=None, seed=None,
+    def _terms(self, images, context=None, training=None, num_samples=None, seed=None,
                estimator=None):
         k = num_samples or self.num_samples
         estimator = estimator or self.gradient_estimator
-        features = self.encoder.features(images, training=training)
+        features = self.encoder.features(images, training=training, context=context)
+        core_args = dict(training=training, features=features, context=context)
         terms = {}
         if estimator == "reparameterization" and self.objective != "wake_sleep":
-            core = self.log_weight_terms(images, k, training, seed=seed,
-                                         features=features)
+            core = self.log_weight_terms(images, k, seed=seed, **core_args)
             log_weights = core["log_weights"]
         elif estimator == "reparameterization":  # the wake phase: z is data to p
-            codes = [tf.stop_gradient(z) for z in self._sampled_codes(features, k, seed)]
-            core = self.log_weight_terms(images, k, training, codes=codes,
-                                         features=features)
+            codes = [tf.stop_gradient(z)
+                     for z in self._sampled_codes(features, k, seed, context)]
+            core = self.log_weight_terms(images, k, codes=codes, **core_args)
             log_weights = core["log_weights"]
             terms["_wake"] = -tf.reduce_mean(core["log_px_z"] + core["log_p"], axis=0)
         else:
-            codes = self._sampled_codes(features, k, seed)
+            codes = self._sampled_codes(features, k, seed, context)
             if estimator == "dreg":
                 fixed = [tf.stop_gradient(z) for z in codes]
                 with tf.GradientTape() as tape:
                     tape.watch(fixed)
-                    core = self.log_weight_terms(images, k, training, codes=fixed,
-                                                 features=features)
+                    core = self.log_weight_terms(images, k, codes=fixed, **core_args)
                 terms["_surrogate"] = objectives.dreg_surrogate(
                     tape, core["log_weights"], fixed, codes)
                 # Direct terms only: log q's parameters get DReG's path terms instead.
                 log_weights = (core["log_px_z"] + core["log_p"]
                                - tf.stop_gradient(core["log_q"]))
             else:  # score function, one layer (checked at construction)
-                core = self.log_weight_terms(images, k, training,
-                                             codes=[tf.stop_gradient(z) for z in codes],
-                                             features=features)
+                core = self.log_weight_terms(
+                    images, k, codes=[tf.stop_gradient(z) for z in codes], **core_args)
                 log_weights = core["log_weights"]
                 signal = core["log_px_z"]
                 # A sampled rate at stopped z has no path gradient: its score term goes
@@ -420,13 +574,13 @@ class VAE(keras.Model):
         if self.mmd_weight:
             batch = tf.shape(images)[0]
             top = core["codes"][0][0]
-            divergence = objectives.mmd(top, self.prior_distribution().sample(batch),
-                                        self.mmd_kernel)
+            draws = self._prior_draws(self.prior_distribution(context), batch)
+            divergence = objectives.mmd(top, draws, self.mmd_kernel)
             terms["_mmd"] = tf.fill([batch], divergence)
         return terms
 
-    def _sampled_codes(self, features, num_samples, seed=None):
-        layers, _ = self._walk(features, self._sampler(num_samples, seed))
+    def _sampled_codes(self, features, num_samples, seed=None, context=None):
+        layers, _ = self._walk(features, self._sampler(num_samples, seed), context)
         return [layer["z"] for layer in layers]
 
     def _rate_weight(self):
@@ -459,6 +613,26 @@ class VAE(keras.Model):
         # Keras sums gradients over replicas; scale so that the sum is the mean.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas if replicas > 1 else loss
+
+    def _refuse_targets(self, x, y):
+        """One clear line for fit(x, y) / evaluate(x, y) of a conditional model (before
+        any tracing, which a failure would leave half done)."""
+        spec = getattr(x, "element_spec", None)
+        if self.context_width and (y is not None or (
+                isinstance(spec, tuple) and len(spec) > 1)):
+            raise ValueError(
+                f"A conditional VAE takes its {self.context_key} in the inputs, not as "
+                f"targets: fit it on {{'images': x, '{self.context_key}': "
+                f"{'y' if self.num_classes else 'c'}}} (a dict, or a tf.data.Dataset of "
+                "such dicts), not on (x, y).")
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._refuse_targets(x, y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._refuse_targets(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         results = super().compute_metrics(x, y, y_pred, sample_weight)

@@ -7,6 +7,11 @@ event shape [H, W, C] (see `distributions.py` for the heads).
 * MLP (Kingma & Welling 2014, appendix C): flatten -> Dense stacks.
 * Conv: strided 3x3 convolutions down, and transposed convolutions up; each stage
   halves (doubles) the spatial size, so H and W must be divisible by 2**len(filters).
+
+Conditional models (Sohn et al. 2015): an encoder built with `context_dim` C > 0
+gives q(z|x, c); the context c [B, C] (a one-hot label or any float vector) joins
+the flattened image features before the Dense layers, so h_1 = f(W_x x + W_c c).
+A decoder is conditioned by its input alone: the model hands it [z, c].
 """
 
 import math
@@ -31,13 +36,18 @@ class _Encoder(keras.layers.Layer):
     """A body (features of the images) under a posterior head (see `heads.py`).
 
     `features(images)` lists the body's intermediate features, bottom to top (the
-    bottom-up path of a hierarchical VAE); the head reads the last of them.
+    bottom-up path of a hierarchical VAE); the head reads the last of them. With
+    `context_dim` > 0 every call takes the context c [B, context_dim] too, joined to
+    the flattened images (see the module docstring).
     """
 
     def __init__(self, latent_dim, min_scale=1e-4, posterior="gaussian", flow_steps=2,
-                 flow_hidden_units=256, **kwargs):
+                 flow_hidden_units=256, context_dim=0, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = check_count(latent_dim, "latent_dim")
+        self.context_dim = int(context_dim)
+        if self.context_dim < 0:
+            raise ValueError(f"context_dim must be >= 0, got {context_dim!r}.")
         self.min_scale = float(min_scale)
         self.posterior = posterior
         self.flow_steps = int(flow_steps)
@@ -48,7 +58,7 @@ class _Encoder(keras.layers.Layer):
     def body_layers(self):
         raise NotImplementedError
 
-    def features(self, images, training=None):
+    def features(self, images, training=None, context=None):
         raise NotImplementedError
 
     def build(self, input_shape):
@@ -56,10 +66,22 @@ class _Encoder(keras.layers.Layer):
         for layer in self.body_layers():
             layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
+            if layer is self.flatten:  # the context joins here (`with_context`)
+                shape = (*shape[:-1], shape[-1] + self.context_dim)
         self.head.build(shape)
 
-    def call(self, images, training=None):
-        return self.head(self.features(images, training=training)[-1])
+    def with_context(self, flat, context):
+        """Flat image features [B, F] joined with the context: [B, F + context_dim]."""
+        if not self.context_dim:
+            return flat
+        if context is None:
+            raise ValueError(f"{self.name} is conditional (context_dim "
+                             f"{self.context_dim}): call it with context=[B, "
+                             f"{self.context_dim}].")
+        return tf.concat([flat, tf.cast(context, flat.dtype)], axis=-1)
+
+    def call(self, images, context=None, training=None):
+        return self.head(self.features(images, training=training, context=context)[-1])
 
     def code(self, posterior):
         """The point of z a person looks at (the mean of a Gaussian posterior)."""
@@ -69,7 +91,8 @@ class _Encoder(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim,
                 "min_scale": self.min_scale, "posterior": self.posterior,
                 "flow_steps": self.flow_steps,
-                "flow_hidden_units": self.flow_hidden_units}
+                "flow_hidden_units": self.flow_hidden_units,
+                "context_dim": self.context_dim}
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -100,8 +123,8 @@ class MLPEncoder(_Encoder):
     def body_layers(self):
         return [self.flatten, *self.hidden]
 
-    def features(self, images, training=None):
-        h, features = self.flatten(images), []
+    def features(self, images, training=None, context=None):
+        h, features = self.with_context(self.flatten(images), context), []
         for layer in self.hidden:
             h = self.drop(layer(h), training=training)
             features.append(h)
@@ -140,12 +163,12 @@ class ConvEncoder(_Encoder):
     def body_layers(self):
         return [*self.convs, self.flatten, *self.hidden]
 
-    def features(self, images, training=None):
+    def features(self, images, training=None, context=None):
         h, features = images, []
         for layer in self.convs:
             h = layer(h)
             features.append(h)
-        h = self.flatten(h)
+        h = self.with_context(self.flatten(h), context)
         for layer in self.hidden:
             h = layer(h)
             features.append(h)

@@ -18,6 +18,11 @@ caller's pyplot state and backend are untouched):
 
 * `save_latent_scatter`: posterior means coloured by label (the first two principal
   components when the latent space has more than two dimensions).
+* `save_class_samples`: a class-conditional model's samples, a row per class,
+  each row labelled with its class name.
+
+Conditional models: the functions that encode images take their `labels` too (the
+codes are of q(z|x, y)), and decoded paths keep the label of their first end point.
 * `save_learning_curves` (Kingma & Welling 2014, Fig. 2): the lower bound against the
   number of training examples seen (log scale), one colour per run, training solid
   and validation dashed, from the trainer's per-epoch `history.csv`.
@@ -49,16 +54,26 @@ def _numpy(x):
     return np.asarray(x, np.float32)
 
 
+def model_inputs(model, images, labels=None):
+    """`images`, or {"images", "labels"} for a class-conditional model (which needs
+    the labels, one per image)."""
+    if not getattr(model, "num_classes", 0):
+        return images
+    if labels is None:
+        raise ValueError("This figure of a conditional model needs the images' labels.")
+    return {"images": images, "labels": np.asarray(labels).reshape(-1)}
+
+
 def save_prior_samples(model, path, num_samples=64, columns=None, zoom=1):
     """Means of p(x|z) for `num_samples` draws z ~ p(z)."""
     return save_image_grid(_numpy(model.sample(int(num_samples))), path, columns,
                            zoom=zoom)
 
 
-def save_reconstructions(model, images, path, columns=8, zoom=1):
+def save_reconstructions(model, images, path, columns=8, zoom=1, labels=None):
     """Rows of `columns` inputs, each row followed by their reconstructions."""
     images = _numpy(images)
-    reconstructions = _numpy(model.reconstruct(images))
+    reconstructions = _numpy(model.reconstruct(model_inputs(model, images, labels)))
     rows = []
     for start in range(0, len(images), columns):
         for source in (images, reconstructions):
@@ -70,12 +85,15 @@ def save_reconstructions(model, images, path, columns=8, zoom=1):
     return save_image_grid(np.concatenate(rows), path, columns, zoom=zoom)
 
 
-def save_interpolation(model, images_a, images_b, path, steps=8, zoom=1):
+def save_interpolation(model, images_a, images_b, path, steps=8, zoom=1,
+                       labels_a=None, labels_b=None):
     """One row per pair: x_a, decodes of the linear path between posterior means, x_b.
 
     Args:
         images_a, images_b: [N, H, W, C] pairs of end points (or one image each).
         steps: decoded points on the path, t = 0, 1/(steps-1), ..., 1.
+        labels_a, labels_b: their labels, for a conditional model (the path is
+            decoded given labels_a).
     """
     images_a, images_b = _numpy(images_a), _numpy(images_b)
     if images_a.ndim == 3:
@@ -85,11 +103,14 @@ def save_interpolation(model, images_a, images_b, path, steps=8, zoom=1):
                          f"and {images_b.shape}.")
     if int(steps) < 2:
         raise ValueError(f"steps must be >= 2, got {steps}.")
-    mu_a = _numpy(model.code(images_a))
-    mu_b = _numpy(model.code(images_b))
+    mu_a = _numpy(model.code(model_inputs(model, images_a, labels_a)))
+    mu_b = _numpy(model.code(model_inputs(model, images_b, labels_b)))
     t = np.linspace(0.0, 1.0, int(steps), dtype=np.float32)[None, :, None]
     path_z = (1.0 - t) * mu_a[:, None] + t * mu_b[:, None]  # [N, steps, D]
-    decoded = _numpy(model.decode(path_z.reshape(-1, path_z.shape[-1])).mean())
+    path_labels = None if labels_a is None or not getattr(model, "num_classes", 0) \
+        else np.repeat(np.asarray(labels_a).reshape(-1), int(steps))
+    decoded = _numpy(model.decode(path_z.reshape(-1, path_z.shape[-1]),
+                                  labels=path_labels).mean())
     decoded = decoded.reshape(len(images_a), int(steps), *decoded.shape[1:])
     rows = np.concatenate([images_a[:, None], decoded, images_b[:, None]], axis=1)
     return save_image_grid(rows.reshape(-1, *rows.shape[2:]), path, int(steps) + 2,
@@ -152,26 +173,31 @@ def principal_components(points, count=2):
     return centred @ vt[:count].T
 
 
-def posterior_means(model, images, batch_size=500):
+def posterior_means(model, images, batch_size=500, labels=None):
     """The posterior codes [N, D] of images [N, H, W, C]: E_q[z|x] for a Gaussian
-    posterior, all layers of a hierarchy concatenated top first (`VAE.code`)."""
-    images = _numpy(images)
-    return np.concatenate([_numpy(model.code(images[i:i + batch_size]))
-                           for i in range(0, len(images), batch_size)])
+    posterior (E_q[z|x, y] given the labels of a conditional model), all layers of a
+    hierarchy concatenated top first (`VAE.code`)."""
+    inputs = model_inputs(model, _numpy(images), labels)
+    count = len(_numpy(images))
+    return np.concatenate([
+        _numpy(model.code(tf.nest.map_structure(lambda a: a[i:i + batch_size], inputs)))
+        for i in range(0, count, batch_size)])
 
 
 def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
-                        max_points=5000):
+                        max_points=5000, class_names=None):
     """Posterior means of `images` coloured by `labels` (PCA to 2-D when D > 2).
 
     `labels` may be None (datasets without labels): one colour, no colour bar.
+    `class_names` name the colour bar's ticks. A conditional model's means are of
+    q(z|x, y), which tells less about the class than q(z|x) does: the label is in y.
     """
     images = _numpy(images)[:max_points]
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)[:max_points]
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels.")
-    means = posterior_means(model, images)
+    means = posterior_means(model, images, labels=labels)
     if means.shape[1] == 1:
         points, names = np.concatenate([means, np.zeros_like(means)], 1), ("z_1", "")
     elif means.shape[1] == 2:
@@ -186,12 +212,36 @@ def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
         classes = np.unique(labels)
         scatter = axes.scatter(points[:, 0], points[:, 1], c=labels, s=4, alpha=0.7,
                                cmap="tab10" if len(classes) <= 10 else "viridis")
-        figure.colorbar(scatter, ax=axes, label="label",
-                        ticks=classes if len(classes) <= 20 else None)
+        bar = figure.colorbar(scatter, ax=axes, label="label",
+                              ticks=classes if len(classes) <= 20 else None)
+        if class_names is not None and len(classes) <= 20:
+            bar.ax.set_yticklabels([class_names[int(c)] for c in classes])
     axes.set_xlabel(names[0])
     axes.set_ylabel(names[1])
     axes.set_title("Posterior means E[z|x]")
     figure.tight_layout()
+    return _save_figure(figure, path)
+
+
+def save_class_samples(model, path, class_names=None, per_class=10, zoom=2, dpi=100):
+    """A class-conditional model's samples: row c holds `per_class` means of
+    p(x|z, c), z ~ p(z) (p(z|c)), labelled with class_names[c]."""
+    classes = int(getattr(model, "num_classes", 0))
+    if not classes:
+        raise ValueError("save_class_samples needs a class-conditional model.")
+    names = list(class_names or range(classes))
+    labels = np.repeat(np.arange(classes), int(per_class))
+    grid = image_grid(_numpy(model.sample(len(labels), labels=labels)), int(per_class),
+                      padding=1)
+    height, width = grid.shape[:2]
+    figure = _figure((width * zoom / dpi + 1.5, height * zoom / dpi + 0.4), dpi)
+    axes = figure.add_axes([1.5 / (width * zoom / dpi + 1.5), 0.02,
+                            1 - 1.5 / (width * zoom / dpi + 1.5) - 0.01, 0.96])
+    axes.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray",
+                vmin=0, vmax=255, interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks((np.arange(classes) + 0.5) * height / classes,
+                    [str(name) for name in names])
     return _save_figure(figure, path)
 
 
@@ -208,7 +258,7 @@ def layer_summary(model, statistics):
     return rows
 
 
-def save_latent_activity(model, images, path, figsize=(8, 5), dpi=100):
+def save_latent_activity(model, images, path, figsize=(8, 5), dpi=100, labels=None):
     """Activity A_u = Var_x(E_q[z_u]) and KL per dimension, coloured by layer.
 
     The active-unit count of each layer (A_u > 0.01, Burda et al. 2016) is in the
@@ -216,7 +266,7 @@ def save_latent_activity(model, images, path, figsize=(8, 5), dpi=100):
     """
     from tfvae import evaluate  # noqa: PLC0415 -- only this figure needs it
 
-    stats = evaluate.latent_statistics(model, _numpy(images))
+    stats = evaluate.latent_statistics(model, model_inputs(model, _numpy(images), labels))
     panels = 2 if stats["kl_per_dim"] is not None else 1
     figure = _figure(figsize, dpi)
     axes = [figure.add_subplot(panels, 1, i + 1) for i in range(panels)]

@@ -7,9 +7,13 @@
 * VampPrior (Tomczak & Welling 2018): p(z) = 1/K sum_k q(z | u_k), the encoder's
   posterior at K learnable pseudo-inputs u_k (kept in [0, 1] by a sigmoid).
   It needs the encoder, so every prior's `call` takes it as a keyword argument.
+* ConditionalPrior (Sohn et al. 2015): p(z|c) = N(m(c), diag(s(c)^2)), m and s affine
+  in the context c; for a one-hot label that is a learned Gaussian per class. The
+  KL to a Gaussian posterior keeps its closed form.
 
 Every prior is called as `prior(encoder=encoder)` and returns a distribution with
-batch shape [] and event shape [latent_dim].
+batch shape [] and event shape [latent_dim]; a conditional one (`conditional` True)
+is called as `prior(encoder=encoder, context=c)` with c [B, C] and has batch [B].
 """
 
 import keras
@@ -21,6 +25,41 @@ from tfvae.distributions import gaussian_mixture
 
 tfd = tfp.distributions
 
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class ConditionalPrior(keras.layers.Layer):
+    """p(z|c): a diagonal Gaussian whose mean and log-scale are affine in c [B, C].
+
+    Starts as N(0, I) for every c (zero weights), so training begins from the
+    standard normal prior.
+    """
+
+    conditional = True
+
+    def __init__(self, latent_dim, context_dim, min_scale=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = check_count(latent_dim, "latent_dim")
+        self.context_dim = check_count(context_dim, "context_dim")
+        self.min_scale = float(min_scale)
+        self.params = keras.layers.Dense(2 * self.latent_dim, kernel_initializer="zeros",
+                                         name="params")
+
+    def build(self, input_shape=None):
+        self.params.build((None, self.context_dim))
+
+    def call(self, encoder=None, context=None):
+        if context is None:
+            raise ValueError("ConditionalPrior needs the context: call it as "
+                             "prior(encoder=..., context=c).")
+        loc, raw_scale = tf.split(self.params(tf.cast(context, tf.float32)), 2, axis=-1)
+        # softplus(x + 0.5413) = 1 at x = 0: unit scale at initialisation.
+        scale = tf.math.softplus(raw_scale + 0.5413) + self.min_scale
+        return tfd.Independent(tfd.Normal(loc, scale), 1, name="prior")
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "context_dim": self.context_dim, "min_scale": self.min_scale}
 
 
 @keras.saving.register_keras_serializable(package="tfvae")

@@ -113,7 +113,8 @@ def locate_model(path):
 
     Returns:
         {"kind": "keras" | "saved_model", "path": file or directory,
-         "config": the trainer's config.json beside a .keras file, or {}}.
+         "config": the trainer's config.json beside a .keras file, or {},
+         "metadata": an export's metadata.json, or {}}.
     """
     kind, run_dir = None, None
     if os.path.isdir(path):
@@ -129,7 +130,10 @@ def locate_model(path):
     if kind is None:
         raise FileNotFoundError(f"{path} is not a .keras file, a trainer output "
                                 f"directory ({FINAL}) or a SavedModel directory.")
-    return {"kind": kind, "path": path, "config": read_config(run_dir) if run_dir else {}}
+    metadata = read_json(os.path.join(path, "metadata.json"), {}) \
+        if kind == "saved_model" else {}
+    return {"kind": kind, "path": path, "config": read_config(run_dir) if run_dir else {},
+            "metadata": metadata}
 
 
 def machine_info():

@@ -33,13 +33,17 @@ import types
 import zipfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
 from tfvae import builders, callbacks as vae_callbacks, checks, data, distributions, heads
-from tfvae import export as export_lib, model as model_lib, objectives, rundir
+from tfvae import export as export_lib, model as model_lib, objectives, projector
+from tfvae import rundir
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+# Test images whose posterior codes the run writes for TensorBoard's projector.
+PROJECTOR_IMAGES = 2000
 # build_model's options; a backup can only resume the model they describe.
 MODEL_OPTIONS = tuple(builders.MODEL_DEFAULTS)
 
@@ -203,7 +207,7 @@ def train_and_evaluate(
         # data
         dataset="binarized_mnist", train_split="train", validation_split="validation",
         test_split="test", tfds_data_dir=None, tfds_manual_dir=None,
-        binarization="static", batch_size=100,
+        binarization="static", batch_size=100, conditional=False,
         # optimization
         epochs=10, steps_per_epoch=0, optimizer="adam", learning_rate=1e-3,
         lr_schedule="constant", lr_decay_rate=0.5, lr_decay_epochs=1.0, clipnorm=0.0,
@@ -269,7 +273,8 @@ def _setup(run):
     _build_model(run)
     with open(run.paths[rundir.CONFIG], "w") as f:
         json.dump(run.config, f, indent=2)
-    print(f"Training a VAE ({run.model.count_params():,} weights) on {o.dataset}"
+    kind = "a conditional VAE" if o.conditional else "a VAE"
+    print(f"Training {kind} ({run.model.count_params():,} weights) on {o.dataset}"
           f"[{o.train_split}], {run.steps or '?'} steps per epoch of {o.batch_size} "
           f"images, {run.strategy.num_replicas_in_sync} replica(s); writing to "
           f"{run.work_dir}.", flush=True)
@@ -282,7 +287,8 @@ def _prepare_directories(run):
         o.output_dir, "workers", str(run.strategy.cluster_resolver.task_id))
     _check_writable(run.work_dir, "Output dir")
     run.paths = rundir.paths(run.work_dir)
-    run.export_name = o.export_name or f"vae_{data.short_name(o.dataset)}"
+    run.export_name = o.export_name or \
+        f"{'cvae' if o.conditional else 'vae'}_{data.short_name(o.dataset)}"
     if o.export and run.chief:  # Fail now, not after hours of training.
         _check_writable(o.export_dir, "Export dir")
         export_lib.version_folder(o.export_dir, run.export_name, o.export_version or None)
@@ -302,9 +308,14 @@ def _load_data(run):
     if not o.train_split or not o.test_split:
         raise ValueError("train_split and test_split must be set.")
     run.info = data.dataset_info(o.dataset, o.tfds_data_dir, o.tfds_manual_dir)
+    if o.conditional and not run.info.num_classes:
+        raise ValueError(f"--conditional needs labels, and {o.dataset} has none (use a "
+                         "labelled dataset: fashion_mnist, mnist, a folder: of class "
+                         "subfolders or npy: with ,labels=).")
     load = dict(binarize=o.binarization, data_dir=o.tfds_data_dir,
                 manual_dir=o.tfds_manual_dir, seed=o.seed,
-                drop_remainder=o.strategy == "tpu")
+                drop_remainder=o.strategy == "tpu",
+                with_labels="inputs" if o.conditional else False)
     run.data, run.first_batch = {}, {}
     for role, split in (("train", o.train_split), ("validation", o.validation_split),
                         ("test", o.test_split)):
@@ -313,7 +324,8 @@ def _load_data(run):
         twin = data.load_dataset(o.dataset, split, o.batch_size, shuffle=False,
                                  cache=False, **load)
         run.first_batch[role] = data.check_images(twin.take(1), run.info.image_shape,
-                                                  f"{o.dataset}[{split}]")
+                                                  f"{o.dataset}[{split}]",
+                                                  run.info.num_classes)
         if role == "train":
             run.steps = _steps_per_epoch(twin, run.info.num_examples.get(split),
                                          o.batch_size, o.steps_per_epoch)
@@ -328,7 +340,9 @@ def _build_model(run):
     model_options = {k: run.config[k] for k in MODEL_OPTIONS}
     model_options["kl_warmup_steps"] = _warmup_steps(o.kl_warmup_steps, total_steps)
     with run.strategy.scope():
-        model = builders.build_model(run.info.image_shape, **model_options)
+        model = builders.build_model(
+            run.info.image_shape, num_classes=run.info.num_classes if o.conditional else 0,
+            **model_options)
         lr = builders.build_learning_rate(
             o.learning_rate, o.lr_schedule, total_steps=total_steps,
             steps_per_epoch=run.steps, decay_rate=o.lr_decay_rate,
@@ -340,12 +354,17 @@ def _build_model(run):
     if o.init_from:
         _warm_start(model, o.init_from)
     # A forward pass on two images finds bad option combinations now.
-    model.compute_loss(y_pred=model(run.first_batch["train"][:2]))
+    model.compute_loss(y_pred=model(_head(run.first_batch["train"], 2)))
     model.reset_metrics()
     run.model = model
 
 
 # -- callbacks and fit ----------------------------------------------------------------
+
+def _head(batch, count):
+    """The first `count` rows of a batch: images, or a conditional model's inputs."""
+    return tf.nest.map_structure(lambda rows: rows[:count], batch)
+
 
 def _callbacks(run):
     """Guard, timer, backup, [EMA swap], best checkpoint, [early stop], logs."""
@@ -376,7 +395,8 @@ def _callbacks(run):
         cbs.append(keras.callbacks.TensorBoard(paths[rundir.LOGS], write_graph=False,
                                                profile_batch=0))
         if o.log_images:
-            reference = run.first_batch.get("validation", run.first_batch["train"])[:8]
+            reference = _head(run.first_batch.get("validation",
+                                                  run.first_batch["train"]), 8)
             cbs.append(vae_callbacks.ImageGrid(
                 os.path.join(paths[rundir.LOGS], "images"), reference))
     cbs.append(keras.callbacks.CSVLogger(paths[rundir.HISTORY], append=run.resuming))
@@ -411,12 +431,14 @@ def _finish(run):
     metrics = _summary(run, _test(run))
     if run.chief:
         run.model.save(paths[rundir.FINAL])
+        _write_projector(run)
     _write_json(paths[rundir.METRICS], metrics)  # Before the export can fail.
     if run.chief and o.export:
         try:
             metrics["export"] = export_lib.export_model(
                 run.model, o.export_dir, run.export_name,
-                version=o.export_version or None)
+                version=o.export_version or None, metadata={
+                    "dataset": o.dataset, "class_names": run.info.class_names})
         except Exception as error:  # noqa: BLE001 -- one line, figures kept
             metrics["export_error"] = f"{type(error).__name__}: {error}"
             _write_json(paths[rundir.METRICS], metrics)
@@ -435,6 +457,29 @@ def _test(run):
     print(f"Test ELBO on {o.dataset}[{o.test_split}]: {test['elbo']:.3f} nats per image "
           f"(rate {test['rate']:.3f}, distortion {test['distortion']:.3f}).", flush=True)
     return test
+
+
+def _write_projector(run, count=PROJECTOR_IMAGES):
+    """The posterior codes of the first `count` test images (and their labels, for a
+    conditional model) for TensorBoard's embedding projector (`tfvae.projector`)."""
+    if importlib.util.find_spec("tensorboard") is None:
+        return
+    batches, seen = [], 0
+    for batch in run.data["test"]:
+        batch = tf.nest.map_structure(lambda tensor: tensor.numpy(), batch)
+        batches.append((batch, run.model.code(batch).numpy()))
+        seen += len(batches[-1][1])
+        if seen >= count:
+            break
+    images = np.concatenate([b["images"] if isinstance(b, dict) else b
+                             for b, _ in batches])[:count]
+    labels = np.concatenate([b["labels"] for b, _ in batches])[:count] \
+        if isinstance(batches[0][0], dict) else None
+    codes = np.concatenate([c for _, c in batches])[:count]
+    path = os.path.join(run.paths[rundir.LOGS], "projector")
+    projector.write_projector(path, codes, images, labels, run.info.class_names)
+    print(f"Posterior codes of {len(codes)} test images for TensorBoard's projector: "
+          f"tensorboard --logdir {run.paths[rundir.LOGS]}", flush=True)
 
 
 def _summary(run, test):
@@ -513,6 +558,8 @@ _define("binarization", "static: one fixed Bernoulli draw per image; dynamic: a 
         "binary.")
 _define("batch_size", "Global batch size (summed over replicas and workers).",
         lower_bound=1)
+_define("conditional", "Train a conditional VAE on the dataset's labels: q(z|x,y), "
+        "p(x|z,y) (and p(z|y) with --prior=conditional); sample by class.")
 # model
 _define("encoder", "Encoder network.")
 _define("decoder", "Decoder network.")

@@ -13,7 +13,8 @@ signatures; no KL per dimension then). Data: a split of a TFDS dataset through
 `tfvae.data.load_dataset`, or a .npy of images [N, H, W, C] (floats in [0, 1] or
 uint8 0-255). When the model sits in a trainer output directory, the dataset,
 binarization, seed and TFDS directories default to its config.json, so the test
-split is binarized exactly as during training.
+split is binarized exactly as during training. A conditional model is evaluated on
+log p(x|y) of each image's label (the dataset's labels, or --labels_npy).
 
 Prints the NLL (= -mean log p(x), nats) with its standard error over images and
 the wall time, the ELBO, rate and distortion, the active units, and for Gaussian
@@ -51,6 +52,8 @@ flags.DEFINE_string("tfds_manual_dir", None, "Directory with the dataset's sourc
                     "files for offline preparation.")
 flags.DEFINE_string("images_npy", None, "Evaluate on these images [N, H, W, C] "
                     "instead of a dataset.")
+flags.DEFINE_string("labels_npy", None, "Labels of the --images_npy images (class ids, "
+                    "one per image), for a conditional model.")
 flags.DEFINE_integer("num_images", 0, "Evaluate only the first N images (0: all).",
                      lower_bound=0)
 flags.DEFINE_integer("num_samples", 5000, "k, importance samples per image for the "
@@ -76,16 +79,30 @@ def option(name, config, config_name=None, default=None):
     return config.get(config_name or name, default)
 
 
-def load_images(config, image_shape):
-    """Evaluation images [N, H, W, C] float32 in [0, 1] and their description."""
+def _npy_inputs(image_shape, num_classes):
+    images = checks.load_npy(FLAGS.images_npy)[:FLAGS.num_images or None]
+    images = checks.as_images(images, image_shape, FLAGS.images_npy)
+    description = f"{FLAGS.images_npy} ({len(images)} images)"
+    if not num_classes:
+        return images, description
+    if not FLAGS.labels_npy:
+        raise checks.InputError("the model is conditional: give the images' labels "
+                                "with --labels_npy=LABELS.npy.")
+    labels = checks.load_npy(FLAGS.labels_npy)[:FLAGS.num_images or None]
+    if labels.shape != (len(images),):
+        raise checks.InputError(f"{FLAGS.labels_npy} has shape {labels.shape}; give one "
+                                f"label per image: shape ({len(images)},).")
+    checks.check_labels(labels, num_classes, FLAGS.labels_npy)
+    return {"images": images, "labels": labels}, description
+
+
+def load_images(config, image_shape, num_classes=0):
+    """Evaluation images [N, H, W, C] float32 in [0, 1] (with their labels, for a
+    conditional model, as {"images", "labels"}) and their description."""
     import numpy as np
 
     if FLAGS.images_npy:
-        images = checks.load_npy(FLAGS.images_npy)
-        if FLAGS.num_images:
-            images = images[:FLAGS.num_images]
-        images = checks.as_images(images, image_shape, FLAGS.images_npy)
-        return images, f"{FLAGS.images_npy} ({len(images)} images)"
+        return _npy_inputs(image_shape, num_classes)
     from tfvae import data
 
     name = option("dataset", config, default="binarized_mnist")
@@ -93,32 +110,51 @@ def load_images(config, image_shape):
     load = dict(binarize=binarization,
                 seed=option("seed", config, default=0),
                 data_dir=option("tfds_data_dir", config),
-                manual_dir=option("tfds_manual_dir", config), shuffle=False)
+                manual_dir=option("tfds_manual_dir", config), shuffle=False,
+                with_labels="inputs" if num_classes else False)
     # Peek without the cache: a partly read tf.data cache drops the unread rest.
     data.check_images(data.load_dataset(name, FLAGS.split, FLAGS.batch_size,
                                         cache=False, **load).take(1),
-                      image_shape, f"{name}[{FLAGS.split}]")
+                      image_shape, f"{name}[{FLAGS.split}]", num_classes)
     ds = data.load_dataset(name, FLAGS.split, FLAGS.batch_size, **load)
     if FLAGS.num_images:
         ds = ds.unbatch().take(FLAGS.num_images).batch(FLAGS.batch_size)
     # In memory (10,000 MNIST images: 31 MB): the ELBO, NLL and latent passes then
     # see the same images, even under dynamic binarization, and the count is known.
-    images = np.concatenate([batch.numpy() for batch in ds])
+    batches = [tf_nest_numpy(batch) for batch in ds]
+    images = ({key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+              if num_classes else np.concatenate(batches))
     return images, f"{name}[{FLAGS.split}] ({binarization} binarization)"
 
 
+def tf_nest_numpy(batch):
+    return {k: v.numpy() for k, v in batch.items()} if isinstance(batch, dict) \
+        else batch.numpy()
+
+
 def load_model(location, tf, evaluate):
-    """(model for `evaluate.evaluate`, image shape, likelihood) of a located model."""
+    """(model for `evaluate.evaluate`, image shape, likelihood, number of classes of
+    a class-conditional model or 0) of a located model."""
     if location["kind"] == "keras":
         model = checks.load_keras_model(location["path"])
-        return model, model.image_shape, model.decoder.likelihood
+        if getattr(model, "context_dim", 0):
+            raise checks.InputError("tools.evaluate takes class-conditional models; "
+                                    "evaluate a context-vector model in Python.")
+        return model, model.image_shape, model.decoder.likelihood, model.num_classes
     try:
         loaded = tf.saved_model.load(location["path"])
     except (OSError, ValueError, tf.errors.OpError) as error:
         raise checks.InputError(f"{location['path']} cannot be loaded as a SavedModel "
                                 f"({checks.first_line(error)}).") from None
     functions = evaluate.saved_model_functions(loaded)
-    return functions, functions["image_shape"], functions["likelihood"]
+    if functions["context_key"] == "context":
+        raise checks.InputError("tools.evaluate takes class-conditional models; "
+                                "evaluate a context-vector model in Python.")
+    classes = location["metadata"].get("num_classes") or 0
+    if functions["context_key"] and not classes:
+        raise checks.InputError(f"{location['path']} is conditional but its "
+                                "metadata.json (num_classes) is missing.")
+    return functions, functions["image_shape"], functions["likelihood"], classes
 
 
 def print_report(report, description):
@@ -149,11 +185,11 @@ def main(argv):
     try:
         checks.check_writable(FLAGS.output)
         location = rundir.locate_model(argv[1])
-        model, image_shape, likelihood = load_model(location, tf, evaluate)
+        model, image_shape, likelihood, num_classes = load_model(location, tf, evaluate)
         config = location["config"]
-        images, description = load_images(config, image_shape)
+        images, description = load_images(config, image_shape, num_classes)
         if likelihood == "bernoulli" and not FLAGS.allow_grey_levels:
-            checks.check_binary(images, description)
+            checks.check_binary(images["images"] if num_classes else images, description)
     except (ValueError, OSError, data.DataUnavailableError) as error:
         checks.fail(PROGRAM, error)
     seed = option("seed", config, default=0)

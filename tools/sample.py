@@ -7,6 +7,15 @@ r"""Sample images from an exported VAE (SavedModel folder or .tflite file) into 
     python -m tools.sample saved_models/mnist_vae/1/mnist_vae.tflite --benchmark_runs=200
     python -m tools.sample saved_models/mnist_vae/1/mnist_vae.tflite --codes=z.npy \
         --decoded=decoded.png                           # z [N, latent_dim] -> images
+    python -m tools.sample saved_models/cvae_fashion_mnist/1 --labels=all \
+        --output=by_class.png                # a conditional model: a row per class
+    python -m tools.sample saved_models/cvae_fashion_mnist/1 --labels=3,3,7
+
+A class-conditional export samples given --labels: "all" draws a row of --columns
+(default 10) samples per class, in class order (the classes' names, from
+metadata.json, are printed); a list of class ids draws one sample per id. Its
+--codes are decoded given --labels too (one per code, or one for all), and
+--images or --dataset reconstructions given --dataset's labels (or --image_labels).
 
 A SavedModel runs its `sample` signature (`reconstruct` for --reconstructions, `decode`
 for --codes); a .tflite file runs its `sample` and `decode` signatures in the LiteRT
@@ -51,6 +60,10 @@ flags.DEFINE_string("reconstructions", "reconstructions.png",
 flags.DEFINE_string("codes", None, "A .npy of codes z [N, latent_dim] (all layers, top "
                     "first) to decode (SavedModel or .tflite).")
 flags.DEFINE_string("decoded", "decoded.png", "PNG of the decoded --codes.")
+flags.DEFINE_string("labels", None, "Conditional models: 'all' (a row per class) or "
+                    "comma-separated class ids (one sample each).")
+flags.DEFINE_string("image_labels", None, "Conditional models: a .npy of the --images' "
+                    "labels.")
 flags.DEFINE_integer("benchmark_runs", 0, "If > 0, also time this many calls of the "
                      "sampler at batch sizes 1 and --num_samples and print the latency.",
                      lower_bound=0)
@@ -58,7 +71,41 @@ flags.DEFINE_integer("benchmark_runs", 0, "If > 0, also time this many calls of 
 
 # -- samplers ---------------------------------------------------------------------------
 
-class SavedModelSampler:
+def _class_names(folder, conditional, path):
+    """The class names of a conditional export (its metadata.json), or None."""
+    if not conditional:
+        return None
+    from tfvae import rundir
+    metadata = rundir.read_json(os.path.join(folder, "metadata.json"), {})
+    count = metadata.get("num_classes")
+    if not count:
+        raise checks.InputError(f"{path} is conditional, but the metadata.json beside it "
+                                "(num_classes) is missing; keep the export folder whole.")
+    names = metadata.get("class_names") or [str(i) for i in range(count)]
+    return tuple(str(name) for name in names)
+
+
+class _Conditional:
+    """The labels of a sampler's calls: none for an unconditional export."""
+
+    class_names = None
+
+    @property
+    def num_classes(self):
+        return len(self.class_names) if self.class_names else 0
+
+    def _labels(self, labels, count):
+        """{} or {"labels": int32 [count]} after the rules of `checks.as_labels`."""
+        if not self.num_classes:
+            if labels is not None:
+                raise checks.InputError("the model is unconditional: it takes no labels.")
+            return {}
+        if labels is None:
+            raise checks.InputError("the model is conditional: give labels (--labels, "
+                                    "--image_labels or a labelled --dataset).")
+        return {"labels": checks.as_labels(labels, self.num_classes, count)}
+
+class SavedModelSampler(_Conditional):
     """The `sample` and `reconstruct` signatures of an exported SavedModel."""
 
     def __init__(self, path):
@@ -77,24 +124,28 @@ class SavedModelSampler:
             "images"].shape[1:])
         self.latent_dim = self.signatures["decode"].structured_input_signature[1][
             "z"].shape[-1]
+        self.class_names = _class_names(path, "labels" in self.signatures[
+            "sample"].structured_input_signature[1], path)
 
-    def sample(self, num_samples):
+    def sample(self, num_samples, labels=None):
         num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
-        out = self.signatures["sample"](num_samples=self._tf.constant(num_samples,
-                                                                      self._tf.int32))
+        out = self.signatures["sample"](num_samples=self._tf.constant(
+            num_samples, self._tf.int32), **self._labels(labels, num_samples))
         return out["images"].numpy()
 
-    def reconstruct(self, images):
+    def reconstruct(self, images, labels=None):
         images = checks.as_images(images, self.image_shape)
-        out = self.signatures["reconstruct"](images=self._tf.constant(images))
+        out = self.signatures["reconstruct"](images=self._tf.constant(images),
+                                             **self._labels(labels, len(images)))
         return out["images"].numpy()
 
-    def decode(self, z):
+    def decode(self, z, labels=None):
         z = checks.as_codes(z, self.latent_dim)
-        return self.signatures["decode"](z=self._tf.constant(z))["images"].numpy()
+        return self.signatures["decode"](z=self._tf.constant(z), **self._labels(
+            labels, len(z)))["images"].numpy()
 
 
-class TFLiteSampler:
+class TFLiteSampler(_Conditional):
     """The `sample` and `decode` signatures of an exported .tflite file, in the LiteRT
     interpreter."""
 
@@ -112,17 +163,22 @@ class TFLiteSampler:
             raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
                                     f"({checks.first_line(error)}).") from None
         self.latent_dim = int(self._decode.get_input_details()["z"]["shape_signature"][-1])
+        # LiteRT runs no assertions: labels are checked here, against metadata.json.
+        self.class_names = _class_names(os.path.dirname(path) or ".", "labels" in
+                                        self._sample.get_input_details(), path)
 
-    def sample(self, num_samples):
+    def sample(self, num_samples, labels=None):
         # Before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
         num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
-        return self._sample(num_samples=np.array(num_samples, np.int32))["images"]
+        return self._sample(num_samples=np.array(num_samples, np.int32),
+                            **self._labels(labels, num_samples))["images"]
 
-    def decode(self, z):
+    def decode(self, z, labels=None):
         # Before invoke: another width fails in XNNPack, one code [D] passes as [1, D].
-        return self._decode(z=checks.as_codes(z, self.latent_dim))["images"]
+        z = checks.as_codes(z, self.latent_dim)
+        return self._decode(z=z, **self._labels(labels, len(z)))["images"]
 
-    def reconstruct(self, images):
+    def reconstruct(self, images, labels=None):
         raise ValueError("A .tflite file holds only `sample` and `decode`; reconstruct "
                          "with the SavedModel folder.")
 
@@ -139,13 +195,14 @@ def load_sampler(path):
     return SavedModelSampler(path)
 
 
-def sampling_latency(sampler, num_samples=1, runs=100):
-    """Median seconds per call of `sampler.sample(num_samples)` (after a warm-up)."""
-    sampler.sample(num_samples)
+def sampling_latency(sampler, num_samples=1, runs=100, labels=None):
+    """Median seconds per call of `sampler.sample(num_samples, labels)` (after a
+    warm-up); a conditional sampler takes one label for all."""
+    sampler.sample(num_samples, labels)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        sampler.sample(num_samples)
+        sampler.sample(num_samples, labels)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -164,16 +221,44 @@ def reconstruction_grid(images, reconstructions, columns=8):
     return image_grid(np.concatenate(rows), columns, padding=0)
 
 
-def load_test_images(count, image_shape):
-    """float32 [count, H, W, C] in [0, 1] from --images or --dataset (`tfvae.checks`)."""
+def load_test_images(count, image_shape, labelled=False):
+    """(float32 [count, H, W, C] in [0, 1], their labels or None) from --images (and
+    --image_labels) or --dataset (`tfvae.checks`)."""
     if FLAGS.images:
-        return checks.as_images(checks.load_npy(FLAGS.images)[:count], image_shape,
-                                FLAGS.images)
+        images = checks.as_images(checks.load_npy(FLAGS.images)[:count], image_shape,
+                                  FLAGS.images)
+        labels = checks.load_npy(FLAGS.image_labels)[:count] if FLAGS.image_labels \
+            else None
+        return images, labels
     from tfvae import data
     description = f"{FLAGS.dataset}[{FLAGS.split}]"
     batches = data.load_dataset(FLAGS.dataset, FLAGS.split, count, binarize=None,
-                                data_dir=FLAGS.data_dir, shuffle=False, cache=False)
-    return data.check_images(batches.take(1), image_shape, description)
+                                data_dir=FLAGS.data_dir, shuffle=False, cache=False,
+                                with_labels="inputs" if labelled else False)
+    batch = data.check_images(batches.take(1), image_shape, description)
+    return (batch["images"], batch["labels"]) if labelled else (batch, None)
+
+
+def sample_labels(sampler):
+    """(number of samples, their labels or None, grid columns) from the flags."""
+    columns = FLAGS.columns
+    if not sampler.num_classes:
+        if FLAGS.labels is not None:
+            raise checks.InputError("the model is unconditional: drop --labels.")
+        return FLAGS.num_samples, None, columns
+    text = FLAGS.labels or "all"
+    if text == "all":
+        columns = columns or 10
+        print("rows:", ", ".join(f"{i} {name}" for i, name in
+                                 enumerate(sampler.class_names)))
+        return sampler.num_classes * columns, np.repeat(
+            np.arange(sampler.num_classes), columns), columns
+    try:
+        labels = np.array([int(v) for v in text.split(",")])
+    except ValueError:
+        raise checks.InputError(f"--labels must be 'all' or comma-separated class ids, "
+                                f"got {text!r}.") from None
+    return len(labels), labels, columns
 
 
 @checks.interruptible(PROGRAM, "only the files printed above were written.")
@@ -187,23 +272,30 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         sampler = load_sampler(argv[1])
-        images = (load_test_images(FLAGS.num_reconstructions, sampler.image_shape)
-                  if FLAGS.images or FLAGS.dataset else None)
+        count, labels, columns = sample_labels(sampler)
+        images, image_labels = (load_test_images(
+            FLAGS.num_reconstructions, sampler.image_shape, bool(sampler.num_classes))
+            if FLAGS.images or FLAGS.dataset else (None, None))
         codes = (checks.as_codes(checks.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
-        samples = image_grid(sampler.sample(FLAGS.num_samples), FLAGS.columns, padding=0)
+        samples = image_grid(sampler.sample(count, labels), columns, padding=0)
         print("samples:", write_png(FLAGS.output, samples))
         if codes is not None:
-            grid = image_grid(sampler.decode(codes), FLAGS.columns, padding=0)
+            # One label per code when as many were given, else the first for all.
+            code_labels = labels if labels is None or len(labels) == len(codes) \
+                else labels[:1]
+            grid = image_grid(sampler.decode(codes, code_labels), FLAGS.columns,
+                              padding=0)
             print("decoded:", write_png(FLAGS.decoded, grid))
         if images is not None:
-            grid = reconstruction_grid(images, sampler.reconstruct(images))
+            grid = reconstruction_grid(images, sampler.reconstruct(images, image_labels))
             print("reconstructions:", write_png(FLAGS.reconstructions, grid))
     except (ValueError, OSError, ImportError, RuntimeError) as error:  # InputError too
         checks.fail(PROGRAM, error)
     if FLAGS.benchmark_runs > 0:
         for batch in sorted({1, FLAGS.num_samples}):
-            seconds = sampling_latency(sampler, batch, FLAGS.benchmark_runs)
+            seconds = sampling_latency(sampler, batch, FLAGS.benchmark_runs,
+                                       None if labels is None else labels[:1])
             print(f"batch {batch}: {seconds * 1e3:.3f} ms per call, "
                   f"{seconds / batch * 1e6:.1f} us per sample")
 

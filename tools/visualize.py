@@ -10,7 +10,8 @@ r"""Draw the figures of a trained VAE (and learning curves of runs) as PNG files
 
 Writes to --output_dir (default: <run directory>/figures):
 
-    samples.png           means of p(x|z) for z ~ p(z)
+    samples.png           means of p(x|z) for z ~ p(z); of a conditional model a
+                          row per class, labelled with the class names
     reconstructions.png   rows of test images, each followed by its reconstructions
     interpolation.png     x_a, decodes along the line between posterior means, x_b
     manifold.png          2-D latent manifold through the inverse normal CDF
@@ -91,21 +92,23 @@ def load_images(config, count, image_shape):
             raise checks.InputError(
                 f"{FLAGS.labels_npy} has shape {labels.shape}; expected one label per "
                 f"image of --images_npy, shape ({len(images)},).")
-        return images, labels
+        return images, labels, None
     from tfvae import data
 
     name = option("dataset", config, "binarized_mnist")
     binarization = option("binarization", config, "static")
     load = dict(data_dir=option("tfds_data_dir", config),
                 manual_dir=option("tfds_manual_dir", config))
-    labelled = data.dataset_info(name, **load).num_classes is not None
+    info = data.dataset_info(name, **load)
+    labelled = info.num_classes is not None
     ds = data.load_dataset(name, FLAGS.split, 500, shuffle=False, with_labels=labelled,
                            binarize=binarization,
                            seed=option("seed", config, 0), **load)
     batch = next(iter(ds.unbatch().take(count).batch(count)))
     images, labels = (batch[0].numpy(), batch[1].numpy()) if labelled else \
         (batch.numpy(), None)
-    return checks.as_images(images, image_shape, f"{name}[{FLAGS.split}]"), labels
+    return (checks.as_images(images, image_shape, f"{name}[{FLAGS.split}]"), labels,
+            info.class_names)
 
 
 def manifold_dims(latent_dim):
@@ -126,7 +129,8 @@ def manifold_dims(latent_dim):
 
 
 def load_inputs(location):
-    """(model, images, labels, manifold dims) of the checkpoint, all checked."""
+    """(model, images, labels, manifold dims, class names) of the checkpoint, all
+    checked."""
     if location["kind"] != "keras":
         raise checks.InputError(f"{location['path']} is a SavedModel; tools.visualize "
                                 "needs a .keras checkpoint or run directory (for a "
@@ -135,35 +139,54 @@ def load_inputs(location):
     dims = manifold_dims(model.latent_dim)
     count = max(FLAGS.num_reconstructions, 2 * FLAGS.interpolation_pairs,
                 FLAGS.scatter_images)
-    images, labels = load_images(location["config"], count, model.image_shape)
+    images, labels, class_names = load_images(location["config"], count,
+                                              model.image_shape)
     if len(images) < 2 * FLAGS.interpolation_pairs:
         raise checks.InputError(
             f"--interpolation_pairs={FLAGS.interpolation_pairs} needs "
             f"{2 * FLAGS.interpolation_pairs} images, got {len(images)}; pass fewer pairs "
             "(at most half the images) or more images.")
-    return model, images, labels, dims
+    return model, images, labels, dims, class_names
 
 
-def draw_model_figures(model, images, labels, dims, out):
+def draw_model_figures(model, images, labels, dims, out, class_names=None):
     """The figures of the model, each path printed as it is written."""
     from tfvae import plots
 
     zoom, pairs, scatter = FLAGS.zoom, FLAGS.interpolation_pairs, FLAGS.scatter_images
-    show(plots.save_prior_samples(model, out("samples.png"), FLAGS.num_samples,
-                                  zoom=zoom))
+    conditional = bool(model.num_classes)
+    if conditional and labels is None:
+        raise checks.InputError("the model is conditional: the images need labels "
+                                "(a labelled dataset, or --labels_npy).")
+    if conditional:
+        show(plots.save_class_samples(model, out("samples.png"), class_names,
+                                      zoom=max(zoom, 2)))
+    else:
+        show(plots.save_prior_samples(model, out("samples.png"), FLAGS.num_samples,
+                                      zoom=zoom))
+
+    def some(count, start=0):
+        return None if labels is None else labels[start:start + count]
     show(plots.save_reconstructions(model, images[:FLAGS.num_reconstructions],
-                                    out("reconstructions.png"), columns=8, zoom=zoom))
+                                    out("reconstructions.png"), columns=8, zoom=zoom,
+                                    labels=some(FLAGS.num_reconstructions)))
     show(plots.save_interpolation(model, images[:pairs], images[pairs:2 * pairs],
                                   out("interpolation.png"),
-                                  steps=FLAGS.interpolation_steps, zoom=zoom))
-    if dims:
+                                  steps=FLAGS.interpolation_steps, zoom=zoom,
+                                  labels_a=some(pairs), labels_b=some(pairs, pairs)))
+    if dims and conditional:
+        logging.warning("No manifold.png: a conditional model's manifold differs by "
+                        "class; decode a grid with model.decode(z, labels=...).")
+    elif dims:
         show(plots.save_latent_manifold(model, out("manifold.png"), FLAGS.manifold_size,
                                         dims, zoom=zoom))
     try:
-        show(plots.save_latent_scatter(model, images[:scatter], None if labels is None
-                                       else labels[:scatter], out("latent_scatter.png")))
+        show(plots.save_latent_scatter(model, images[:scatter], some(scatter),
+                                       out("latent_scatter.png"),
+                                       class_names=class_names))
         show(plots.save_latent_activity(model, images[:scatter],
-                                        out("latent_activity.png")))
+                                        out("latent_activity.png"),
+                                        labels=some(scatter)))
     except ImportError as error:
         logging.warning("No scatter or latent activity plot: %s", error)
 
@@ -215,7 +238,11 @@ def main(argv):
             logging.warning("No learning curves: %s", error)
     if inputs:
         tf.random.set_seed(option("seed", location["config"], 0))
-        draw_model_figures(*inputs, out)
+        model, images, labels, dims, class_names = inputs
+        try:
+            draw_model_figures(model, images, labels, dims, out, class_names)
+        except checks.InputError as error:
+            checks.fail(PROGRAM, error)
 
 
 if __name__ == "__main__":
