@@ -270,7 +270,7 @@ import sys
 sys.modules["tensorflow"] = None  # as on a device without TensorFlow
 import numpy as np
 from tfvae import checks
-from tools.sample import TFLiteSampler
+from tools.samplers import TFLiteSampler
 sampler = TFLiteSampler(sys.argv[1])
 for count in (-1, 0, checks.MAX_SAMPLES + 1, 2.5):
     try:
@@ -453,6 +453,31 @@ def test_tools_benchmark(files):
         one_line_error(outcome, "tools.benchmark", *words)
 
 
+# -- tools.label_consistency and tools.folder_benchmark ------------------------------------
+
+def test_tools_label_consistency_and_folder_benchmark(files):
+    """Each case fails before any training (good runs: configs/README.md's figures)."""
+    consistency = {
+        "unconditional model": ([files["saved_model"]], (
+            "is not a class-conditional model",)),
+        "plain keras file": ([files["plain_keras"]], ("not a tfvae VAE",)),
+        "no model": ([], ("usage: python -m tools.label_consistency MODEL",)),
+        "a non-model classifier": ([files["saved_model"], f"--classifier={files['a_file']}"],
+                                   ("is not a class-conditional model",)),
+    }
+    for outcome, words in tool_outcomes("tools.label_consistency", consistency,
+                                        files["root"]).values():
+        one_line_error(outcome, "tools.label_consistency", *words)
+    benchmark = {
+        "missing config": ([f"--config={files['root']}/none.cfg"], ("does not exist",)),
+        "extra arguments": (["more"], ("unexpected arguments: more",)),
+        "too few images": (["--num_images=5"], ("--num_images=5",)),
+    }
+    for outcome, words in tool_outcomes("tools.folder_benchmark", benchmark,
+                                        files["root"]).values():
+        one_line_error(outcome, "tools.folder_benchmark", *words)
+
+
 # -- Ctrl-C -----------------------------------------------------------------------------------
 
 def test_interruptible_ends_in_one_line_with_status_130(capsys):
@@ -483,8 +508,8 @@ def test_interruptible_ends_in_one_line_with_status_130(capsys):
 def test_every_tool_main_is_interruptible():
     """One wrapper for all: each tool's main is decorated with checks.interruptible."""
     tools = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
-                   if name.endswith(".py") and name != "__init__.py")
-    assert len(tools) == 6
+                   if name.endswith(".py") and name not in ("__init__.py", "samplers.py"))
+    assert len(tools) == 8
     for name in tools:
         with open(os.path.join(REPO, "tools", name)) as f:
             tree = ast.parse(f.read())

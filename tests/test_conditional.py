@@ -259,3 +259,14 @@ def test_projector_files_tie_codes_images_and_labels(tmp_path):
                                codes.astype(np.float32))
     with pytest.raises(ValueError, match="29 labels for 30 codes"):
         projector.write_projector(str(tmp_path), codes, images, labels[:29])
+
+
+def test_a_conditional_model_fits_under_a_mirrored_strategy():
+    images, labels = two_classes(64)
+    strategy = tf.distribute.MirroredStrategy()
+    with strategy.scope():
+        model = build()
+        model.compile(optimizer="adam", jit_compile=True)
+    data = tf.data.Dataset.from_tensor_slices({"images": images, "labels": labels})
+    history = model.fit(data.batch(16), epochs=1, verbose=0)
+    assert np.isfinite(history.history["elbo"][-1])

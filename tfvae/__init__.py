@@ -21,7 +21,7 @@ else:
     from tfvae.export import export_model
     from tfvae.model import VAE
     from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-    from tfvae.priors import MixturePrior, StandardNormalPrior, VampPrior
+    from tfvae.priors import ConditionalPrior, MixturePrior, StandardNormalPrior, VampPrior
 
 __all__ = [
     "VAE",
@@ -32,6 +32,7 @@ __all__ = [
     "StandardNormalPrior",
     "MixturePrior",
     "VampPrior",
+    "ConditionalPrior",
     "load_dataset",
     "export_model",
 ]

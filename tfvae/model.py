@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from tfvae import checks, heads, objectives
 from tfvae.checks import choice
+from tfvae.conditioning import Conditioning, join
 from tfvae.hierarchy import flat_features
 from tfvae.priors import StandardNormalPrior, VampPrior
 
@@ -100,6 +101,7 @@ class VAE(keras.Model):
         self.info_alpha = float(info_alpha)
         self.info_lambda = float(info_lambda)
         self.mmd_kernel = choice("mmd_kernel", mmd_kernel, objectives.MMD_KERNELS)
+        self.conditioning = Conditioning(num_classes, context_dim)
         self.num_classes, self.context_dim = int(num_classes), int(context_dim)
         self._check_combination()
         self._check_context()
@@ -128,22 +130,23 @@ class VAE(keras.Model):
     @property
     def context_width(self):
         """Size of the context c: num_classes (one-hot) or context_dim; 0 if none."""
-        return self.num_classes or self.context_dim
+        return self.conditioning.width
 
     @property
     def context_key(self):
         """The inputs' key of the context: "labels", "context" or None."""
-        return "labels" if self.num_classes else "context" if self.context_dim else None
+        return self.conditioning.key
+
+    def given_context(self, labels, count):
+        """The context [count, C] of `labels` (one, or one per sample or code), or
+        None for an unconditional model (`Conditioning.given`)."""
+        return self.conditioning.given(labels, count)
 
     @property
     def conditional_prior(self):
         return bool(getattr(self.prior, "conditional", False))
 
     def _check_context(self):
-        if self.num_classes < 0 or self.context_dim < 0 or (
-                self.num_classes and self.context_dim):
-            raise ValueError("Give num_classes (labels) or context_dim (vectors), not "
-                             "both, and neither negative.")
         if getattr(self.encoder, "context_dim", 0) != self.context_width:
             raise ValueError(f"The encoder takes a context of size "
                              f"{getattr(self.encoder, 'context_dim', 0)}, the model "
@@ -221,43 +224,9 @@ class VAE(keras.Model):
         if not self.context_width:
             return images, None
         if context is None:
-            raise ValueError(
-                f"This VAE is conditional: pass {{'images': x, '{self.context_key}': "
-                f"{'y' if self.num_classes else 'c'}}} (a dict) instead of images alone.")
-        return images, self._context(context, tf.shape(images)[0])
-
-    def _context(self, value, batch=None):
-        """The context [B, C] float32: one-hot labels [B] or float vectors [B, C]
-        (checked; values too when eager)."""
-        value = tf.convert_to_tensor(value)
-        if self.num_classes:
-            if not value.dtype.is_integer:
-                raise ValueError(f"labels must be integer class ids, got {value.dtype.name}.")
-            if value.shape.rank != 1:
-                raise ValueError(f"labels must have shape (batch,), got {tuple(value.shape)}.")
-            if tf.executing_eagerly():
-                checks.check_labels(value.numpy(), self.num_classes)
-            context = tf.one_hot(value, self.num_classes)
-        else:
-            context = tf.cast(value, tf.float32)
-            if context.shape.rank != 2 or context.shape[-1] != self.context_dim:
-                raise ValueError(f"context must have shape (batch, {self.context_dim}), "
-                                 f"got {tuple(value.shape)}.")
-            if tf.executing_eagerly():
-                checks.check_finite(context.numpy(), "the context",
-                                    checks.FINITE_CONTEXT, "row")
-        if batch is not None and tf.executing_eagerly() and int(
-                tf.shape(context)[0]) != int(batch):
-            raise ValueError(f"{tf.shape(context)[0]} {self.context_key} for {batch} images.")
-        return context
-
-    def _join(self, inputs, context):
-        """[inputs, context] along the last axis, the context [B, C] broadcast to the
-        leading axes of inputs [..., B, F]; inputs alone without a context."""
-        if context is None:
-            return inputs
-        shape = tf.concat([tf.shape(inputs)[:-1], tf.shape(context)[-1:]], axis=0)
-        return tf.concat([inputs, tf.broadcast_to(context, shape)], axis=-1)
+            raise ValueError(f"This VAE is conditional: pass {self.conditioning.example()}"
+                             " (a dict) instead of images alone.")
+        return images, self.conditioning.tensor(context, tf.shape(images)[0])
 
     def _check_images(self, images):
         """`images` as float32 after checking dtype and shape, and NaN or Inf when
@@ -334,14 +303,14 @@ class VAE(keras.Model):
             else:
                 block = self.top_down[index - 1]
                 above = z if state is None else tf.concat([z, state], -1)
-                state = block.state(self._join(above, context))
+                state = block.state(join(above, context))
                 prior = block.prior_distribution(state)
                 posterior = None if features is None else block.posterior_distribution(
                     state, flat_features(features[max(0, len(features) - 1 - index)]))
             z, log_q = choose(index, posterior, prior)
             layers.append({"z": z, "posterior": posterior, "prior": prior,
                            "log_q": log_q})
-        return layers, self._join(z if state is None else tf.concat([z, state], -1),
+        return layers, join(z if state is None else tf.concat([z, state], -1),
                                   context)
 
     def _split_codes(self, z):
@@ -356,23 +325,6 @@ class VAE(keras.Model):
             shape = [num_samples] if index == 0 else []
             return posterior.experimental_sample_and_log_prob(shape, seed=seeds[index])
         return choose
-
-    def given_context(self, labels, count):
-        """The context [count, C] of `labels` for `count` samples or codes: class ids
-        [count] or one id (num_classes), vectors [count, C] or one [C] (context_dim);
-        None for an unconditional model, which refuses labels."""
-        if not self.context_width:
-            if labels is not None:
-                raise ValueError("This VAE is unconditional; it takes no labels.")
-            return None
-        if labels is None:
-            raise ValueError(f"This VAE is conditional: give {self.context_key}= "
-                             f"({'class ids' if self.num_classes else 'vectors'}).")
-        labels = tf.convert_to_tensor(labels)
-        if labels.shape.rank == (0 if self.num_classes else 1):
-            labels = tf.broadcast_to(labels, tf.concat(
-                [tf.reshape(count, [1]), tf.shape(labels)], axis=0))
-        return self._context(labels, count)
 
     def sample(self, num_samples, return_codes=False, labels=None):
         """Images (the likelihood's mean) decoded from `num_samples` draws of p(z)
@@ -396,7 +348,7 @@ class VAE(keras.Model):
         a Bernoulli decoder, as in Hinton et al. 1995). One stochastic layer; a
         conditional model dreams given its contexts [N, C]."""
         z = self._prior_draws(self.prior_distribution(context), num_dreams)
-        x = self.decoder(self._join(z, context), training=training).sample()
+        x = self.decoder(join(z, context), training=training).sample()
         return tf.stop_gradient(z), tf.stop_gradient(x)
 
     def decode(self, z, labels=None, training=None):
@@ -622,9 +574,8 @@ class VAE(keras.Model):
                 isinstance(spec, tuple) and len(spec) > 1)):
             raise ValueError(
                 f"A conditional VAE takes its {self.context_key} in the inputs, not as "
-                f"targets: fit it on {{'images': x, '{self.context_key}': "
-                f"{'y' if self.num_classes else 'c'}}} (a dict, or a tf.data.Dataset of "
-                "such dicts), not on (x, y).")
+                f"targets: fit it on {self.conditioning.example()} (a dict, or a "
+                "tf.data.Dataset of such dicts), not on (x, y).")
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._refuse_targets(x, y)

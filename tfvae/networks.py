@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfvae import distributions, heads
 from tfvae.checks import check_count
+from tfvae.conditioning import join
 
 
 
@@ -78,7 +79,7 @@ class _Encoder(keras.layers.Layer):
             raise ValueError(f"{self.name} is conditional (context_dim "
                              f"{self.context_dim}): call it with context=[B, "
                              f"{self.context_dim}].")
-        return tf.concat([flat, tf.cast(context, flat.dtype)], axis=-1)
+        return join(flat, tf.cast(context, flat.dtype))
 
     def call(self, images, context=None, training=None):
         return self.head(self.features(images, training=training, context=context)[-1])

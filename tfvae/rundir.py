@@ -8,7 +8,9 @@
     history.csv    per-epoch train and validation metrics, epoch time and images/s
     metrics.json   test ELBO / rate / distortion and a summary of the run
     logs/          TensorBoard: elbo, rate, distortion (train and validation),
-                   learning rate, and images of prior samples and reconstructions
+                   learning rate, and images of prior samples and reconstructions;
+                   logs/projector/: posterior codes of 2,000 test images, their
+                   sprite and labels, for the Projector tab (`tfvae.projector`)
     backup/        BackupAndRestore state; a killed run started again with the same
                    command continues from it. Deleted when training finishes.
 

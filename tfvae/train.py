@@ -115,10 +115,11 @@ def _check_resumable(path, config):
     """A backup may only be resumed by the same model and dataset."""
     with open(path) as f:
         previous = json.load(f)
-    changed = [f"{key}: {previous.get(key)!r} -> {config[key]!r}"
-               for key in ("dataset", *MODEL_OPTIONS)
-               if json.loads(json.dumps(previous.get(key))) != json.loads(
-                   json.dumps(config[key]))]
+    # An option missing from an older config.json had its default.
+    before = {key: previous.get(key, DEFAULTS[key])
+              for key in ("dataset", "conditional", *MODEL_OPTIONS)}
+    changed = [f"{key}: {value!r} -> {config[key]!r}" for key, value in before.items()
+               if json.loads(json.dumps(value)) != json.loads(json.dumps(config[key]))]
     if changed:
         raise ValueError(
             f"{os.path.dirname(path)} holds a backup of a different run ("

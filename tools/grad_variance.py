@@ -52,7 +52,8 @@ def with_estimator(model, estimator, num_samples):
     """A copy of `model` (same weights) whose ELBO loss uses `estimator`."""
     from tfvae import builders  # pylint: disable=import-outside-toplevel
 
-    plain_elbo = {name: builders.MODEL_DEFAULTS[name] for name in tfvae.model.OPTIONS}
+    plain_elbo = {name: builders.MODEL_DEFAULTS[name] for name in tfvae.model.OPTIONS
+                  if name not in builders.CONTEXT_ARGUMENTS}  # the model's own context
     config = {**model.get_config(), **plain_elbo, "gradient_estimator": estimator,
               "num_samples": num_samples}
     copy = tfvae.VAE.from_config(config)

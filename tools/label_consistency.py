@@ -1,0 +1,159 @@
+r"""Do a conditional VAE's samples show the class they were asked for?
+
+    python -m tools.label_consistency saved_models/cvae_fashion_mnist/1 \
+        --dataset=fashion_mnist --tfds_manual_dir=/usr/share/datasets/fashion-mnist \
+        --classifier=runs/fashion_mnist_classifier.keras --output=consistency.json
+
+A small convolutional classifier (two 3x3 conv + max-pool stages, a 128-unit layer)
+is trained on the grey-level training images of --dataset (or loaded from
+--classifier when that file exists, else saved there) and scored on its test split.
+It then classifies --samples_per_class samples of each class of MODEL (a SavedModel
+folder, .tflite file, .keras file or run directory): the
+label consistency is the fraction whose predicted class is the requested one. The
+samples are the means of p(x|z, y) (for a Bernoulli model of binarized images, the
+probability of each pixel being on: a grey-level image, the classifier's own kind).
+
+Prints the classifier's test accuracy, the consistency overall and per class; writes
+them to --output as JSON. Bad input ends with one line `tools.label_consistency:
+error: ...` and status 1.
+"""
+
+import json
+import os
+import time
+import zipfile
+
+from absl import app, flags, logging
+
+from tfvae import checks
+
+PROGRAM = "tools.label_consistency"
+FLAGS = flags.FLAGS
+parse_flags = checks.flags_parser(PROGRAM)
+flags.DEFINE_string("dataset", "fashion_mnist", "Labelled dataset of the classifier.")
+flags.DEFINE_string("train_split", "train", "Split the classifier learns from.")
+flags.DEFINE_string("test_split", "test", "Split it is scored on.")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
+flags.DEFINE_string("tfds_manual_dir", None, "Directory with the source files.")
+flags.DEFINE_string("classifier", None, "A .keras classifier: loaded when it exists, "
+                    "else trained and saved there.")
+flags.DEFINE_integer("epochs", 3, "Training epochs of a new classifier.", lower_bound=1)
+flags.DEFINE_integer("samples_per_class", 100, "Conditional samples of each class.",
+                     lower_bound=1, upper_bound=1000)
+flags.DEFINE_integer("seed", 0, "Seed of the classifier and the samples.")
+flags.DEFINE_string("output", None, "Write the figures here as JSON.")
+
+
+def build_classifier(image_shape, num_classes):
+    import keras
+    return keras.Sequential([
+        keras.Input(image_shape),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dropout(0.3),
+        keras.layers.Dense(128, activation="relu"), keras.layers.Dense(num_classes),
+    ], name="classifier")
+
+
+def classifier_and_accuracy(info, load):
+    """(classifier, its test accuracy): loaded from --classifier, or trained."""
+    import keras
+
+    from tfvae import data
+
+    def split(name, shuffle):
+        return data.load_dataset(FLAGS.dataset, name, 128, binarize=None,
+                                 with_labels=True, shuffle=shuffle, seed=FLAGS.seed,
+                                 **load)
+
+    if FLAGS.classifier and os.path.isfile(FLAGS.classifier):
+        try:
+            classifier = keras.saving.load_model(FLAGS.classifier)
+        except (ValueError, OSError, zipfile.BadZipFile) as error:
+            raise checks.InputError(f"--classifier {FLAGS.classifier} cannot be read "
+                                    f"as a .keras model ({checks.first_line(error)}).") \
+                from None
+    else:
+        keras.utils.set_random_seed(FLAGS.seed)
+        classifier = build_classifier(info.image_shape, info.num_classes)
+        classifier.compile(optimizer="adam", metrics=["accuracy"],
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        classifier.fit(split(FLAGS.train_split, True), epochs=FLAGS.epochs, verbose=2)
+        if FLAGS.classifier:
+            classifier.save(FLAGS.classifier)
+    classifier.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    accuracy = classifier.evaluate(split(FLAGS.test_split, False), verbose=0,
+                                   return_dict=True)["accuracy"]
+    return classifier, float(accuracy)
+
+
+def conditional_sampler(path):
+    """sample(n, labels) -> images of a conditional model, and its number of classes."""
+    from tfvae import rundir
+
+    if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
+        from tools.samplers import load_sampler
+        sampler = load_sampler(path)
+        return sampler.sample, sampler.num_classes, sampler.image_shape
+    model = checks.load_keras_model(rundir.locate_model(path)["path"])
+
+    def sample(count, labels):
+        return model.sample(count, labels=labels).numpy()
+    return sample, model.num_classes, model.image_shape
+
+
+def consistency(classifier, sample, num_classes, per_class):
+    """(overall fraction, per-class fractions) of samples classified as requested."""
+    import numpy as np
+
+    labels = np.repeat(np.arange(num_classes), per_class)
+    images = sample(len(labels), labels)
+    predicted = np.argmax(classifier.predict(images, batch_size=500, verbose=0), axis=1)
+    hits = predicted == labels
+    return float(hits.mean()), [float(hits[labels == c].mean()) for c in range(num_classes)]
+
+
+@checks.interruptible(PROGRAM, "nothing was written.")
+def main(argv):
+    if len(argv) != 2:
+        checks.fail(PROGRAM, "usage: python -m tools.label_consistency MODEL [flags]")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    from tfvae import data, rundir
+
+    try:
+        checks.check_writable(FLAGS.output)
+        sample, num_classes, image_shape = conditional_sampler(argv[1])
+        load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
+        info = data.dataset_info(FLAGS.dataset, **load)
+        if not num_classes:
+            raise checks.InputError(f"{argv[1]} is not a class-conditional model.")
+        if info.num_classes != num_classes or tuple(info.image_shape) != tuple(image_shape):
+            raise checks.InputError(
+                f"{argv[1]} models {num_classes} classes of {tuple(image_shape)} images, "
+                f"{FLAGS.dataset} has {info.num_classes} of {tuple(info.image_shape)}.")
+        classifier, accuracy = classifier_and_accuracy(info, load)
+    except (ValueError, OSError, ImportError, data.DataUnavailableError) as error:
+        checks.fail(PROGRAM, error)
+    per_class = FLAGS.samples_per_class
+    overall, by_class = consistency(classifier, sample, num_classes, per_class)
+    names = info.class_names or [str(c) for c in range(num_classes)]
+    print(f"classifier test accuracy on {FLAGS.dataset}[{FLAGS.test_split}]: "
+          f"{accuracy:.4f}")
+    print(f"label consistency of {per_class * num_classes} samples: {overall:.4f}")
+    for name, value in zip(names, by_class):
+        print(f"  {name}: {value:.3f}")
+    report = {"model": argv[1], "dataset": FLAGS.dataset,
+              "classifier_test_accuracy": accuracy, "label_consistency": overall,
+              "per_class": dict(zip(names, by_class)),
+              "num_samples": per_class * num_classes, "machine": rundir.machine_info(),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as f:
+            json.dump(report, f, indent=2)
+        print("report:", FLAGS.output)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

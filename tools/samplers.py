@@ -1,0 +1,143 @@
+"""The samplers of an exported VAE: a SavedModel folder or a .tflite file.
+
+`load_sampler(path)` gives an object with `sample(n, labels=None)`,
+`decode(z, labels=None)`, `reconstruct(images, labels=None)` (SavedModel only),
+`image_shape`, `latent_dim`, `class_names` and `num_classes` (0: unconditional).
+Inputs are checked by the rules of `tfvae.checks` before anything runs: LiteRT
+crashes or fails without a message on bad counts and codes, and runs no assertions,
+so a conditional .tflite file's labels are checked against its metadata.json here.
+The .tflite path needs only numpy and ai-edge-litert, not TensorFlow. No flags: the
+tools that sample (`tools.sample`, `tools.label_consistency`) share these.
+"""
+
+import os
+
+import numpy as np
+
+from tfvae import checks
+
+
+def _class_names(folder, conditional, path):
+    """The class names of a conditional export (its metadata.json), or None."""
+    if not conditional:
+        return None
+    from tfvae import rundir
+    metadata = rundir.read_json(os.path.join(folder, "metadata.json"), {})
+    count = metadata.get("num_classes")
+    if not count:
+        raise checks.InputError(f"{path} is conditional, but the metadata.json beside it "
+                                "(num_classes) is missing; keep the export folder whole.")
+    names = metadata.get("class_names") or [str(i) for i in range(count)]
+    return tuple(str(name) for name in names)
+
+
+class _Conditional:
+    """The labels of a sampler's calls: none for an unconditional export."""
+
+    class_names = None
+
+    @property
+    def num_classes(self):
+        return len(self.class_names) if self.class_names else 0
+
+    def _labels(self, labels, count):
+        """{} or {"labels": int32 [count]} after the rules of `checks.as_labels`."""
+        if not self.num_classes:
+            if labels is not None:
+                raise checks.InputError("the model is unconditional: it takes no labels.")
+            return {}
+        if labels is None:
+            raise checks.InputError("the model is conditional: give labels (--labels, "
+                                    "--image_labels or a labelled --dataset).")
+        return {"labels": checks.as_labels(labels, self.num_classes, count)}
+
+class SavedModelSampler(_Conditional):
+    """The `sample` and `reconstruct` signatures of an exported SavedModel."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+        self._tf = tf
+        try:
+            self.signatures = tf.saved_model.load(path).signatures
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            raise checks.InputError(f"{path} cannot be loaded as a SavedModel "
+                                    f"({checks.first_line(error)}).") from None
+        missing = {"sample", "reconstruct", "decode"} - set(self.signatures)
+        if missing:
+            raise checks.InputError(f"{path} is not a tfvae export: it lacks the "
+                                    f"signatures {sorted(missing)}.")
+        self.image_shape = tuple(self.signatures["sample"].structured_outputs[
+            "images"].shape[1:])
+        self.latent_dim = self.signatures["decode"].structured_input_signature[1][
+            "z"].shape[-1]
+        self.class_names = _class_names(path, "labels" in self.signatures[
+            "sample"].structured_input_signature[1], path)
+
+    def sample(self, num_samples, labels=None):
+        num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
+        out = self.signatures["sample"](num_samples=self._tf.constant(
+            num_samples, self._tf.int32), **self._labels(labels, num_samples))
+        return out["images"].numpy()
+
+    def reconstruct(self, images, labels=None):
+        images = checks.as_images(images, self.image_shape)
+        out = self.signatures["reconstruct"](images=self._tf.constant(images),
+                                             **self._labels(labels, len(images)))
+        return out["images"].numpy()
+
+    def decode(self, z, labels=None):
+        z = checks.as_codes(z, self.latent_dim)
+        return self.signatures["decode"](z=self._tf.constant(z), **self._labels(
+            labels, len(z)))["images"].numpy()
+
+
+class TFLiteSampler(_Conditional):
+    """The `sample` and `decode` signatures of an exported .tflite file, in the LiteRT
+    interpreter."""
+
+    def __init__(self, path, num_threads=1):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as error:
+            raise ImportError("Running .tflite files needs the LiteRT interpreter: "
+                              "pip install ai-edge-litert") from error
+        try:
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self._sample = self.interpreter.get_signature_runner("sample")
+            self._decode = self.interpreter.get_signature_runner("decode")
+        except (ValueError, RuntimeError) as error:
+            raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
+                                    f"({checks.first_line(error)}).") from None
+        self.latent_dim = int(self._decode.get_input_details()["z"]["shape_signature"][-1])
+        # LiteRT runs no assertions: labels are checked here, against metadata.json.
+        self.class_names = _class_names(os.path.dirname(path) or ".", "labels" in
+                                        self._sample.get_input_details(), path)
+
+    def sample(self, num_samples, labels=None):
+        # Before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
+        num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
+        return self._sample(num_samples=np.array(num_samples, np.int32),
+                            **self._labels(labels, num_samples))["images"]
+
+    def decode(self, z, labels=None):
+        # Before invoke: another width fails in XNNPack, one code [D] passes as [1, D].
+        z = checks.as_codes(z, self.latent_dim)
+        return self._decode(z=z, **self._labels(labels, len(z)))["images"]
+
+    def reconstruct(self, images, labels=None):
+        raise ValueError("A .tflite file holds only `sample` and `decode`; reconstruct "
+                         "with the SavedModel folder.")
+
+
+def load_sampler(path):
+    """A `TFLiteSampler` for a .tflite file, else a `SavedModelSampler`."""
+    if path.endswith(".tflite"):
+        if not os.path.isfile(path):
+            raise checks.InputError(f"No TFLite file at {path}.")
+        return TFLiteSampler(path)
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise checks.InputError(f"{path} is neither a .tflite file nor a SavedModel "
+                                f"folder (no saved_model.pb).")
+    return SavedModelSampler(path)
+
+
