@@ -455,7 +455,7 @@ def test_tools_benchmark(files):
 
 # -- tools.label_consistency and tools.folder_benchmark ------------------------------------
 
-def test_tools_label_consistency_and_folder_benchmark(files):
+def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
     """Each case fails before any training (good runs: configs/README.md's figures)."""
     consistency = {
         "unconditional model": ([files["saved_model"]], (
@@ -468,6 +468,13 @@ def test_tools_label_consistency_and_folder_benchmark(files):
     for outcome, words in tool_outcomes("tools.label_consistency", consistency,
                                         files["root"]).values():
         one_line_error(outcome, "tools.label_consistency", *words)
+    gap = {
+        "unconditional first": ([files["keras"], files["keras"]], (
+            "give a class-conditional model, then an unconditional one",)),
+        "one model": ([files["keras"]], ("usage: python -m tools.nll_gap",)),
+    }
+    for outcome, words in tool_outcomes("tools.nll_gap", gap, files["root"]).values():
+        one_line_error(outcome, "tools.nll_gap", *words)
     benchmark = {
         "missing config": ([f"--config={files['root']}/none.cfg"], ("does not exist",)),
         "extra arguments": (["more"], ("unexpected arguments: more",)),
@@ -509,7 +516,7 @@ def test_every_tool_main_is_interruptible():
     """One wrapper for all: each tool's main is decorated with checks.interruptible."""
     tools = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
                    if name.endswith(".py") and name not in ("__init__.py", "samplers.py"))
-    assert len(tools) == 8
+    assert len(tools) == 9
     for name in tools:
         with open(os.path.join(REPO, "tools", name)) as f:
             tree = ast.parse(f.read())

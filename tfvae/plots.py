@@ -203,7 +203,8 @@ def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
     elif means.shape[1] == 2:
         points, names = means, ("z_1", "z_2")
     else:
-        points, names = principal_components(means), ("PC 1 of E[z|x]", "PC 2 of E[z|x]")
+        points, names = principal_components(means), ("principal component 1",
+                                                       "principal component 2")
     figure = _figure(figsize, dpi)
     axes = figure.add_subplot()
     if labels is None:
@@ -218,7 +219,8 @@ def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
             bar.ax.set_yticklabels([class_names[int(c)] for c in classes])
     axes.set_xlabel(names[0])
     axes.set_ylabel(names[1])
-    axes.set_title("Posterior means E[z|x]")
+    axes.set_title("Posterior means E[z|x, y]" if getattr(model, "num_classes", 0)
+                   else "Posterior means E[z|x]")
     figure.tight_layout()
     return _save_figure(figure, path)
 
