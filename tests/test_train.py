@@ -308,9 +308,12 @@ def test_baseline_config_parses_to_the_documented_model():
                                             if name.endswith(".cfg")))
 def test_every_config_parses_to_a_model_that_computes_its_loss(config):
     options = _config_options(config)
-    model = builders.build_model((28, 28, 1), **{k: options[k] for k in train.MODEL_OPTIONS})
+    classes = 10 if options["conditional"] else 0  # a conditional config's data has labels
+    model = builders.build_model((28, 28, 1), num_classes=classes,
+                                 **{k: options[k] for k in train.MODEL_OPTIONS})
     images = np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)).astype("float32")
-    assert np.isfinite(float(model.compute_loss(y_pred=model(images, training=True))))
+    inputs = {"images": images, "labels": np.array([0, 9])} if classes else images
+    assert np.isfinite(float(model.compute_loss(y_pred=model(inputs, training=True))))
 
 
 def test_every_option_is_a_flag_with_the_same_default():
