@@ -487,7 +487,15 @@ def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
 
 # -- Ctrl-C -----------------------------------------------------------------------------------
 
-def test_interruptible_ends_in_one_line_with_status_130(capsys):
+@pytest.fixture
+def default_sigint():
+    """SIGINT as from a terminal (a shell's background job starts with it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_interruptible_ends_in_one_line_with_status_130(capsys, default_sigint):
     @checks.interruptible("tools.x", "nothing was written.")
     def main(argv):
         if argv == ["stop"]:
@@ -531,7 +539,9 @@ def test_ctrl_c_in_a_tool_ends_in_one_line():
     process = subprocess.Popen(
         [sys.executable, "-u", "-m", "tools.grad_variance", "--num_draws=1000000",
          "--batch_size=4", "--hidden_units=8", "--latent_dim=2"], cwd=REPO, env=ENV,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As from a terminal: a shell's background job would start with SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert "draws per estimator" in process.stdout.readline()
         time.sleep(2)  # into the draws
