@@ -57,13 +57,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import checks, distributions, heads, objectives
+from tfvae.rundir import METADATA_FILE
 from tfvae.version import __version__
 
 tfd = tfp.distributions
 
 QUANTIZATIONS = ("float32", "float16", "int8")
 TFLITE_SIGNATURES = ("sample", "decode")
-METADATA_FILE = "metadata.json"
 # Largest number of (sample, image) pairs one log_prob chunk decodes at once. With the
 # 784-500-500-50 MLP VAE, k = 5000 on 100 MNIST images raised the peak memory by
 # about 270 MB (and by 740 MB before the loop ran one chunk at a time).

@@ -13,6 +13,12 @@ import zlib
 import numpy as np
 
 
+def class_rows(num_classes, per_class):
+    """Labels [num_classes * per_class] for a grid with one row per class:
+    0 (per_class times), 1, ..., num_classes - 1."""
+    return np.repeat(np.arange(int(num_classes)), int(per_class))
+
+
 def image_grid(images, columns=None, padding=1, zoom=1, background=1.0):
     """Tiles images [N, H, W, C] (floats in [0, 1]) into one uint8 image.
 

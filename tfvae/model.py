@@ -472,42 +472,10 @@ class VAE(keras.Model):
     def _terms(self, images, context=None, training=None, num_samples=None, seed=None,
                estimator=None):
         k = num_samples or self.num_samples
-        estimator = estimator or self.gradient_estimator
         features = self.encoder.features(images, training=training, context=context)
-        core_args = dict(training=training, features=features, context=context)
-        terms = {}
-        if estimator == "reparameterization" and self.objective != "wake_sleep":
-            core = self.log_weight_terms(images, k, seed=seed, **core_args)
-            log_weights = core["log_weights"]
-        elif estimator == "reparameterization":  # the wake phase: z is data to p
-            codes = [tf.stop_gradient(z)
-                     for z in self._sampled_codes(features, k, seed, context)]
-            core = self.log_weight_terms(images, k, codes=codes, **core_args)
-            log_weights = core["log_weights"]
-            terms["_wake"] = -tf.reduce_mean(core["log_px_z"] + core["log_p"], axis=0)
-        else:
-            codes = self._sampled_codes(features, k, seed, context)
-            if estimator == "dreg":
-                fixed = [tf.stop_gradient(z) for z in codes]
-                with tf.GradientTape() as tape:
-                    tape.watch(fixed)
-                    core = self.log_weight_terms(images, k, codes=fixed, **core_args)
-                terms["_surrogate"] = objectives.dreg_surrogate(
-                    tape, core["log_weights"], fixed, codes)
-                # Direct terms only: log q's parameters get DReG's path terms instead.
-                log_weights = (core["log_px_z"] + core["log_p"]
-                               - tf.stop_gradient(core["log_q"]))
-            else:  # score function, one layer (checked at construction)
-                core = self.log_weight_terms(
-                    images, k, codes=[tf.stop_gradient(z) for z in codes], **core_args)
-                log_weights = core["log_weights"]
-                signal = core["log_px_z"]
-                # A sampled rate at stopped z has no path gradient: its score term goes
-                # in f.
-                if core["rate_per_dim"] is None or self.kl == "sampled":
-                    signal = signal - self._rate_weight() * (core["log_q"] - core["log_p"])
-                terms["_surrogate"] = objectives.score_function_surrogate(
-                    signal, core["log_q"])
+        core, log_weights, terms = self._estimated_core(
+            images, k, seed, estimator or self.gradient_estimator,
+            training=training, features=features, context=context)
         rate = tf.add_n(core["rates"])
         distortion = -tf.reduce_mean(core["log_px_z"], axis=0)
         terms.update(elbo=-(distortion + rate), rate=rate, distortion=distortion)
@@ -530,6 +498,35 @@ class VAE(keras.Model):
             divergence = objectives.mmd(top, draws, self.mmd_kernel)
             terms["_mmd"] = tf.fill([batch], divergence)
         return terms
+
+    def _estimated_core(self, images, k, seed, estimator, **core_args):
+        """(core terms, the log-weights whose gradient is taken, surrogate terms) under
+        one gradient estimator: reparameterized codes; or codes held fixed, for
+        DReG (its path terms through a tape), the wake phase and the score function."""
+        if estimator == "reparameterization" and self.objective != "wake_sleep":
+            core = self.log_weight_terms(images, k, seed=seed, **core_args)
+            return core, core["log_weights"], {}
+        codes = self._sampled_codes(core_args["features"], k, seed, core_args["context"])
+        fixed = [tf.stop_gradient(z) for z in codes]
+        if estimator == "dreg":
+            with tf.GradientTape() as tape:
+                tape.watch(fixed)
+                core = self.log_weight_terms(images, k, codes=fixed, **core_args)
+            surrogate = objectives.dreg_surrogate(tape, core["log_weights"], fixed, codes)
+            # Direct terms only: log q's parameters get DReG's path terms instead.
+            direct = core["log_px_z"] + core["log_p"] - tf.stop_gradient(core["log_q"])
+            return core, direct, {"_surrogate": surrogate}
+        core = self.log_weight_terms(images, k, codes=fixed, **core_args)
+        if estimator == "reparameterization":  # the wake phase: z is data to p
+            wake = -tf.reduce_mean(core["log_px_z"] + core["log_p"], axis=0)
+            return core, core["log_weights"], {"_wake": wake}
+        # The score function (one layer, checked at construction). A sampled rate at
+        # stopped z has no path gradient: its score term goes in f.
+        signal = core["log_px_z"]
+        if core["rate_per_dim"] is None or self.kl == "sampled":
+            signal = signal - self._rate_weight() * (core["log_q"] - core["log_p"])
+        return core, core["log_weights"], {
+            "_surrogate": objectives.score_function_surrogate(signal, core["log_q"])}
 
     def _sampled_codes(self, features, num_samples, seed=None, context=None):
         layers, _ = self._walk(features, self._sampler(num_samples, seed), context)

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae import rundir
-from tfvae.images import image_grid, write_png  # noqa: F401 -- part of this API
+from tfvae.images import class_rows, image_grid, write_png  # noqa: F401 -- API
 
 
 # -- image grids -------------------------------------------------------------------
@@ -232,7 +232,7 @@ def save_class_samples(model, path, class_names=None, per_class=10, zoom=2, dpi=
     if not classes:
         raise ValueError("save_class_samples needs a class-conditional model.")
     names = list(class_names or range(classes))
-    labels = np.repeat(np.arange(classes), int(per_class))
+    labels = class_rows(classes, per_class)
     grid = image_grid(_numpy(model.sample(len(labels), labels=labels)), int(per_class),
                       padding=1)
     height, width = grid.shape[:2]

@@ -29,6 +29,7 @@ FINAL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 LOGS = "logs"
+METADATA_FILE = "metadata.json"  # beside an export's saved_model.pb
 BACKUP = "backup"
 FILES = (CONFIG, BEST, FINAL, HISTORY, METRICS, LOGS, BACKUP)
 
@@ -132,7 +133,7 @@ def locate_model(path):
     if kind is None:
         raise FileNotFoundError(f"{path} is not a .keras file, a trainer output "
                                 f"directory ({FINAL}) or a SavedModel directory.")
-    metadata = read_json(os.path.join(path, "metadata.json"), {}) \
+    metadata = read_json(os.path.join(path, METADATA_FILE), {}) \
         if kind == "saved_model" else {}
     return {"kind": kind, "path": path, "config": read_config(run_dir) if run_dir else {},
             "metadata": metadata}

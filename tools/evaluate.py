@@ -100,6 +100,7 @@ def load_images(config, image_shape, num_classes=0):
     """Evaluation images [N, H, W, C] float32 in [0, 1] (with their labels, for a
     conditional model, as {"images", "labels"}) and their description."""
     import numpy as np
+    import tensorflow as tf
 
     if FLAGS.images_npy:
         return _npy_inputs(image_shape, num_classes)
@@ -121,15 +122,10 @@ def load_images(config, image_shape, num_classes=0):
         ds = ds.unbatch().take(FLAGS.num_images).batch(FLAGS.batch_size)
     # In memory (10,000 MNIST images: 31 MB): the ELBO, NLL and latent passes then
     # see the same images, even under dynamic binarization, and the count is known.
-    batches = [tf_nest_numpy(batch) for batch in ds]
+    batches = [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds]
     images = ({key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
               if num_classes else np.concatenate(batches))
     return images, f"{name}[{FLAGS.split}] ({binarization} binarization)"
-
-
-def tf_nest_numpy(batch):
-    return {k: v.numpy() for k, v in batch.items()} if isinstance(batch, dict) \
-        else batch.numpy()
 
 
 def load_model(location, tf, evaluate):

@@ -107,7 +107,9 @@ def consistency(classifier, sample, num_classes, per_class):
     """(overall fraction, per-class fractions) of samples classified as requested."""
     import numpy as np
 
-    labels = np.repeat(np.arange(num_classes), per_class)
+    from tfvae.images import class_rows
+
+    labels = class_rows(num_classes, per_class)
     images = sample(len(labels), labels)
     predicted = np.argmax(classifier.predict(images, batch_size=500, verbose=0), axis=1)
     hits = predicted == labels

@@ -38,7 +38,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from tfvae import checks
-from tfvae.images import image_grid, write_png
+from tfvae.images import class_rows, image_grid, write_png
 from tools.samplers import load_sampler
 
 PROGRAM = "tools.sample"
@@ -128,8 +128,8 @@ def sample_labels(sampler):
         columns = columns or 10
         print("rows:", ", ".join(f"{i} {name}" for i, name in
                                  enumerate(sampler.class_names)))
-        return sampler.num_classes * columns, np.repeat(
-            np.arange(sampler.num_classes), columns), columns
+        return sampler.num_classes * columns, class_rows(
+            sampler.num_classes, columns), columns
     try:
         labels = np.array([int(v) for v in text.split(",")])
     except ValueError:

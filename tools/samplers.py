@@ -22,7 +22,7 @@ def _class_names(folder, conditional, path):
     if not conditional:
         return None
     from tfvae import rundir
-    metadata = rundir.read_json(os.path.join(folder, "metadata.json"), {})
+    metadata = rundir.read_json(os.path.join(folder, rundir.METADATA_FILE), {})
     count = metadata.get("num_classes")
     if not count:
         raise checks.InputError(f"{path} is conditional, but the metadata.json beside it "
