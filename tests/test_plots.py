@@ -126,6 +126,34 @@ def test_learning_curves(tmp_path):
         plots.save_learning_curves([str(bare)], str(tmp_path / "x.png"))
 
 
+
+def _write_curve(directory, latent_dim, elbos):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump({"latent_dim": latent_dim}, f)
+    rows = ["examples,seconds,train_elbo,test_elbo,test_log_px"] + [
+        f"{10 ** (4 + i)},{i},{e},{e - 1},{e + 5}" for i, e in enumerate(elbos)]
+    with open(os.path.join(directory, "curve.csv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+
+
+def test_learning_curves_from_log_spaced_curves_in_a_panel_per_latent_size(tmp_path):
+    pytest.importorskip("matplotlib")
+    _write_curve(str(tmp_path / "aevb3"), 3, [-160.0, -140.0, -130.0])
+    _write_curve(str(tmp_path / "ws3"), 3, [-170.0, -160.0])
+    _write_curve(str(tmp_path / "aevb20"), 20, [-150.0, -110.0])
+    runs = [str(tmp_path / name) for name in ("aevb3", "ws3", "aevb20")]
+    path = plots.save_learning_curves(runs, str(tmp_path / "fig2.png"), figsize=(4, 3),
+                                      dpi=50, panel_by="latent_dim")
+    assert png_shape(path)[:2] == (150, 400)  # two panels side by side
+    path = plots.save_learning_curves(runs[:2], str(tmp_path / "fig3.png"),
+                                      metric="log_px", figsize=(4, 3), dpi=50)
+    assert png_shape(path)[:2] == (150, 200)
+    with pytest.raises(ValueError, match="train_iwae"):
+        plots.save_learning_curves(runs, str(tmp_path / "x.png"), metric="iwae")
+    with pytest.raises(ValueError, match="no config.json option 'prior'"):
+        plots.save_learning_curves(runs, str(tmp_path / "x.png"), panel_by="prior")
+
 def test_visualize_tool_writes_every_figure(tmp_path, model, images):
     pytest.importorskip("matplotlib")
     import subprocess

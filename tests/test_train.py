@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfvae import builders, data, train
+from tfvae import builders, callbacks as vae_callbacks, data, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 48  # 3 steps of 16 per epoch
@@ -224,6 +224,35 @@ def test_a_killed_run_resumes_from_the_backup(tmp_path, capsys):
     assert metrics["resumed_from"] == {"epoch": 0, "step": 2}
     assert metrics["optimizer_steps"] == 2 + 3 * 3
 
+
+
+def test_log_spaced_points():
+    assert vae_callbacks.log_spaced(10**6, 2) == [10000, 31623, 100000, 316228, 1000000]
+    assert vae_callbacks.log_spaced(192, 4, first=16) == [16, 18, 32, 56, 100, 178, 192]
+
+
+def test_the_bound_curve_is_log_spaced_and_a_resumed_run_appends_to_it(tmp_path):
+    # 4 epochs of 3 steps of 16 images: points 16, 18, 32, 56, 100, 178, 192.
+    options = {**TINY, "epochs": 4, "backup_save_freq": 1, "curve_points_per_decade": 4,
+               "curve_images": 20, "curve_nll_samples": 4}
+    output_dir = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES), \
+            pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(str(output_dir), callbacks=[_Kill(2, 1)], **options)
+    before = _history(output_dir / "curve.csv")
+    assert [int(row["examples"]) for row in before] == [16, 32, 64, 112]
+    _run(*_argv(**options)[1:], f"--output_dir={output_dir}")
+    rows = _history(output_dir / "curve.csv")
+    assert rows[:len(before)] == before
+    # Resumed at step 7 (112 examples): the next points are 178 and 192.
+    assert [int(row["examples"]) for row in rows[len(before):]] == [192]
+    seconds = [float(row["seconds"]) for row in rows]
+    assert seconds == sorted(seconds)
+    for row in rows:
+        train_elbo, test_elbo, log_px = (float(row[k]) for k in
+                                         ("train_elbo", "test_elbo", "test_log_px"))
+        # 784 Bernoulli pixels: each bound is below 0 and above 784 log(1/2) minus a KL.
+        assert -2000 < train_elbo < 0 and -2000 < test_elbo < 0 and log_px < 0
 
 def test_an_unreadable_backup_fails_in_one_line(tmp_path):
     backup = tmp_path / "backup"

@@ -14,8 +14,12 @@
 * `ImageGrid` writes prior samples and reconstructions to TensorBoard each epoch.
 * `EpochTimer` adds `epoch_time_s` (training part of the epoch, without validation)
   and `images_per_s` to the epoch logs; put it before the loggers.
+* `BoundCurve` estimates the ELBO of fixed train and test images (and, optionally,
+  the test log p(x)) at log-spaced numbers of training examples seen, as Kingma &
+  Welling's Figures 2 and 3 plot them, one CSV row per point (`log_spaced`).
 """
 
+import csv
 import json
 import math
 import os
@@ -26,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfvae import evaluate, rundir
 from tfvae.model import in_multi_worker_mode
 
 
@@ -271,3 +276,72 @@ class EpochTimer(keras.callbacks.Callback):
         if logs is not None:
             logs["epoch_time_s"] = elapsed
             logs["images_per_s"] = rate
+
+
+def log_spaced(last, per_decade, first=10_000):
+    """Example counts round(10 ** (j / per_decade)) in [first, last], `first` and
+    `last`."""
+    low = math.ceil(per_decade * math.log10(first) - 1e-9)
+    high = math.floor(per_decade * math.log10(last) + 1e-9)
+    points = {round(10 ** (j / per_decade)) for j in range(low, high + 1)}
+    return sorted(p for p in points | {int(first), int(last)} if first <= p <= last)
+
+
+class BoundCurve(keras.callbacks.Callback):
+    """At each of `points` (training examples seen), one row of `path` (CSV):
+    examples, seconds, train_elbo, test_elbo [, test_log_px].
+
+    The ELBOs are the means over `images["train"]` and `images["test"]` (fixed
+    images, one z each, the weights of that moment); `test_log_px` is the
+    `nll_samples`-sample importance estimate of log p(x) (K&W Figure 3). A point is
+    taken at the first batch end at or past it (every `steps_per_execution` steps);
+    examples = optimizer steps x `examples_per_step`; seconds of training since the
+    start. A resumed run appends to the rows it had (its clock going on from the
+    last) and does not take those points again.
+    """
+
+    def __init__(self, path, images, examples_per_step, points, nll_samples=0, seed=0):
+        super().__init__()
+        self.path, self.images = path, images
+        self.examples_per_step = int(examples_per_step)
+        self.points, self.nll_samples, self.seed = list(points), int(nll_samples), seed
+        self.columns = ["examples", "seconds", "train_elbo", "test_elbo"] + (
+            ["test_log_px"] if self.nll_samples else [])
+
+    def _seen(self):
+        return int(self.model.optimizer.iterations.numpy()) * self.examples_per_step
+
+    def _row(self, images, nll_samples):
+        row = {"examples": self._seen(), "seconds": time.perf_counter() - self._start}
+        for part, inputs in images.items():
+            row[f"{part}_elbo"] = evaluate.evaluate_elbo(
+                self.model, inputs, seed=self.seed, jit_compile=False)["elbo"].mean
+        if nll_samples:
+            row["test_log_px"] = evaluate.importance_sampled_log_px(
+                self.model, images["test"], nll_samples, seed=self.seed,
+                jit_compile=False, verbose=0).mean
+        return row
+
+    def on_train_begin(self, logs=None):
+        rows = rundir.history_rows(self.path)
+        # A resumed run's clock goes on from its last row.
+        self._start = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
+        seen = max([int(float(r["examples"])) for r in rows] + [self._seen()])
+        self.points = [p for p in self.points if p > seen]
+        # The model's first eager call would otherwise retrace the train step
+        # mid-epoch (as in ImageGrid): call it now, on two images.
+        self._row({part: tf.nest.map_structure(lambda rows: rows[:2], inputs)
+                   for part, inputs in self.images.items()}, min(self.nll_samples, 2))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.points or self._seen() < self.points[0]:
+            return
+        row = self._row(self.images, self.nll_samples)
+        self.points = [p for p in self.points if p > row["examples"]]
+        new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+

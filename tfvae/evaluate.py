@@ -284,6 +284,16 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
 ELBO_TERMS = ("elbo", "rate", "distortion")
 
 
+@functools.lru_cache(maxsize=8)  # repeated calls (a curve's points) trace once
+def _vae_elbo_fn(model, jit_compile):
+    """Compiled (inputs, seed [2]) -> the VAE's ELBO terms, one z per image."""
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def terms_fn(inputs, seed):
+        return model.elbo(inputs, num_samples=1, seed=seed)
+
+    return terms_fn
+
+
 def evaluate_elbo(model, data, batch_size=500, seed=0, jit_compile=True, verbose=0):
     """Per-image ELBO, rate and distortion (nats), with one sample of z per image.
 
@@ -300,10 +310,7 @@ def evaluate_elbo(model, data, batch_size=500, seed=0, jit_compile=True, verbose
     batch_size = int(batch_size)
     if _is_vae(model):
         names = model.metric_names
-
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-        def terms_fn(images, seed_tensor):
-            return model.elbo(images, num_samples=1, seed=seed_tensor)
+        terms_fn = _vae_elbo_fn(model, jit_compile)
     elif callable(model):
         names = None  # whatever the callable returns
 

@@ -291,59 +291,104 @@ def save_latent_activity(model, images, path, figsize=(8, 5), dpi=100, labels=No
 
 
 def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
-                         figsize=(7, 5), dpi=100, log_x=True, title=None):
+                         figsize=(7, 5), dpi=100, log_x=True, title=None, panel_by=None):
     """Lower bound vs training examples seen, one colour per run (K&W 2014, Fig. 2).
 
     Args:
-        runs: {label: trainer output dir or history CSV path}, or a list of them
-            (labelled by their names). The CSV needs an `epoch` column (0-based) and
-            `metric` (train, solid) and/or `val_<metric>` (validation, dashed).
-        examples_per_epoch: training examples per epoch: a number, a {label: number}
-            dict or a function (label, run) -> number; by default read from the run
-            directory (see `rundir.examples_per_epoch`).
-        metric: the column to plot ("elbo", or "iwae" for an IWAE objective).
+        runs: {label: trainer output dir, history CSV or curve CSV path}, or a list of
+            them (labelled by their names). A run directory with a curve.csv (the
+            trainer's --curve_points_per_decade) is drawn from it: `train_<metric>`
+            solid and `test_<metric>` dashed at its log-spaced points; otherwise from
+            history.csv, which needs an `epoch` column (0-based) and `metric`
+            (train, solid) and/or `val_<metric>` (validation, dashed).
+        examples_per_epoch: training examples per epoch of a history: a number, a
+            {label: number} dict or a function (label, run) -> number; by default
+            read from the run directory (see `rundir.examples_per_epoch`).
+        metric: the column to plot ("elbo"; "iwae" for an IWAE objective; "log_px",
+            a curve's test log p(x), K&W Figure 3).
+        panel_by: a config.json option (e.g. "latent_dim"): one panel per value,
+            as K&W draw one per latent size; None: one panel.
     """
     if not isinstance(runs, dict):
         runs = {os.path.basename(os.path.normpath(r)): r for r in runs}
     if not runs:
         raise ValueError("No runs to plot.")
-    figure = _figure(figsize, dpi)
-    axes = figure.add_subplot()
-    colors = [f"C{i % 10}" for i in range(len(runs))]
-    for color, (label, run) in zip(colors, runs.items()):
-        history = rundir.read_history(rundir.history_path(run))
-        if "epoch" not in history:
-            raise ValueError(f"{rundir.history_path(run)} has no 'epoch' column.")
-        if callable(examples_per_epoch):
-            per_epoch = examples_per_epoch(label, run)
-        elif isinstance(examples_per_epoch, dict):
-            per_epoch = examples_per_epoch[label]
-        else:
-            per_epoch = examples_per_epoch
-        if per_epoch is None:
-            per_epoch = rundir.examples_per_epoch(run, history)
-        if per_epoch is None:
-            raise ValueError(f"Examples per epoch of run {label!r} unknown; pass "
-                             "examples_per_epoch.")
-        per_epoch = np.broadcast_to(np.asarray(per_epoch, np.float64),
-                                    history["epoch"].shape)
-        seen = np.cumsum(per_epoch)  # after each epoch
-        plotted = False
-        for column, style, part in ((metric, "-", "train"),
-                                    (f"val_{metric}", "--", "validation")):
-            if column in history:
-                axes.plot(seen, history[column], style, color=color, marker=".",
+    panels = {}
+    for label, run in runs.items():
+        key = _panel_key(run, panel_by)
+        panels.setdefault(key, {})[label] = run
+    keys = sorted(panels, key=lambda k: (not isinstance(k, (int, float)), k))
+    columns = min(len(keys), 3)
+    rows = -(-len(keys) // columns)
+    figure = _figure((figsize[0] * columns, figsize[1] * rows), dpi)
+    for index, key in enumerate(keys):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for color, (label, run) in zip((f"C{i % 10}" for i in range(len(runs))),
+                                       panels[key].items()):
+            for seen, values, style, part in _curves(label, run, metric,
+                                                     examples_per_epoch):
+                axes.plot(seen, values, style, color=color, marker=".",
                           label=f"{label} ({part})")
-                plotted = True
-        if not plotted:
-            raise ValueError(f"{rundir.history_path(run)} has neither {metric!r} nor "
-                             f"'val_{metric}'.")
-    if log_x:
-        axes.set_xscale("log")
-    axes.set_xlabel("training examples seen")
-    axes.set_ylabel(f"{metric} (nats per image)")
-    axes.set_title(title or "Lower bound during training")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small")
+        if log_x:
+            axes.set_xscale("log")
+        axes.set_xlabel("training examples seen")
+        axes.set_ylabel(f"{metric} (nats per image)")
+        axes.set_title(f"{panel_by} = {key}" if panel_by else
+                       title or "Lower bound during training")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize="small")
+    if panel_by and title:
+        figure.suptitle(title)
     figure.tight_layout()
     return _save_figure(figure, path)
+
+
+def _panel_key(run, panel_by):
+    if not panel_by:
+        return None
+    directory = run if os.path.isdir(run) else os.path.dirname(run)
+    config = rundir.read_config(directory)
+    if panel_by not in config:
+        raise ValueError(f"{directory} has no config.json option {panel_by!r} to "
+                         "group the panels by.")
+    return config[panel_by]
+
+
+def _curves(label, run, metric, examples_per_epoch):
+    """[(examples seen, values, line style, part)] of one run: from its curve.csv
+    when it has one, else from its history.csv."""
+    curve = run if run.endswith(rundir.CURVE) else os.path.join(run, rundir.CURVE)
+    if os.path.isfile(curve):
+        table = rundir.read_history(curve)
+        found = [(table["examples"], table[column], style, part)
+                 for column, style, part in ((f"train_{metric}", "-", "train"),
+                                             (f"test_{metric}", "--", "test"))
+                 if column in table]
+        if not found:
+            raise ValueError(f"{curve} has neither 'train_{metric}' nor "
+                             f"'test_{metric}'.")
+        return found
+    history = rundir.read_history(rundir.history_path(run))
+    if "epoch" not in history:
+        raise ValueError(f"{rundir.history_path(run)} has no 'epoch' column.")
+    if callable(examples_per_epoch):
+        per_epoch = examples_per_epoch(label, run)
+    elif isinstance(examples_per_epoch, dict):
+        per_epoch = examples_per_epoch[label]
+    else:
+        per_epoch = examples_per_epoch
+    if per_epoch is None:
+        per_epoch = rundir.examples_per_epoch(run, history)
+    if per_epoch is None:
+        raise ValueError(f"Examples per epoch of run {label!r} unknown; pass "
+                         "examples_per_epoch.")
+    seen = np.cumsum(np.broadcast_to(np.asarray(per_epoch, np.float64),
+                                     history["epoch"].shape))  # after each epoch
+    found = [(seen, history[column], style, part)
+             for column, style, part in ((metric, "-", "train"),
+                                         (f"val_{metric}", "--", "validation"))
+             if column in history]
+    if not found:
+        raise ValueError(f"{rundir.history_path(run)} has neither {metric!r} nor "
+                         f"'val_{metric}'.")
+    return found

@@ -7,6 +7,8 @@
     model.keras    the final model: the best.keras weights, tested and exported
     history.csv    per-epoch train and validation metrics, epoch time and images/s
     metrics.json   test ELBO / rate / distortion and a summary of the run
+    curve.csv      with --curve_points_per_decade: train and test ELBO (and test
+                   log p(x)) at log-spaced numbers of training examples
     logs/          TensorBoard: elbo, rate, distortion (train and validation),
                    learning rate, and images of prior samples and reconstructions;
                    logs/projector/: posterior codes of 2,000 test images, their
@@ -28,10 +30,11 @@ BEST = "best.keras"
 FINAL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+CURVE = "curve.csv"
 LOGS = "logs"
 METADATA_FILE = "metadata.json"  # beside an export's saved_model.pb
 BACKUP = "backup"
-FILES = (CONFIG, BEST, FINAL, HISTORY, METRICS, LOGS, BACKUP)
+FILES = (CONFIG, BEST, FINAL, HISTORY, METRICS, CURVE, LOGS, BACKUP)
 
 
 def paths(directory):

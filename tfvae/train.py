@@ -217,6 +217,7 @@ def train_and_evaluate(
         seed=0, deterministic=False, strategy="default", tpu="", jit_compile=True,
         steps_per_execution=1,
         mixed_precision="none", backup_save_freq="epoch", log_images=True, verbose=1,
+        curve_points_per_decade=0, curve_images=1000, curve_nll_samples=0,
         # export
         export=True, export_dir="saved_models", export_name="", export_version=0,
         callbacks=(), **model_options):
@@ -258,7 +259,7 @@ def train_and_evaluate(
 # -- setup -------------------------------------------------------------------------
 
 def _setup(run):
-    """The strategy, the directories, the data and the compiled model."""
+    """The strategy, the directories, the data, the compiled model [and the curve]."""
     o = run.options
     checks.choice("mixed_precision", o.mixed_precision, MIXED_PRECISION)
     run.save_freq = _save_freq(o.backup_save_freq)
@@ -272,6 +273,7 @@ def _setup(run):
     _prepare_directories(run)
     _load_data(run)
     _build_model(run)
+    run.curve = _bound_curve(run) if o.curve_points_per_decade and run.chief else None
     with open(run.paths[rundir.CONFIG], "w") as f:
         json.dump(run.config, f, indent=2)
     kind = "a conditional VAE" if o.conditional else "a VAE"
@@ -313,10 +315,10 @@ def _load_data(run):
         raise ValueError(f"--conditional needs labels, and {o.dataset} has none (use a "
                          "labelled dataset: fashion_mnist, mnist, a folder: of class "
                          "subfolders or npy: with ,labels=).")
-    load = dict(binarize=o.binarization, data_dir=o.tfds_data_dir,
-                manual_dir=o.tfds_manual_dir, seed=o.seed,
-                drop_remainder=o.strategy == "tpu",
-                with_labels="inputs" if o.conditional else False)
+    run.load = load = dict(binarize=o.binarization, data_dir=o.tfds_data_dir,
+                           manual_dir=o.tfds_manual_dir, seed=o.seed,
+                           drop_remainder=o.strategy == "tpu",
+                           with_labels="inputs" if o.conditional else False)
     run.data, run.first_batch = {}, {}
     for role, split in (("train", o.train_split), ("validation", o.validation_split),
                         ("test", o.test_split)):
@@ -401,7 +403,46 @@ def _callbacks(run):
             cbs.append(vae_callbacks.ImageGrid(
                 os.path.join(paths[rundir.LOGS], "images"), reference))
     cbs.append(keras.callbacks.CSVLogger(paths[rundir.HISTORY], append=run.resuming))
+    if run.curve:
+        cbs.append(run.curve)
     return cbs
+
+
+def _bound_curve(run):
+    """`BoundCurve` on seeded random subsets of the train and test splits (the test
+    rows of binarized MNIST are ordered: never a prefix), at log-spaced points up to
+    the run's last step."""
+    o = run.options
+    if not run.steps:
+        raise ValueError("--curve_points_per_decade needs a known number of steps per "
+                         "epoch: set --steps_per_epoch.")
+    images = {part: _random_subset(run, split, o.curve_images)
+              for part, split in (("train", o.train_split), ("test", o.test_split))}
+    examples_per_step = o.batch_size
+    # From the first batch end a point can be taken at (steps_per_execution steps).
+    points = vae_callbacks.log_spaced(run.steps * o.epochs * examples_per_step,
+                                      o.curve_points_per_decade,
+                                      first=examples_per_step * o.steps_per_execution)
+    return vae_callbacks.BoundCurve(run.paths[rundir.CURVE], images, examples_per_step,
+                                    points, o.curve_nll_samples, seed=o.seed)
+
+
+def _random_subset(run, split, count):
+    """`count` rows of `split` (all when it has no more), drawn with the run's seed."""
+    o = run.options
+    total = run.info.num_examples.get(split)
+    keep = None if not total or total <= count else set(
+        np.random.default_rng(o.seed).choice(total, count, replace=False).tolist())
+    ds = data.load_dataset(o.dataset, split, 1000, shuffle=False, cache=False,
+                           **{**run.load, "drop_remainder": False})
+    rows, start = [], 0
+    for batch in ds:
+        batch = tf.nest.map_structure(lambda tensor: tensor.numpy(), batch)
+        size = len(tf.nest.flatten(batch)[0])
+        index = [i for i in range(size) if keep is None or start + i in keep]
+        rows.append(tf.nest.map_structure(lambda rows: rows[index], batch))
+        start += size
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *rows)
 
 
 def _fit(run, cbs):
@@ -633,6 +674,13 @@ _define("backup_save_freq", "Back up every epoch ('epoch') or every N steps.")
 _define("log_images", "Log samples and reconstructions to TensorBoard every epoch.")
 _define("verbose", "0: silent, 1: progress bar, 2: one line per epoch.",
         lower_bound=0, upper_bound=2)
+_define("curve_points_per_decade", "Write curve.csv: train and test ELBO at this many "
+        "log-spaced numbers of training examples per decade, from the first compiled "
+        "call's to the end (K&W Figure 2; 0: off).", lower_bound=0)
+_define("curve_images", "Train and test images (seeded random subsets) of curve.csv.",
+        lower_bound=1)
+_define("curve_nll_samples", "Also the test log p(x) in curve.csv, from this many "
+        "importance samples (K&W Figure 3; 0: off).", lower_bound=0)
 # export
 _define("export", "Export a SavedModel (and TFLite).")
 _define("export_dir", "Export base directory.")

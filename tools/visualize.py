@@ -6,6 +6,8 @@ r"""Draw the figures of a trained VAE (and learning curves of runs) as PNG files
         --binarization=dynamic              # scatter coloured by digit
     python -m tools.visualize --curves=runs/aevb_nz3,runs/aevb_nz20 \
         --output_dir=figures                # learning curves only (K&W Figure 2)
+    python -m tools.visualize --curves=runs/aevb_nz3,runs/ws_nz3,... \
+        --curves_panel_by=latent_dim        # a panel per latent size
     offline: add --tfds_manual_dir=../shared/data/binarized_mnist
 
 Writes to --output_dir (default: <run directory>/figures):
@@ -20,7 +22,9 @@ Writes to --output_dir (default: <run directory>/figures):
                           dataset has labels (PCA when latent_dim > 2)
     latent_activity.png   active units and KL per dimension, coloured by layer
     learning_curves.png   ELBO vs training examples seen, train and validation, for the
-                          runs in --curves (default: the checkpoint's run directory)
+                          runs in --curves (default: the checkpoint's run directory);
+                          from a run's curve.csv when it has one (train and test at
+                          log-spaced points), else from its history.csv
 
 --checkpoint is a .keras file or a trainer output directory; dataset, binarization,
 seed and TFDS directories default to that run's config.json. Each figure's path is
@@ -68,7 +72,10 @@ flags.DEFINE_list("manifold_dims", None, "Two latent dimensions for the manifold
 flags.DEFINE_integer("scatter_images", 5000, "Test images in the scatter plot.",
                      lower_bound=1)
 flags.DEFINE_string("curves_metric", "elbo", "Column of history.csv to plot (and "
-                    "val_<column>), e.g. elbo or iwae.")
+                    "val_<column>), e.g. elbo or iwae; of a curve.csv train_<column> "
+                    "and test_<column>: elbo, or log_px (K&W Figure 3).")
+flags.DEFINE_string("curves_panel_by", None, "A config.json option, e.g. latent_dim: "
+                    "one panel of curves per value.")
 flags.DEFINE_integer("examples_per_epoch", 0, "Training examples per epoch for the "
                      "curves (0: from each run's config.json and metrics.json).",
                      lower_bound=0)
@@ -231,7 +238,8 @@ def main(argv):
         try:
             show(plots.save_learning_curves(
                 curves, out("learning_curves.png"), metric=FLAGS.curves_metric,
-                examples_per_epoch=FLAGS.examples_per_epoch or None))
+                examples_per_epoch=FLAGS.examples_per_epoch or None,
+                panel_by=FLAGS.curves_panel_by))
         except (ImportError, ValueError, OSError) as error:
             if FLAGS.curves:  # asked for: an error; the run's own: a warning
                 checks.fail(PROGRAM, f"no learning curves: {checks.first_line(error)}")
