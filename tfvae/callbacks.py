@@ -295,8 +295,8 @@ class BoundCurve(keras.callbacks.Callback):
     images, one z each, the weights of that moment); `test_log_px` is the
     `nll_samples`-sample importance estimate of log p(x) (K&W Figure 3). A point is
     taken at the first batch end at or past it (every `steps_per_execution` steps);
-    examples = optimizer steps x `examples_per_step`; seconds of training since the
-    start. A resumed run appends to the rows it had (its clock going on from the
+    examples = optimizer steps x `examples_per_step`; seconds of training (these
+    evaluations not counted) since the start. A resumed run appends to the rows it had (its clock going on from the
     last) and does not take those points again.
     """
 
@@ -312,7 +312,8 @@ class BoundCurve(keras.callbacks.Callback):
         return int(self.model.optimizer.iterations.numpy()) * self.examples_per_step
 
     def _row(self, images, nll_samples):
-        row = {"examples": self._seen(), "seconds": time.perf_counter() - self._start}
+        begin = time.perf_counter()
+        row = {"examples": self._seen(), "seconds": begin - self._start}
         for part, inputs in images.items():
             row[f"{part}_elbo"] = evaluate.evaluate_elbo(
                 self.model, inputs, seed=self.seed, jit_compile=False)["elbo"].mean
@@ -320,6 +321,7 @@ class BoundCurve(keras.callbacks.Callback):
             row["test_log_px"] = evaluate.importance_sampled_log_px(
                 self.model, images["test"], nll_samples, seed=self.seed,
                 jit_compile=False, verbose=0).mean
+        self._start += time.perf_counter() - begin  # the clock counts training only
         return row
 
     def on_train_begin(self, logs=None):
