@@ -360,14 +360,8 @@ def _curves(label, run, metric, examples_per_epoch):
     curve = run if run.endswith(rundir.CURVE) else os.path.join(run, rundir.CURVE)
     if os.path.isfile(curve):
         table = rundir.read_history(curve)
-        found = [(table["examples"], table[column], style, part)
-                 for column, style, part in ((f"train_{metric}", "-", "train"),
-                                             (f"test_{metric}", "--", "test"))
-                 if column in table]
-        if not found:
-            raise ValueError(f"{curve} has neither 'train_{metric}' nor "
-                             f"'test_{metric}'.")
-        return found
+        return _lines(table, table["examples"], curve,
+                      ((f"train_{metric}", "train"), (f"test_{metric}", "test")))
     history = rundir.read_history(rundir.history_path(run))
     if "epoch" not in history:
         raise ValueError(f"{rundir.history_path(run)} has no 'epoch' column.")
@@ -384,11 +378,15 @@ def _curves(label, run, metric, examples_per_epoch):
                          "examples_per_epoch.")
     seen = np.cumsum(np.broadcast_to(np.asarray(per_epoch, np.float64),
                                      history["epoch"].shape))  # after each epoch
-    found = [(seen, history[column], style, part)
-             for column, style, part in ((metric, "-", "train"),
-                                         (f"val_{metric}", "--", "validation"))
-             if column in history]
+    return _lines(history, seen, rundir.history_path(run),
+                  ((metric, "train"), (f"val_{metric}", "validation")))
+
+
+def _lines(table, seen, path, columns):
+    """[(seen, values, line style, part)] of the two (column, part) of `columns` that
+    `table` has: the first solid, the second dashed."""
+    found = [(seen, table[column], style, part)
+             for (column, part), style in zip(columns, ("-", "--")) if column in table]
     if not found:
-        raise ValueError(f"{rundir.history_path(run)} has neither {metric!r} nor "
-                         f"'val_{metric}'.")
+        raise ValueError(f"{path} has neither {columns[0][0]!r} nor {columns[1][0]!r}.")
     return found
