@@ -292,7 +292,8 @@ class BoundCurve(keras.callbacks.Callback):
     examples, seconds, train_elbo, test_elbo [, test_log_px].
 
     The ELBOs are the means over `images["train"]` and `images["test"]` (fixed
-    images, one z each, the weights of that moment); `test_log_px` is the
+    images, one z each, the weights of that moment: the raw ones when an EMA is
+    swapped in only for validation); `test_log_px` is the
     `nll_samples`-sample importance estimate of log p(x) (K&W Figure 3). A point is
     taken at the first batch end at or past it (every `steps_per_execution` steps);
     examples = optimizer steps x `examples_per_step`; seconds of training (these
