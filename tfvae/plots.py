@@ -333,8 +333,9 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
             axes.set_xscale("log")
         axes.set_xlabel("training examples seen")
         axes.set_ylabel(f"{metric} (nats per image)")
-        axes.set_title(f"{panel_by} = {key}" if panel_by else
-                       title or "Lower bound during training")
+        axes.set_title(f"{panel_by} = {key}" if panel_by else title or (
+            "Importance-sampled log p(x) during training" if metric == "log_px"
+            else "Lower bound during training"))
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="small")
     if panel_by and title:
