@@ -288,8 +288,10 @@ def test_a_backup_of_another_model_is_refused(tmp_path):
       "--decoder_filters=8,8,8"], "needs height and width divisible by 8"),
     (["positional"], "unexpected arguments: positional"),
     (["--curve_points_per_decade=-1"], "flag --curve_points_per_decade=-1: -1 is not "
-     "a non-negative integer"),
+     "an integer in the range [0, 100]"),
     (["--curve_images=0"], "flag --curve_images=0: 0 is not a positive integer"),
+    (["--curve_points_per_decade=10000000"], "flag --curve_points_per_decade=10000000: "
+     "10000000 is not an integer in the range [0, 100]"),
 ])
 def test_bad_flags_fail_in_one_line(argv, expected, tmp_path):
     assert expected in _fails(*argv, f"--output_dir={tmp_path}")

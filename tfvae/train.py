@@ -676,7 +676,7 @@ _define("verbose", "0: silent, 1: progress bar, 2: one line per epoch.",
         lower_bound=0, upper_bound=2)
 _define("curve_points_per_decade", "Write curve.csv: train and test ELBO at this many "
         "log-spaced numbers of training examples per decade, from the first compiled "
-        "call's to the end (K&W Figure 2; 0: off).", lower_bound=0)
+        "call's to the end (K&W Figure 2; 0: off).", lower_bound=0, upper_bound=100)
 _define("curve_images", "Train and test images (seeded random subsets) of curve.csv.",
         lower_bound=1)
 _define("curve_nll_samples", "Also the test log p(x) in curve.csv, from this many "
