@@ -253,6 +253,11 @@ def test_the_bound_curve_is_log_spaced_and_a_resumed_run_appends_to_it(tmp_path)
                                          ("train_elbo", "test_elbo", "test_log_px"))
         # 784 Bernoulli pixels: each bound is below 0 and above 784 log(1/2) minus a KL.
         assert -2000 < train_elbo < 0 and -2000 < test_elbo < 0 and log_px < 0
+    # The run is finished (no backup): a new run there starts a new curve (2 epochs:
+    # points 16, 18, 32, 56, 96), not one appended to the old run's.
+    _run(*_argv(**{**options, "epochs": 2})[1:], f"--output_dir={output_dir}")
+    assert [int(row["examples"]) for row in _history(output_dir / "curve.csv")] == [
+        16, 32, 64, 96]
 
 def test_an_unreadable_backup_fails_in_one_line(tmp_path):
     backup = tmp_path / "backup"

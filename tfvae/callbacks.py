@@ -297,13 +297,15 @@ class BoundCurve(keras.callbacks.Callback):
     `nll_samples`-sample importance estimate of log p(x) (K&W Figure 3). A point is
     taken at the first batch end at or past it (every `steps_per_execution` steps);
     examples = optimizer steps x `examples_per_step`; seconds of training (these
-    evaluations not counted) since the start. A resumed run appends to the rows it had (its clock going on from the
-    last) and does not take those points again.
+    evaluations not counted) since the start. With `resume` (a run resumed from its
+    backup) it appends to the rows it had, its clock going on from the last, and does
+    not take those points again; otherwise it starts the file anew.
     """
 
-    def __init__(self, path, images, examples_per_step, points, nll_samples=0, seed=0):
+    def __init__(self, path, images, examples_per_step, points, nll_samples=0, seed=0,
+                 resume=False):
         super().__init__()
-        self.path, self.images = path, images
+        self.path, self.images, self.resume = path, images, resume
         self.examples_per_step = int(examples_per_step)
         self.points, self.nll_samples, self.seed = list(points), int(nll_samples), seed
         self.columns = ["examples", "seconds", "train_elbo", "test_elbo"] + (
@@ -326,6 +328,8 @@ class BoundCurve(keras.callbacks.Callback):
         return row
 
     def on_train_begin(self, logs=None):
+        if not self.resume and os.path.exists(self.path):
+            os.remove(self.path)  # a finished run's curve, not this one's
         rows = rundir.history_rows(self.path)
         # A resumed run's clock goes on from its last row.
         self._start = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)

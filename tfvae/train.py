@@ -424,7 +424,8 @@ def _bound_curve(run):
                                       o.curve_points_per_decade,
                                       first=examples_per_step * o.steps_per_execution)
     return vae_callbacks.BoundCurve(run.paths[rundir.CURVE], images, examples_per_step,
-                                    points, o.curve_nll_samples, seed=o.seed)
+                                    points, o.curve_nll_samples, seed=o.seed,
+                                    resume=run.resuming)
 
 
 def _random_subset(run, split, count):
