@@ -42,7 +42,7 @@ import sys
 import zipfile
 
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 # Most images one `sample` call draws. Memory grows linearly: 10**6 MNIST samples took
 # 7.9 GB in the SavedModel; 10**4 take about 80 MB (a 100 x 100 grid of 28 x 28 images),
@@ -270,6 +270,20 @@ def check_writable(path, flag="--output"):
 
 
 # -- command lines ----------------------------------------------------------------------
+
+def start_tool(program, argv, arguments=0, usage=None):
+    """The opening every tool's `main` shares. `argv` (the program, then its positional
+    arguments) must hold `arguments` of them, a count or a (fewest, most) pair, else one
+    line (`usage` when given, the unexpected arguments otherwise) and status 1. absl
+    logs at WARNING unless --verbosity was given: a tool prints its results, not
+    TensorFlow's INFO lines."""
+    fewest, most = (arguments, arguments) if isinstance(arguments, int) else arguments
+    if not fewest <= len(argv) - 1 <= most:
+        fail(program, f"usage: {usage}" if usage
+             else f"unexpected arguments: {' '.join(argv[1 + most:])}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
 
 def fail(program, message):
     """Exits with status 1 and the line 'program: error: message'."""

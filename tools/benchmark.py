@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfvae import checks
 
@@ -214,10 +214,7 @@ def table(results, machine, label):
 
 @checks.interruptible(PROGRAM, "no results were written.")
 def main(argv):
-    if len(argv) > 1:
-        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    checks.start_tool(PROGRAM, argv)
     import numpy as np
 
     from tfvae import rundir

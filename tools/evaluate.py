@@ -32,7 +32,7 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfvae import checks
 
@@ -169,11 +169,8 @@ def print_report(report, description):
 
 @checks.interruptible(PROGRAM, "no report was written.")
 def main(argv):
-    if len(argv) != 2:
-        checks.fail(PROGRAM, "usage: python -m tools.evaluate MODEL [flags]; MODEL is "
-                             "a .keras file, a run directory or a SavedModel directory.")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    checks.start_tool(PROGRAM, argv, 1, "python -m tools.evaluate MODEL [flags]; MODEL "
+                      "is a .keras file, a run directory or a SavedModel directory.")
     import tensorflow as tf
 
     from tfvae import data, evaluate, rundir

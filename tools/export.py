@@ -13,7 +13,7 @@ and status 1, Ctrl-C with one line and status 130.
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfvae import checks
 
@@ -38,10 +38,7 @@ flags.mark_flag_as_required("checkpoint")
 @checks.interruptible(PROGRAM, "no version folder was written (an export appears "
                                "whole or not at all).")
 def main(argv):
-    if len(argv) > 1:
-        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # no INFO line per saved function
+    checks.start_tool(PROGRAM, argv)
     try:
         extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
         model = checks.load_keras_model(FLAGS.checkpoint)

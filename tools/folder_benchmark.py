@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfvae import checks
 
@@ -84,10 +84,7 @@ def train_rate(work_dir, name, dataset_flags):
 
 @checks.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    if len(argv) > 1:
-        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    checks.start_tool(PROGRAM, argv)
     from tfvae import data, rundir
 
     if not os.path.isfile(FLAGS.config):

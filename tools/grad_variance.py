@@ -189,8 +189,7 @@ def load_model():
 
 @checks.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    if len(argv) > 1:
-        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
+    checks.start_tool(PROGRAM, argv)
     import keras  # pylint: disable=import-outside-toplevel
     from tfvae import data  # pylint: disable=import-outside-toplevel
 

@@ -23,7 +23,7 @@ import os
 import time
 import zipfile
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfvae import checks
 
@@ -118,10 +118,7 @@ def consistency(classifier, sample, num_classes, per_class):
 
 @checks.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    if len(argv) != 2:
-        checks.fail(PROGRAM, "usage: python -m tools.label_consistency MODEL [flags]")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    checks.start_tool(PROGRAM, argv, 1, "python -m tools.label_consistency MODEL [flags]")
     from tfvae import data, rundir
 
     try:

@@ -29,7 +29,7 @@ Bad input ends with one line `tools.nll_gap: error: ...` and status 1.
 import json
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfvae import checks
 # The data and sampling flags are tools.evaluate's own (--split, --num_samples,
@@ -94,10 +94,8 @@ def load_models(conditional_path, unconditional_path):
 
 @checks.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    if len(argv) != 3:
-        checks.fail(PROGRAM, "usage: python -m tools.nll_gap CONDITIONAL UNCONDITIONAL")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    checks.start_tool(PROGRAM, argv, 2,
+                      "python -m tools.nll_gap CONDITIONAL UNCONDITIONAL")
     from tfvae import data, rundir
 
     try:

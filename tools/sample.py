@@ -35,7 +35,7 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfvae import checks
 from tfvae.images import class_rows, image_grid, write_png
@@ -140,13 +140,11 @@ def sample_labels(sampler):
 
 @checks.interruptible(PROGRAM, "only the files printed above were written.")
 def main(argv):
-    if len(argv) != 2:
-        checks.fail(PROGRAM, "usage: python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
+    checks.start_tool(PROGRAM, argv, 1,
+                      "python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
     if (FLAGS.images or FLAGS.dataset) and argv[1].endswith(".tflite"):
         checks.fail(PROGRAM, "a .tflite file holds only `sample` and `decode`; pass the "
                              "SavedModel folder to reconstruct --images or --dataset.")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
     try:
         sampler = load_sampler(argv[1])
         count, labels, columns = sample_labels(sampler)

@@ -204,16 +204,13 @@ def show(path):
 
 @checks.interruptible(PROGRAM, "only the figures printed above were written.")
 def main(argv):
-    if len(argv) > 2:
-        checks.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[2:])}")
+    checks.start_tool(PROGRAM, argv, (0, 1))
     checkpoint = FLAGS.checkpoint or (argv[1] if len(argv) == 2 else None)
     if not checkpoint and not FLAGS.curves:
         checks.fail(PROGRAM, "pass --checkpoint (a .keras file or run directory) "
                              "and/or --curves (run directories).")
     if FLAGS.labels_npy and not FLAGS.images_npy:
         checks.fail(PROGRAM, "--labels_npy labels the images of --images_npy; pass both.")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
     import tensorflow as tf
 
     from tfvae import data, plots, rundir
