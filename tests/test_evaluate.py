@@ -19,6 +19,7 @@ import tensorflow_probability as tfp
 from tfvae import VAE, MLPDecoder, MLPEncoder, MixturePrior, VampPrior
 from tfvae import evaluate as ev
 from tfvae import objectives
+from tfvae import data
 
 tfd = tfp.distributions
 
@@ -262,18 +263,35 @@ def test_evaluate_tool_on_a_run_directory(tmp_path):
     np.save(tmp_path / "images.npy", images)
     output = tmp_path / "report.json"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, "-m", "tools.evaluate", str(run), "--num_samples=20",
-         f"--images_npy={tmp_path / 'images.npy'}", f"--output={output}",
-         "--verbose=0", "--nojit_compile",
-         "--allow_grey_levels"],  # grey uint8 images, a Bernoulli model (issue 15)
-        cwd=repo, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "NLL (k=20)" in result.stdout
-    report = json.loads(output.read_text())
+
+    def evaluate(*flags):
+        result = subprocess.run(
+            [sys.executable, "-m", "tools.evaluate", str(run), "--num_samples=20",
+             f"--images_npy={tmp_path / 'images.npy'}", f"--output={output}",
+             "--verbose=0", "--nojit_compile",
+             "--allow_grey_levels", *flags],  # grey uint8 images, a Bernoulli model
+            cwd=repo, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout, json.loads(output.read_text())
+
+    stdout, report = evaluate()
+    assert "NLL (k=20)" in stdout
     assert report["num_images"] == 30 and report["k"] == 20
     assert np.isfinite(report["nll"]) and report["machine"]["cpu_cores"] >= 1
+    stdout, report = evaluate("--num_images=10")
+    assert report["num_images"] == 10 and "10 of 30 drawn with seed 0" in stdout
+
+
+def test_evaluation_subsets_are_random_not_a_prefix():
+    # An ordered split (say, two kinds of image, 500 of each): a subset has both.
+    index = data.random_rows(1000, 100, seed=0)
+    assert len(set(index)) == 100 and list(index) == sorted(index)
+    assert 30 < np.sum(index < 500) < 70
+    np.testing.assert_array_equal(index, data.random_rows(1000, 100, seed=0))
+    assert not np.array_equal(index, data.random_rows(1000, 100, seed=1))
+    assert data.random_rows(1000, 1000, seed=0) is None  # all of them
+    assert data.random_rows(1000, 0, seed=0) is None
 
 
 def test_benchmark_tool_takes_the_configs_model_and_steps_per_execution(tmp_path):

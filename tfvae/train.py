@@ -431,9 +431,8 @@ def _bound_curve(run):
 def _random_subset(run, split, count):
     """`count` rows of `split` (all when it has no more), drawn with the run's seed."""
     o = run.options
-    total = run.info.num_examples.get(split)
-    keep = None if not total or total <= count else set(
-        np.random.default_rng(o.seed).choice(total, count, replace=False).tolist())
+    index = data.random_rows(run.info.num_examples.get(split), count, o.seed)
+    keep = None if index is None else set(index.tolist())
     ds = data.load_dataset(o.dataset, split, 1000, shuffle=False, cache=False,
                            **{**run.load, "drop_remainder": False})
     rows, start = [], 0

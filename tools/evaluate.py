@@ -54,7 +54,9 @@ flags.DEFINE_string("images_npy", None, "Evaluate on these images [N, H, W, C] "
                     "instead of a dataset.")
 flags.DEFINE_string("labels_npy", None, "Labels of the --images_npy images (class ids, "
                     "one per image), for a conditional model.")
-flags.DEFINE_integer("num_images", 0, "Evaluate only the first N images (0: all).",
+flags.DEFINE_integer("num_images", 0, "Evaluate N of the images, drawn at random "
+                     "with --seed (0: all); never the first N, as test rows can be "
+                     "ordered (binarized MNIST's are).",
                      lower_bound=0)
 flags.DEFINE_integer("num_samples", 5000, "k, importance samples per image for the "
                      "NLL; 0 skips the NLL.", lower_bound=0)
@@ -80,15 +82,15 @@ def option(name, config, config_name=None, default=None):
 
 
 def _npy_inputs(image_shape, num_classes):
-    images = checks.load_npy(FLAGS.images_npy)[:FLAGS.num_images or None]
+    images = checks.load_npy(FLAGS.images_npy)
     images = checks.as_images(images, image_shape, FLAGS.images_npy)
-    description = f"{FLAGS.images_npy} ({len(images)} images)"
+    description = FLAGS.images_npy
     if not num_classes:
         return images, description
     if not FLAGS.labels_npy:
         raise checks.InputError("the model is conditional: give the images' labels "
                                 "with --labels_npy=LABELS.npy.")
-    labels = checks.load_npy(FLAGS.labels_npy)[:FLAGS.num_images or None]
+    labels = checks.load_npy(FLAGS.labels_npy)
     if labels.shape != (len(images),):
         raise checks.InputError(f"{FLAGS.labels_npy} has shape {labels.shape}; give one "
                                 f"label per image: shape ({len(images)},).")
@@ -98,12 +100,26 @@ def _npy_inputs(image_shape, num_classes):
 
 def load_images(config, image_shape, num_classes=0):
     """Evaluation images [N, H, W, C] float32 in [0, 1] (with their labels, for a
-    conditional model, as {"images", "labels"}) and their description."""
+    conditional model, as {"images", "labels"}) and their description: all of them, or
+    --num_images drawn at random with the seed."""
+    import tensorflow as tf
+
+    from tfvae import data
+
+    images, description = (_npy_inputs(image_shape, num_classes) if FLAGS.images_npy
+                           else _split_inputs(config, image_shape, num_classes))
+    total, seed = len(tf.nest.flatten(images)[0]), option("seed", config, default=0)
+    index = data.random_rows(total, FLAGS.num_images, seed)
+    if index is None:
+        return images, description
+    return (tf.nest.map_structure(lambda rows: rows[index], images),
+            f"{description}, {len(index)} of {total} drawn with seed {seed}")
+
+
+def _split_inputs(config, image_shape, num_classes):
     import numpy as np
     import tensorflow as tf
 
-    if FLAGS.images_npy:
-        return _npy_inputs(image_shape, num_classes)
     from tfvae import data
 
     name = option("dataset", config, default="binarized_mnist")
@@ -118,8 +134,6 @@ def load_images(config, image_shape, num_classes=0):
                                         cache=False, **load).take(1),
                       image_shape, f"{name}[{FLAGS.split}]", num_classes)
     ds = data.load_dataset(name, FLAGS.split, FLAGS.batch_size, **load)
-    if FLAGS.num_images:
-        ds = ds.unbatch().take(FLAGS.num_images).batch(FLAGS.batch_size)
     # In memory (10,000 MNIST images: 31 MB): the ELBO, NLL and latent passes then
     # see the same images, even under dynamic binarization, and the count is known.
     batches = [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds]
