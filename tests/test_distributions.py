@@ -64,6 +64,10 @@ def test_gaussian_likelihood_matches_hand_computation():
     expected = np.sum(-0.5 * ((x - loc) / sigma) ** 2 - np.log(sigma)
                       - 0.5 * np.log(2 * np.pi), axis=(1, 2, 3))
     np.testing.assert_allclose(p.log_prob(x), expected, rtol=1e-5)
+    # A likelihood of batch [k, B] scores B images by broadcasting over k.
+    twice = distributions.image_likelihood("gaussian", np.stack([params[::-1], params]),
+                                           min_scale=1e-3)
+    np.testing.assert_allclose(twice.log_prob(x)[1], expected, rtol=1e-5)
     np.testing.assert_allclose(p.mean(), loc)
     named = distributions.likelihood_parameters(p)
     assert set(named) == {"loc", "scale"}
