@@ -502,22 +502,19 @@ def _test(run):
 
 
 def _write_projector(run, count=PROJECTOR_IMAGES):
-    """The posterior codes of the first `count` test images (and their labels, for a
-    conditional model) for TensorBoard's embedding projector (`tfvae.projector`)."""
+    """The posterior codes of `count` test images drawn with the run's seed (not the
+    first ones: test rows can be ordered), and their labels for a conditional model,
+    for TensorBoard's embedding projector (`tfvae.projector`)."""
     if importlib.util.find_spec("tensorboard") is None:
         return
-    batches, seen = [], 0
-    for batch in run.data["test"]:
-        batch = tf.nest.map_structure(lambda tensor: tensor.numpy(), batch)
-        batches.append((batch, run.model.code(batch).numpy()))
-        seen += len(batches[-1][1])
-        if seen >= count:
-            break
-    images = np.concatenate([b["images"] if isinstance(b, dict) else b
-                             for b, _ in batches])[:count]
-    labels = np.concatenate([b["labels"] for b, _ in batches])[:count] \
-        if isinstance(batches[0][0], dict) else None
-    codes = np.concatenate([c for _, c in batches])[:count]
+    subset = tf.nest.map_structure(lambda rows: rows[:count],
+                                   _random_subset(run, run.options.test_split, count))
+    images = subset["images"] if isinstance(subset, dict) else subset
+    codes = np.concatenate([
+        run.model.code(tf.nest.map_structure(lambda rows: rows[start:start + 500],
+                                             subset)).numpy()
+        for start in range(0, len(images), 500)])
+    labels = subset["labels"] if isinstance(subset, dict) else None
     path = os.path.join(run.paths[rundir.LOGS], "projector")
     projector.write_projector(path, codes, images, labels, run.info.class_names)
     print(f"Posterior codes of {len(codes)} test images for TensorBoard's projector: "
