@@ -269,9 +269,9 @@ def short_name(name):
 
 def random_rows(total, count, seed):
     """Sorted indices of `count` of `total` rows drawn without replacement with `seed`,
-    or None (all rows) when there are no more or `count` is 0. The subset to evaluate on: a split can
-    be ordered (binarized MNIST's test rows are: the first 500 average ~101 nats, the
-    next 1,500 ~64), and a prefix then gives a biased figure."""
+    or None (all rows) when there are no more or `count` is 0. The subset to evaluate
+    on: a split can be ordered (binarized MNIST's test rows are: the first 500 average
+    ~101 nats, the next 1,500 ~64), and a prefix then gives a biased figure."""
     if not count or not total or total <= count:
         return None
     return np.sort(np.random.default_rng(seed).choice(total, count, replace=False))
