@@ -146,6 +146,12 @@ def test_learning_curves_from_log_spaced_curves_in_a_panel_per_latent_size(tmp_p
     path = plots.save_learning_curves(runs, str(tmp_path / "fig2.png"), figsize=(4, 3),
                                       dpi=50, panel_by="latent_dim")
     assert png_shape(path)[:2] == (150, 400)  # two panels side by side
+    floored = plots.save_learning_curves(runs, str(tmp_path / "floored.png"),
+                                         figsize=(4, 3), dpi=50, panel_by="latent_dim",
+                                         y_floor=-155.0)
+    assert png_shape(floored) == png_shape(path)
+    with open(path, "rb") as whole, open(floored, "rb") as cut:
+        assert whole.read() != cut.read()  # the lowest points are cut off
     path = plots.save_learning_curves(runs[:2], str(tmp_path / "fig3.png"),
                                       metric="log_px", figsize=(4, 3), dpi=50)
     assert png_shape(path)[:2] == (150, 200)

@@ -291,7 +291,8 @@ def save_latent_activity(model, images, path, figsize=(8, 5), dpi=100, labels=No
 
 
 def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
-                         figsize=(7, 5), dpi=100, log_x=True, title=None, panel_by=None):
+                         figsize=(7, 5), dpi=100, log_x=True, title=None, panel_by=None,
+                         y_floor=None):
     """Lower bound vs training examples seen, one colour per run (K&W 2014, Fig. 2).
 
     Args:
@@ -308,6 +309,8 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
             a curve's test log p(x), K&W Figure 3).
         panel_by: a config.json option (e.g. "latent_dim"): one panel per value,
             as K&W draw one per latent size; None: one panel.
+        y_floor: the lowest value drawn (K&W's axes start near -150), so that a slow
+            start far below (wake-sleep's first points) does not flatten the rest.
     """
     if not isinstance(runs, dict):
         runs = {os.path.basename(os.path.normpath(r)): r for r in runs}
@@ -331,6 +334,8 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
                           label=f"{label} ({part})")
         if log_x:
             axes.set_xscale("log")
+        if y_floor is not None:
+            axes.set_ylim(bottom=y_floor)
         axes.set_xlabel("training examples seen")
         axes.set_ylabel(f"{metric} (nats per image)")
         axes.set_title(f"{panel_by} = {key}" if panel_by else title or (

@@ -74,6 +74,8 @@ flags.DEFINE_integer("scatter_images", 5000, "Test images in the scatter plot.",
 flags.DEFINE_string("curves_metric", "elbo", "Column of history.csv to plot (and "
                     "val_<column>), e.g. elbo or iwae; of a curve.csv train_<column> "
                     "and test_<column>: elbo, or log_px (K&W Figure 3).")
+flags.DEFINE_float("curves_ymin", None, "Lowest value the curves show (e.g. -200): "
+                   "cuts off a slow start far below that would flatten the rest.")
 flags.DEFINE_string("curves_panel_by", None, "A config.json option, e.g. latent_dim: "
                     "one panel of curves per value.")
 flags.DEFINE_integer("examples_per_epoch", 0, "Training examples per epoch for the "
@@ -236,7 +238,7 @@ def main(argv):
             show(plots.save_learning_curves(
                 curves, out("learning_curves.png"), metric=FLAGS.curves_metric,
                 examples_per_epoch=FLAGS.examples_per_epoch or None,
-                panel_by=FLAGS.curves_panel_by))
+                panel_by=FLAGS.curves_panel_by, y_floor=FLAGS.curves_ymin))
         except (ImportError, ValueError, OSError) as error:
             if FLAGS.curves:  # asked for: an error; the run's own: a warning
                 checks.fail(PROGRAM, f"no learning curves: {checks.first_line(error)}")
