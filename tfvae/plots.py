@@ -30,6 +30,7 @@ codes are of q(z|x, y)), and decoded paths keep the label of their first end poi
 Every `save_*` function returns the path it wrote.
 """
 
+import math
 import os
 
 import numpy as np
@@ -325,17 +326,18 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
     rows = -(-len(keys) // columns)
     figure = _figure((figsize[0] * columns, figsize[1] * rows), dpi)
     for index, key in enumerate(keys):
-        axes = figure.add_subplot(rows, columns, index + 1)
+        axes, highest = figure.add_subplot(rows, columns, index + 1), -math.inf
         for color, (label, run) in zip((f"C{i % 10}" for i in range(len(runs))),
                                        panels[key].items()):
             for seen, values, style, part in _curves(label, run, metric,
                                                      examples_per_epoch):
                 axes.plot(seen, values, style, color=color, marker=".",
                           label=f"{label} ({part})")
+                highest = max(highest, max(values))
         if log_x:
             axes.set_xscale("log")
-        if y_floor is not None:
-            axes.set_ylim(bottom=y_floor)
+        if y_floor is not None and highest > y_floor:
+            axes.set_ylim(y_floor, highest + 0.05 * (highest - y_floor))
         axes.set_xlabel("training examples seen")
         axes.set_ylabel(f"{metric} (nats per image)")
         axes.set_title(f"{panel_by} = {key}" if panel_by else title or (
