@@ -38,7 +38,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from tfvae import builders, callbacks as vae_callbacks, checks, data, distributions, heads
-from tfvae import export as export_lib, model as model_lib, objectives, projector
+from tfvae import evaluate, export as export_lib, model as model_lib, objectives
+from tfvae import projector
 from tfvae import rundir
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
@@ -510,10 +511,8 @@ def _write_projector(run, count=PROJECTOR_IMAGES):
     subset = tf.nest.map_structure(lambda rows: rows[:count],
                                    _random_subset(run, run.options.test_split, count))
     images = subset["images"] if isinstance(subset, dict) else subset
-    codes = np.concatenate([
-        run.model.code(tf.nest.map_structure(lambda rows: rows[start:start + 500],
-                                             subset)).numpy()
-        for start in range(0, len(images), 500)])
+    codes = np.concatenate([run.model.code(batch).numpy()
+                            for batch in evaluate.batches(subset, 500)])
     labels = subset["labels"] if isinstance(subset, dict) else None
     path = os.path.join(run.paths[rundir.LOGS], "projector")
     projector.write_projector(path, codes, images, labels, run.info.class_names)
