@@ -226,6 +226,22 @@ def test_a_killed_run_resumes_from_the_backup(tmp_path, capsys):
 
 
 
+class _AscendInLastEpoch(keras.callbacks.Callback):
+    """A negative step size in the last epoch: its validation bound must fall."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.params["epochs"] - 1:
+            self.model.optimizer.learning_rate.assign(-1.0)
+
+
+def test_metrics_count_every_step_when_the_best_epoch_is_not_the_last(tmp_path):
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+        metrics = train.train_and_evaluate(str(tmp_path / "run"), callbacks=[
+            _AscendInLastEpoch()], **{**TINY, "epochs": 3})
+    assert metrics["best_epoch"] < 3  # best.keras, tested, is an earlier epoch's
+    assert metrics["optimizer_steps"] == 3 * metrics["steps_per_epoch"]
+
+
 def test_log_spaced_points():
     assert vae_callbacks.log_spaced(10**6, 2) == [10000, 31623, 100000, 316228, 1000000]
     assert vae_callbacks.log_spaced(192, 4, first=16) == [16, 18, 32, 56, 100, 178, 192]

@@ -462,6 +462,7 @@ def _fit(run, cbs):
         f"in {run.paths[rundir.BEST]} (no export was left half-written): test or "
         "export it with tools.evaluate or tools.export.")
     run.train_time = time.perf_counter() - start
+    run.optimizer_steps = int(run.model.optimizer.iterations.numpy())  # before best.keras
     if run.guard.diverged:
         raise TrainingDiverged(_divergence_message(
             run.guard.diverged, run.paths[rundir.BEST], run.paths[rundir.BACKUP]))
@@ -532,7 +533,7 @@ def _summary(run, test):
         "best_epoch": run.best.best_epoch,
         "epochs": o.epochs,
         "steps_per_epoch": run.steps,
-        "optimizer_steps": int(run.model.optimizer.iterations.numpy()),
+        "optimizer_steps": run.optimizer_steps,
         "resumed_from": run.backup.resumed_from,
         "train_time_s": run.train_time,
         "epoch_time_s": timer.times,
