@@ -34,6 +34,7 @@ ends with one line `tools.visualize: error: ...` and status 1 before any figure 
 the model is drawn; Ctrl-C with one line and status 130.
 """
 
+import math
 import os
 
 from absl import app, flags, logging
@@ -76,6 +77,8 @@ flags.DEFINE_string("curves_metric", "elbo", "Column of history.csv to plot (and
                     "and test_<column>: elbo, or log_px (K&W Figure 3).")
 flags.DEFINE_float("curves_ymin", None, "Lowest value the curves show (e.g. -200): "
                    "cuts off a slow start far below that would flatten the rest.")
+flags.register_validator("curves_ymin", lambda v: v is None or math.isfinite(v),
+                         "--curves_ymin must be a finite number, e.g. -250.")
 flags.DEFINE_string("curves_panel_by", None, "A config.json option, e.g. latent_dim: "
                     "one panel of curves per value.")
 flags.DEFINE_integer("examples_per_epoch", 0, "Training examples per epoch for the "
