@@ -102,6 +102,9 @@ def files(tmp_path_factory):
     paths["a_file"] = str(root / "a_file")
     with open(paths["a_file"], "w") as f:
         f.write("not a directory")
+    paths["curve"] = str(root / "curve.csv")  # a run's Figure 2 points, ELBO -150 to -130
+    with open(paths["curve"], "w") as f:
+        f.write("examples,seconds,train_elbo,test_elbo\n1000,1,-150,-151\n10000,9,-130,-131\n")
     paths["root"] = str(root)
     return paths
 
@@ -382,6 +385,11 @@ def visualize_cases(f):
         "zero samples": ([model, out, npy["good"], "--num_samples=0"], (
             "--num_samples=0",)),
         "missing curves": ([out, f"--curves={f['root']}/none"], ("no learning curves",)),
+        "curves floor not a number": ([out, f"--curves={f['curve']}", "--curves_ymin=nan"],
+                                      ("--curves_ymin must be a finite number",)),
+        "curves floor above the curves": ([out, f"--curves={f['curve']}",
+                                           "--curves_ymin=-100"], (
+            "no learning curves: the lowest value to show, -100, is above every elbo",)),
         "output under a file": ([model, npy["good"], f"--output_dir={f['a_file']}/figs"],
                                 ("a_file",)),
         "good": ([model, out, npy["good"], "--manifold_dims=0,2"], None),

@@ -152,6 +152,8 @@ def test_learning_curves_from_log_spaced_curves_in_a_panel_per_latent_size(tmp_p
     assert png_shape(floored) == png_shape(path)
     with open(path, "rb") as whole, open(floored, "rb") as cut:
         assert whole.read() != cut.read()  # the lowest points are cut off
+    with pytest.raises(ValueError, match="above every elbo drawn"):
+        plots.save_learning_curves(runs, str(tmp_path / "x.png"), y_floor=-100.0)
     path = plots.save_learning_curves(runs[:2], str(tmp_path / "fig3.png"),
                                       metric="log_px", figsize=(4, 3), dpi=50)
     assert png_shape(path)[:2] == (150, 200)

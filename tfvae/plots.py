@@ -336,7 +336,10 @@ def save_learning_curves(runs, path, examples_per_epoch=None, metric="elbo",
                 highest = max(highest, max(values))
         if log_x:
             axes.set_xscale("log")
-        if y_floor is not None and highest > y_floor:
+        if y_floor is not None:
+            if highest <= y_floor:  # nothing would show: say so, not a blank panel
+                raise ValueError(f"the lowest value to show, {y_floor:g}, is above every "
+                                 f"{metric} drawn (highest {highest:.4g}); lower it.")
             axes.set_ylim(y_floor, highest + 0.05 * (highest - y_floor))
         axes.set_xlabel("training examples seen")
         axes.set_ylabel(f"{metric} (nats per image)")
