@@ -124,10 +124,10 @@ def main(argv):
     try:
         checks.check_writable(FLAGS.output)
         sample, num_classes, image_shape = conditional_sampler(argv[1])
+        if not num_classes:  # before the data: a wrong model needs no dataset to say so
+            raise checks.InputError(f"{argv[1]} is not a class-conditional model.")
         load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
         info = data.dataset_info(FLAGS.dataset, **load)
-        if not num_classes:
-            raise checks.InputError(f"{argv[1]} is not a class-conditional model.")
         if info.num_classes != num_classes or tuple(info.image_shape) != tuple(image_shape):
             raise checks.InputError(
                 f"{argv[1]} models {num_classes} classes of {tuple(image_shape)} images, "
