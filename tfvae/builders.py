@@ -14,6 +14,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tfvae import blocks
 from tfvae.checks import choice, first_line
 from tfvae.heads import POSTERIORS
 from tfvae.hierarchy import TopDownBlock
@@ -21,7 +22,7 @@ from tfvae.model import OPTIONS, VAE
 from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from tfvae.priors import ConditionalPrior, MixturePrior, StandardNormalPrior, VampPrior
 
-NETWORKS = ("mlp", "conv")
+NETWORKS = ("mlp", "conv", "resnet")
 PRIORS = ("standard_normal", "mixture", "vampprior", "conditional")
 # What the data decides (the labels' classes, the context's size), not an option.
 CONTEXT_ARGUMENTS = ("num_classes", "context_dim")
@@ -51,7 +52,9 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                 dropout=0.0, latent_dim=50, top_down_latent_dims=(),
                 top_down_hidden_units=(300, 300), posterior="gaussian", flow_steps=2,
                 flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal",
-                prior_components=0, num_classes=0, context_dim=0, **objective):
+                prior_components=0, latent_groups="", latent_channels=16,
+                cell_channels=64, cell_bottleneck=0, output_cells=1, num_classes=0,
+                context_dim=0, **objective):
     """A built `VAE` for images of `image_shape` (H, W, C).
 
     encoder, decoder: "mlp" or "conv". *_hidden_units: Dense layer sizes; *_filters:
@@ -66,7 +69,12 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     prior: "standard_normal", "mixture" (prior_components
     Gaussians, default 10) or "vampprior" (prior_components pseudo-inputs, default
     500), the prior of the top layer; "conditional" (p(z|c), `ConditionalPrior`) needs
-    a context. num_classes: a conditional VAE of class labels 0..num_classes-1;
+    a context. encoder = decoder = "resnet": spatial latents (see `blocks.py`), the
+    groups given by latent_groups ("7x2,14x2": top first, resolution x residual
+    cells), each of latent_channels maps, residual cells of cell_channels channels
+    (cell_bottleneck inside, 0: half), output_cells cells at full resolution; it
+    takes no latent_dim, top_down_* or *_hidden_units options.
+    num_classes: a conditional VAE of class labels 0..num_classes-1;
     context_dim: of float vectors of that size (0: unconditional). `objective`: `VAE`'s
     options (`model.OPTIONS`: num_samples, kl, objective, beta, ...), passed on
     unchanged.
@@ -84,15 +92,29 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                 flow_steps=flow_steps, flow_hidden_units=flow_hidden_units)
     enc_units = _ints("encoder_hidden_units", encoder_hidden_units)
     dec_units = _ints("decoder_hidden_units", decoder_hidden_units)
-    if float(dropout) and "conv" in (encoder, decoder):
+    if float(dropout) and (encoder, decoder) != ("mlp", "mlp"):
         raise ValueError("dropout applies to MLP encoders and decoders only.")
-    if choice("encoder", encoder, NETWORKS) == "mlp":
+    if "resnet" in (choice("encoder", encoder, NETWORKS), choice("decoder", decoder,
+                                                                  NETWORKS)):
+        if (encoder, decoder) != ("resnet", "resnet"):
+            raise ValueError("encoder='resnet' and decoder='resnet' go together "
+                             "(spatial latents need both).")
+        if top_down_latent_dims:
+            raise ValueError("A resnet hierarchy's groups are latent_groups; leave "
+                             "top_down_latent_dims empty.")
+        enc, dec, top_down = spatial_hierarchy(
+            image_shape, latent_groups, latent_channels, cell_channels, cell_bottleneck,
+            output_cells, likelihood, head["posterior"], width, activation=activation)
+        latent_dim = enc.latent_dim
+    elif choice("encoder", encoder, NETWORKS) == "mlp":
         enc = MLPEncoder(latent_dim, enc_units, activation, dropout=dropout,
                          context_dim=width, name="encoder", **head)
     else:
         enc = ConvEncoder(latent_dim, _ints("encoder_filters", encoder_filters), enc_units,
                           activation, context_dim=width, name="encoder", **head)
-    if choice("decoder", decoder, NETWORKS) == "mlp":
+    if decoder == "resnet":
+        pass
+    elif decoder == "mlp":
         dec = MLPDecoder(image_shape, dec_units, likelihood, activation, dropout=dropout,
                          name="decoder")
     else:
@@ -111,11 +133,42 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                          "(labels; --conditional in the trainer).")
     else:
         prior_layer = ConditionalPrior(latent_dim, width, name="prior")
-    top_down = [TopDownBlock(dim, _ints("top_down_hidden_units", top_down_hidden_units),
-                             activation, name=f"top_down_{i}", **head)
-                for i, dim in enumerate(_ints("top_down_latent_dims", top_down_latent_dims))]
+    if encoder != "resnet":
+        top_down = [TopDownBlock(dim, _ints("top_down_hidden_units", top_down_hidden_units),
+                                 activation, name=f"top_down_{i}", **head)
+                    for i, dim in enumerate(_ints("top_down_latent_dims",
+                                                  top_down_latent_dims))]
     return VAE(enc, dec, prior_layer, top_down=top_down, name="vae", **context,
                **objective)
+
+
+def spatial_hierarchy(image_shape, latent_groups, latent_channels=16, channels=64,
+                      bottleneck=0, output_cells=1, likelihood="bernoulli",
+                      posterior="gaussian", context_dim=0, kernel_size=3,
+                      activation="relu"):
+    """(encoder, decoder, top-down blocks) of a spatial hierarchy (`blocks.py`)."""
+    if not latent_groups:
+        raise ValueError("encoder='resnet' needs latent_groups, e.g. '7x2,14x2' (top "
+                         "first: resolution x residual cells).")
+    if posterior != "gaussian":
+        raise ValueError("Spatial latent groups take the Gaussian posterior (an IAF "
+                         "over a whole map is not built).")
+    groups = blocks.parse_groups(latent_groups, image_shape)
+    if len(groups) < 2:
+        raise ValueError(f"latent_groups needs two groups or more, got {latent_groups!r}"
+                         " (for one latent layer use encoder='conv').")
+    num_cells = 2 * sum(g[2] for g in groups) + int(output_cells)
+    shared = dict(channels=channels, latent_channels=latent_channels,
+                  bottleneck=bottleneck, kernel_size=kernel_size, activation=activation,
+                  num_cells=num_cells)
+    encoder = blocks.ResNetEncoder(image_shape, groups, context_dim=context_dim,
+                                   name="encoder", **shared)
+    top_down = [blocks.SpatialBlock(group, above[:2], context_dim=context_dim,
+                                    name=f"top_down_{i}", **shared)
+                for i, (above, group) in enumerate(zip(groups, groups[1:]))]
+    decoder = blocks.ResNetDecoder(image_shape, groups[-1], output_cells, likelihood,
+                                   name="decoder", **shared)
+    return encoder, decoder, top_down
 
 
 def keyword_defaults(function):
@@ -182,27 +235,74 @@ class EMAWarmup:
                 average.assign(momentum * average + (1 - momentum) * var)
 
 
+class SkipOutliers:
+    """Mixin for a Keras optimizer: an update whose gradient norm (over all weights,
+    before any clipping) exceeds `skip_threshold`, or is not finite, is skipped
+    whole: no weight, moment, average or step counter moves (Efficient-VDVAE's
+    gradient skipping, so that a rare huge gradient cannot wreck a long run).
+    `skipped_updates` counts them. 0 turns it off.
+    """
+
+    def __init__(self, *args, skip_threshold=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip_threshold = float(skip_threshold)
+        if self.skip_threshold < 0:
+            raise ValueError(f"skip_threshold must be >= 0, got {skip_threshold!r}.")
+        if self.skip_threshold:  # only then: older checkpoints keep their variables
+            self.skipped_updates = self.add_variable(
+                (), initializer="zeros", dtype="int64", name="skipped_updates")
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.skip_threshold:
+            return super().apply(grads, trainable_variables)
+        if not self.built and trainable_variables is not None:
+            self.build(list(trainable_variables))
+        norm = tf.linalg.global_norm([g for g in grads if g is not None])
+        keep = tf.logical_and(tf.math.is_finite(norm), norm <= self.skip_threshold)
+
+        def update():
+            super(SkipOutliers, self).apply(grads, trainable_variables)
+            return tf.constant(0, tf.int64)
+
+        def skip():
+            return tf.constant(1, tf.int64)
+
+        self.skipped_updates.assign_add(tf.cond(keep, update, skip))
+
+    def get_config(self):
+        return {**super().get_config(), "skip_threshold": self.skip_threshold}
+
+
 def _with_ema_warmup(cls):
-    """`cls` with `EMAWarmup`, registered so that `.keras` files and backups reload."""
-    warmed = type(cls.__name__, (EMAWarmup, cls), {"__module__": __name__})
+    """`cls` with `EMAWarmup` and `SkipOutliers`, registered so that `.keras` files
+    and backups reload."""
+    warmed = type(cls.__name__, (EMAWarmup, SkipOutliers, cls), {"__module__": __name__})
     return keras.saving.register_keras_serializable(package="tfvae")(warmed)
 
 
 WARMUP_OPTIMIZERS = {name: _with_ema_warmup(cls) for name, cls in OPTIMIZERS.items()}
 
 
-def build_optimizer(name="adam", learning_rate=1e-3, *, clipnorm=0.0, use_ema=False,
+def build_optimizer(name="adam", learning_rate=1e-3, *, clipnorm=0.0,
+                    global_clipnorm=0.0, skip_threshold=0.0, use_ema=False,
                     ema_momentum=0.99):
     """A Keras optimizer; `learning_rate` may be a schedule (`build_learning_rate`).
 
-    clipnorm > 0 clips each gradient tensor's norm; use_ema keeps an exponential
-    moving average of the weights (pair with `keras.callbacks.SwapEMAWeights`), whose
-    decay warms up to ema_momentum (`EMAWarmup`).
+    clipnorm > 0 clips each gradient tensor's norm, global_clipnorm > 0 the norm of
+    all of them together; skip_threshold > 0 skips updates whose gradient norm is
+    larger (`SkipOutliers`); use_ema keeps an exponential moving average of the
+    weights (pair with `keras.callbacks.SwapEMAWeights`), whose decay warms up to
+    ema_momentum (`EMAWarmup`).
     """
-    choices = WARMUP_OPTIMIZERS if use_ema else OPTIMIZERS
-    cls = choices[choice("optimizer", name, tuple(OPTIMIZERS))]
-    return cls(learning_rate=learning_rate, clipnorm=float(clipnorm) or None,
-               use_ema=bool(use_ema), ema_momentum=float(ema_momentum))
+    if clipnorm and global_clipnorm:
+        raise ValueError("Give clipnorm (per tensor) or global_clipnorm, not both.")
+    name = choice("optimizer", name, tuple(OPTIMIZERS))
+    options = dict(learning_rate=learning_rate, clipnorm=float(clipnorm) or None,
+                   global_clipnorm=float(global_clipnorm) or None,
+                   use_ema=bool(use_ema), ema_momentum=float(ema_momentum))
+    if use_ema or skip_threshold:
+        return WARMUP_OPTIMIZERS[name](skip_threshold=skip_threshold, **options)
+    return OPTIMIZERS[name](**options)
 
 
 def build_strategy(name="default", tpu=None):

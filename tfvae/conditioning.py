@@ -82,10 +82,17 @@ class Conditioning:
         return self.tensor(labels, count)
 
 
+def concat(tensors):
+    """Tensors joined along the last axis in float32: the one place where codes
+    (float32) meet features of a mixed-precision policy (bfloat16 or float16); the
+    next layer casts back to its compute dtype."""
+    return tf.concat([tf.cast(t, tf.float32) for t in tensors], axis=-1)
+
+
 def join(inputs, context):
     """[inputs, context] along the last axis, the context [B, C] broadcast to the
     leading axes of inputs [..., B, F]; inputs alone without a context."""
     if context is None:
         return inputs
     shape = tf.concat([tf.shape(inputs)[:-1], tf.shape(context)[-1:]], axis=0)
-    return tf.concat([inputs, tf.broadcast_to(context, shape)], axis=-1)
+    return concat([inputs, tf.broadcast_to(context, shape)])

@@ -113,11 +113,14 @@ class MADE(keras.layers.Layer):
         self.to_output = tf.constant(np.concatenate([to_output, to_output], axis=1))
 
     def call(self, z, context):
-        hidden = (tf.matmul(z, self.z_kernel * self.to_hidden)
+        to_hidden, to_output = (tf.cast(m, self.compute_dtype)
+                                for m in (self.to_hidden, self.to_output))
+        hidden = (tf.matmul(z, self.z_kernel * to_hidden)
                   + tf.matmul(context, self.context_kernel) + self.hidden_bias)
         hidden = keras.activations.get(self.activation)(hidden)
-        out = tf.matmul(hidden, self.out_kernel * self.to_output) + self.out_bias
-        shift, raw_log_scale = tf.split(out, 2, axis=-1)
+        out = tf.matmul(hidden, self.out_kernel * to_output) + self.out_bias
+        # The flow's arithmetic (and log q) stays float32 under mixed precision.
+        shift, raw_log_scale = tf.split(tf.cast(out, tf.float32), 2, axis=-1)
         log_scale = _LOG_SCALE_BOUND * tf.tanh(raw_log_scale / _LOG_SCALE_BOUND)
         return shift, log_scale
 

@@ -23,10 +23,13 @@ each term in closed form given the sampled z_{>l} (both diagonal Gaussians), or
 sampled for an IAF posterior.
 """
 
+import math
+
 import keras
 import tensorflow as tf
 
 from tfvae import heads
+from tfvae.conditioning import concat, join
 from tfvae.networks import dense_stack
 
 
@@ -49,9 +52,11 @@ class TopDownBlock(keras.layers.Layer):
         min_scale: floor on the standard deviations.
         posterior, flow_steps, flow_hidden_units: the posterior head (see `heads.py`).
 
-    `state(above)` maps [z_{l+1}, h_{l+1}] [..., A] to h_l [..., H];
+    `state(z, h, c)` maps [z_{l+1}, h_{l+1}, c] [..., A] to h_l [..., H] (h_{l+1} is
+    None under the top, c None for an unconditional model);
     `prior_distribution(h)` and `posterior_distribution(h, d)` return the two
-    distributions over z_l.
+    distributions over z_l; `decoder_input(z, h, c)` is what the decoder reads under
+    the lowest block, [z_1, h_1, c].
     """
 
     def __init__(self, latent_dim, hidden_units=(300, 300), activation="relu",
@@ -81,8 +86,9 @@ class TopDownBlock(keras.layers.Layer):
         return self.hidden_units[-1]
 
     def build(self, input_shape):
-        """input_shape: (shape of [z_{l+1}, h_{l+1}], shape of the flat d_l)."""
+        """input_shape: (shape of [z_{l+1}, h_{l+1}, c], shape of d_l)."""
         above, features = (tuple(s) for s in input_shape)
+        features = (None, math.prod(features[1:]))
         shape = above
         for layer in self.state_net:
             layer.build(shape)
@@ -94,8 +100,8 @@ class TopDownBlock(keras.layers.Layer):
             shape = (None, layer.units)
         self.posterior_head.build(shape)
 
-    def state(self, above):
-        h = above
+    def state(self, z, state, context=None):
+        h = join(z if state is None else concat([z, state]), context)
         for layer in self.state_net:
             h = layer(h)
         return h
@@ -104,16 +110,24 @@ class TopDownBlock(keras.layers.Layer):
         return self.prior_head(h)
 
     def posterior_distribution(self, h, features):
-        """q(z_l | z_{>l}, x) from h [..., B, H] and the flat features d_l [B, F]."""
+        """q(z_l | z_{>l}, x) from h [..., B, H] and the features d_l [B, ...]."""
+        features = flat_features(features)
         features = tf.broadcast_to(features, tf.concat(
             [tf.shape(h)[:-1], tf.shape(features)[-1:]], axis=0))
-        g = tf.concat([h, features], axis=-1)
+        g = concat([h, features])
         for layer in self.merge_net:
             g = layer(g)
         return self.posterior_head(g)
 
     def code(self, posterior):
         return self.posterior_head.code(posterior)
+
+    @staticmethod
+    def decoder_input(z, state, context=None):
+        return join(concat([z, state]), context)
+
+    def decoder_input_shape(self, context_width=0):
+        return (None, self.latent_dim + self.state_dim + context_width)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,

@@ -28,7 +28,6 @@ import tensorflow as tf
 from tfvae import checks, heads, objectives
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
-from tfvae.hierarchy import flat_features
 from tfvae.priors import StandardNormalPrior, VampPrior
 
 OBJECTIVES = ("elbo", "iwae", "wake_sleep")
@@ -67,7 +66,8 @@ class VAE(keras.Model):
             a leave-one-out baseline; ELBO only) or "dreg" (IWAE only).
         beta: weight of the rate (beta-VAE).
         kl_warmup_steps: steps of the linear ramp of the rate weight from 0 to beta.
-        free_bits: minimum rate per latent dimension (nats), 0 to disable.
+        free_bits: minimum rate per latent dimension (nats), or per channel map of
+            a spatial group (`blocks.py`); 0 to disable.
         info_alpha, info_lambda: InfoVAE weights; the loss gains
             (alpha + lambda - 1) * MMD(q(z), p(z)) and the rate is scaled by 1 - alpha.
             The defaults (0, 1) give the plain ELBO.
@@ -195,19 +195,19 @@ class VAE(keras.Model):
         for layer, shape in ((self.encoder, tuple(input_shape)), (self.prior, None)):
             if not layer.built:
                 layer.build(shape)
-        # The context joins the first top-down state and the decoder's input.
-        above = self.encoder.latent_dim + self.context_width
+        # What the decoder reads: [z, c] for one layer, a block's `decoder_input`.
+        above = (None, self.encoder.latent_dim + self.context_width)
         if self.top_down:
-            features = [flat_features(f) for f in self.encoder.features(
+            features = self.encoder.features(
                 tf.zeros([1, *tuple(input_shape)[1:]]),
-                context=tf.zeros([1, self.context_width]))]
+                context=tf.zeros([1, self.context_width]))
             for index, block in enumerate(self.top_down, start=1):
                 if not block.built:
                     feature = features[max(0, len(features) - 1 - index)]
-                    block.build(((None, above), (None, feature.shape[-1])))
-                above = block.latent_dim + block.state_dim + self.context_width
+                    block.build((above, tuple(feature.shape)))
+                above = block.decoder_input_shape(self.context_width)
         if not self.decoder.built:
-            self.decoder.build((None, above))
+            self.decoder.build(above)
         self.built = True
 
     def split_inputs(self, inputs):
@@ -298,20 +298,21 @@ class VAE(keras.Model):
         layers, state, z = [], None, None
         for index in range(self.num_layers):
             if index == 0:
-                posterior = None if features is None else self.encoder.head(features[-1])
+                posterior = None if features is None else \
+                    self.encoder.top_posterior(features[-1])
                 prior = self.prior_distribution(context)
             else:
                 block = self.top_down[index - 1]
-                above = z if state is None else tf.concat([z, state], -1)
-                state = block.state(join(above, context))
+                state = block.state(z, state, context)
                 prior = block.prior_distribution(state)
                 posterior = None if features is None else block.posterior_distribution(
-                    state, flat_features(features[max(0, len(features) - 1 - index)]))
+                    state, features[max(0, len(features) - 1 - index)])
             z, log_q = choose(index, posterior, prior)
             layers.append({"z": z, "posterior": posterior, "prior": prior,
                            "log_q": log_q})
-        return layers, join(z if state is None else tf.concat([z, state], -1),
-                                  context)
+        if not self.top_down:
+            return layers, join(z, context)
+        return layers, self.top_down[-1].decoder_input(z, state, context)
 
     def _split_codes(self, z):
         return tf.split(z, list(self.latent_dims), axis=-1)
@@ -490,7 +491,7 @@ class VAE(keras.Model):
                                  "a closed-form KL per dimension in every layer "
                                  "(Gaussian posteriors, the standard normal prior on "
                                  "top).")
-            terms["_rate_per_dim"] = core["rate_per_dim"]
+            terms["_rate_per_dim"] = self._free_bits_units(core["rate_per_dim"])
         if self.mmd_weight:
             batch = tf.shape(images)[0]
             top = core["codes"][0][0]
@@ -527,6 +528,14 @@ class VAE(keras.Model):
             signal = signal - self._rate_weight() * (core["log_q"] - core["log_p"])
         return core, core["log_weights"], {
             "_surrogate": objectives.score_function_surrogate(signal, core["log_q"])}
+
+    def _free_bits_units(self, rate_per_dim):
+        """[B, U] rates of the units free bits apply to, from [B, D] per dimension:
+        each dimension, or what a layer's `kl_units` groups (a spatial group's
+        channel maps, their KL summed over positions)."""
+        parts = tf.split(rate_per_dim, list(self.latent_dims), axis=-1)
+        return tf.concat([getattr(head, "kl_units", tf.identity)(part) for head, part
+                          in zip((self.encoder, *self.top_down), parts)], axis=-1)
 
     def _sampled_codes(self, features, num_samples, seed=None, context=None):
         layers, _ = self._walk(features, self._sampler(num_samples, seed), context)

@@ -79,10 +79,15 @@ class _Encoder(keras.layers.Layer):
             raise ValueError(f"{self.name} is conditional (context_dim "
                              f"{self.context_dim}): call it with context=[B, "
                              f"{self.context_dim}].")
-        return join(flat, tf.cast(context, flat.dtype))
+        return join(flat, context)
+
+    def top_posterior(self, features):
+        """q(z|x) from the last of `features`."""
+        return self.head(features)
 
     def call(self, images, context=None, training=None):
-        return self.head(self.features(images, training=training, context=context)[-1])
+        return self.top_posterior(
+            self.features(images, training=training, context=context)[-1])
 
     def code(self, posterior):
         """The point of z a person looks at (the mean of a Gaussian posterior)."""
@@ -200,14 +205,19 @@ class _Decoder(keras.layers.Layer):
         """z [B, latent_dim] -> unconstrained parameters [B, H, W, C * k]."""
         raise NotImplementedError
 
+    # Axes of one input: 1 for codes [..., D]; 3 for maps [..., h, w, c].
+    input_rank = 1
+
     def call(self, z, training=None):
-        """p(x|z) for z [..., D]: batch [...] (e.g. [k, B] for k samples of B codes).
+        """p(x|z) for z [..., D] (or maps [..., h, w, c]): batch [...] (e.g. [k, B]
+        for k samples of B codes).
 
         The network sees the codes flattened to [N, D]; images [B, H, W, C] are then
         scored against the [k, B] likelihood by broadcasting, with no tiled copy.
         """
-        lead = tf.shape(z)[:-1]
-        params = self.parameters(tf.reshape(z, [-1, z.shape[-1]]), training=training)
+        rank = self.input_rank
+        lead = tf.shape(z)[:-rank]
+        params = self.parameters(tf.reshape(z, [-1, *z.shape[-rank:]]), training=training)
         params = tf.reshape(params, tf.concat([lead, tf.shape(params)[1:]], axis=0))
         return distributions.image_likelihood(self.likelihood, params, self.min_scale)
 

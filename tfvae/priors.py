@@ -14,6 +14,8 @@
 Every prior is called as `prior(encoder=encoder)` and returns a distribution with
 batch shape [] and event shape [latent_dim]; a conditional one (`conditional` True)
 is called as `prior(encoder=encoder, context=c)` with c [B, C] and has batch [B].
+Priors compute in float32 whatever the global mixed-precision policy: their weights
+are few and their densities enter the loss.
 """
 
 import keras
@@ -25,6 +27,10 @@ from tfvae.distributions import gaussian_mixture
 
 tfd = tfp.distributions
 
+
+def float32(layer_kwargs):
+    """Layer keyword arguments with the float32 policy unless another is given."""
+    return {"dtype": "float32", **layer_kwargs}
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -38,11 +44,12 @@ class ConditionalPrior(keras.layers.Layer):
     conditional = True
 
     def __init__(self, latent_dim, context_dim, min_scale=1e-4, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**float32(kwargs))
         self.latent_dim = check_count(latent_dim, "latent_dim")
         self.context_dim = check_count(context_dim, "context_dim")
         self.min_scale = float(min_scale)
         self.params = keras.layers.Dense(2 * self.latent_dim, kernel_initializer="zeros",
+                                         dtype=self.dtype_policy,
                                          name="params")
 
     def build(self, input_shape=None):
@@ -52,7 +59,8 @@ class ConditionalPrior(keras.layers.Layer):
         if context is None:
             raise ValueError("ConditionalPrior needs the context: call it as "
                              "prior(encoder=..., context=c).")
-        loc, raw_scale = tf.split(self.params(tf.cast(context, tf.float32)), 2, axis=-1)
+        params = tf.cast(self.params(tf.cast(context, tf.float32)), tf.float32)
+        loc, raw_scale = tf.split(params, 2, axis=-1)
         # softplus(x + 0.5413) = 1 at x = 0: unit scale at initialisation.
         scale = tf.math.softplus(raw_scale + 0.5413) + self.min_scale
         return tfd.Independent(tfd.Normal(loc, scale), 1, name="prior")
@@ -67,7 +75,7 @@ class StandardNormalPrior(keras.layers.Layer):
     """p(z) = N(0, I) over a `latent_dim`-vector. Owns no weights."""
 
     def __init__(self, latent_dim, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**float32(kwargs))
         self.latent_dim = check_count(latent_dim, "latent_dim")
 
     def build(self, input_shape=None):
@@ -90,7 +98,7 @@ class MixturePrior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, num_components=10, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**float32(kwargs))
         self.latent_dim = check_count(latent_dim, "latent_dim")
         self.num_components = check_count(num_components, "num_components")
 
@@ -125,7 +133,7 @@ class VampPrior(keras.layers.Layer):
     """
 
     def __init__(self, image_shape, num_pseudo_inputs=500, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**float32(kwargs))
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_pseudo_inputs = check_count(num_pseudo_inputs, "num_pseudo_inputs")
 

@@ -213,7 +213,7 @@ def train_and_evaluate(
         # optimization
         epochs=10, steps_per_epoch=0, optimizer="adam", learning_rate=1e-3,
         lr_schedule="constant", lr_decay_rate=0.5, lr_decay_epochs=1.0, clipnorm=0.0,
-        use_ema=False, ema_momentum=0.99, early_stopping_patience=0, init_from="",
+        global_clipnorm=0.0, skip_threshold=0.0, use_ema=False, ema_momentum=0.99, early_stopping_patience=0, init_from="",
         # runtime
         seed=0, deterministic=False, strategy="default", tpu="", jit_compile=True,
         steps_per_execution=1,
@@ -352,7 +352,8 @@ def _build_model(run):
             steps_per_epoch=run.steps, decay_rate=o.lr_decay_rate,
             decay_epochs=o.lr_decay_epochs)
         model.compile(optimizer=builders.build_optimizer(
-            o.optimizer, lr, clipnorm=o.clipnorm, use_ema=o.use_ema,
+            o.optimizer, lr, clipnorm=o.clipnorm, global_clipnorm=o.global_clipnorm,
+            skip_threshold=o.skip_threshold, use_ema=o.use_ema,
             ema_momentum=o.ema_momentum), jit_compile=o.jit_compile,
             steps_per_execution=o.steps_per_execution)
     if o.init_from:
@@ -463,6 +464,8 @@ def _fit(run, cbs):
         "export it with tools.evaluate or tools.export.")
     run.train_time = time.perf_counter() - start
     run.optimizer_steps = int(run.model.optimizer.iterations.numpy())  # before best.keras
+    skipped = getattr(run.model.optimizer, "skipped_updates", None)
+    run.skipped_updates = None if skipped is None else int(skipped.numpy())
     if run.guard.diverged:
         raise TrainingDiverged(_divergence_message(
             run.guard.diverged, run.paths[rundir.BEST], run.paths[rundir.BACKUP]))
@@ -534,6 +537,7 @@ def _summary(run, test):
         "epochs": o.epochs,
         "steps_per_epoch": run.steps,
         "optimizer_steps": run.optimizer_steps,
+        "skipped_updates": run.skipped_updates,
         "resumed_from": run.backup.resumed_from,
         "train_time_s": run.train_time,
         "epoch_time_s": timer.times,
@@ -614,6 +618,14 @@ _define("top_down_latent_dims", "Sizes of the stochastic layers below the top, t
         "first ('' for one layer; '40' for a two-level hierarchy).")
 _define("top_down_hidden_units", "Dense layer sizes of each top-down block (state and "
         "posterior merge).")
+_define("latent_groups", "Spatial latents (--encoder=--decoder=resnet): the groups, "
+        "top first, as resolution x residual cells, e.g. '7x2,14x2' (tfvae/blocks.py).")
+_define("latent_channels", "Channels of each spatial latent group.", lower_bound=1)
+_define("cell_channels", "Channels of the residual cells (resnet).", lower_bound=1)
+_define("cell_bottleneck", "Channels inside each residual cell (0: half of "
+        "--cell_channels).", lower_bound=0)
+_define("output_cells", "Residual cells at full resolution in the resnet decoder.",
+        lower_bound=0)
 _define("posterior", "Posterior head of every layer: diagonal Gaussian or IAF.")
 _define("flow_steps", "Autoregressive (MADE) steps of an IAF posterior.", lower_bound=1)
 _define("flow_hidden_units", "Hidden units of each IAF step.", lower_bound=1)
@@ -645,6 +657,10 @@ _define("lr_schedule", "constant; cosine: decay to 0 over all epochs; exponentia
 _define("lr_decay_rate", "Factor of the exponential schedule.", lower_bound=0.0)
 _define("lr_decay_epochs", "Period in epochs of the exponential schedule.")
 _define("clipnorm", "Clip each gradient tensor to this norm (0: off).", lower_bound=0.0)
+_define("global_clipnorm", "Clip the norm of all gradients together to this (0: off).",
+        lower_bound=0.0)
+_define("skip_threshold", "Skip a whole update whose gradient norm exceeds this, or is "
+        "not finite (0: off); metrics.json counts the skipped updates.", lower_bound=0.0)
 _define("use_ema", "Keep an exponential moving average of the weights; validation, "
         "checkpoints and the final model use it.")
 _define("ema_momentum", "EMA momentum.", lower_bound=0.0, upper_bound=1.0)
