@@ -452,6 +452,7 @@ def test_tools_benchmark(files):
             "--encoder_hidden_units must be a comma-separated list of integers",)),
         "zero epochs": (["--epochs=0"], ("--epochs=0",)),
         "unknown jit": (["--jit=maybe"], ("--jit must list true and/or false",)),
+        "unknown precision": (["--precision=float8"], ("--precision must list",)),
         "output under a file": ([f"--output={files['a_file']}/results.json"], (
             "a_file",)),
         "extra arguments": (["more"], ("unexpected arguments: more",)),

@@ -305,15 +305,22 @@ def test_benchmark_tool_takes_the_configs_model_and_steps_per_execution(tmp_path
         [sys.executable, "-m", "tools.benchmark", "--config=configs/mnist_2d.cfg",
          "--batch_size=50", "--train_images=200", "--warmup_epochs=1", "--epochs=1",
          "--num_samples=8", "--nll_images=20", "--nll_batch_size=10", "--jit=false",
-         f"--output={output}"],
+         "--precision=float32,mixed_bfloat16", f"--output={output}"],
         cwd=repo, capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch 50, 20 steps per execution" in result.stdout  # the config's value
     report = json.loads(output.read_text())
-    train = report["results"]["False"]["train"]
+    assert set(report["results"]) == {"jit_compile=False, float32",
+                                      "jit_compile=False, mixed_bfloat16"}
+    train = report["results"]["jit_compile=False, float32"]["train"]
     assert train["images_per_s"] > 0 and len(train["epoch_s"]) == 1
     # mnist_2d.cfg's networks: 784-500-500-(2 means, 2 scales) and 2-500-500-784.
     assert train["params"] == (784 * 500 + 500 + 500 * 500 + 500 + 500 * 4 + 4
                                + 2 * 500 + 500 + 500 * 500 + 500 + 500 * 784 + 784)
-    assert report["results"]["False"]["nll"]["num_samples"] == 8
+    # Their matmuls: 2 FLOPs per weight forward, 4 backward (inputs' and weights'
+    # gradients; the first layer's input gradient is not needed).
+    weights = 784 * 500 + 500 * 500 + 500 * 4 + 2 * 500 + 500 * 500 + 500 * 784
+    assert 4 * weights < train["gflop_per_image"] * 1e9 < 7 * weights
+    assert report["machine"]["matmul_tflop_per_s"]["bfloat16"] > 0
+    assert report["results"]["jit_compile=False, float32"]["nll"]["num_samples"] == 8

@@ -441,3 +441,25 @@ def test_a_bad_init_from_fails_in_one_line(init, expected, tmp_path):
     message = _fails(*_argv(**TINY)[1:], f"--init_from={tmp_path / init}",
                      f"--output_dir={tmp_path / 'run'}")
     assert expected in message
+
+
+def test_a_spatial_hierarchy_in_bfloat16_resumes_after_a_kill(tmp_path):
+    """The deep config's settings on a tiny spatial model: killed after step 4,
+    resumed by the same call; the export is float32."""
+    options = {**TINY, "epochs": 2, "backup_save_freq": 2, "encoder": "resnet",
+               "decoder": "resnet", "latent_groups": "7x1,14x1", "latent_channels": 2,
+               "cell_channels": 8, "free_bits": 0.1, "global_clipnorm": 100.0,
+               "skip_threshold": 1e4, "mixed_precision": "mixed_bfloat16",
+               "export": True, "export_dir": str(tmp_path / "exports")}
+    output_dir = str(tmp_path / "run")
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES), \
+            pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(output_dir, callbacks=[_Kill(1, 2)], **options)
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+        metrics = train.train_and_evaluate(output_dir, **options)
+    assert metrics["resumed_from"] == {"epoch": 1, "step": 4}
+    assert metrics["optimizer_steps"] == 4 + 3 and metrics["skipped_updates"] == 0
+    assert {"rate/1", "rate/2"} <= set(metrics["test"])
+    loaded = tf.saved_model.load(metrics["export"]["saved_model"])
+    images = tf.zeros([2, 28, 28, 1])
+    assert loaded.signatures["reconstruct"](images=images)["images"].dtype == tf.float32

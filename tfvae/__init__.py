@@ -17,6 +17,7 @@ except ModuleNotFoundError as _error:
 else:
     # builders registers the optimizer that `.keras` files of EMA runs name.
     from tfvae import builders  # noqa: F401
+    from tfvae.blocks import ResNetDecoder, ResNetEncoder, SpatialBlock
     from tfvae.data import load_dataset
     from tfvae.export import export_model
     from tfvae.model import VAE
@@ -29,6 +30,9 @@ __all__ = [
     "ConvEncoder",
     "MLPDecoder",
     "ConvDecoder",
+    "ResNetEncoder",
+    "SpatialBlock",
+    "ResNetDecoder",
     "StandardNormalPrior",
     "MixturePrior",
     "VampPrior",

@@ -1,8 +1,17 @@
-r"""Benchmark training throughput and k=5000 NLL evaluation time, XLA on and off.
+r"""Benchmark training throughput and k=5000 NLL evaluation time, XLA on and off,
+in float32 and in 16 bits.
 
     python -m tools.benchmark                        # MLP baseline, about 2-3 minutes
     python -m tools.benchmark --config=configs/mnist_vampprior.cfg
     python -m tools.benchmark --long --output=benchmark.json
+    python -m tools.benchmark --config=configs/mnist_deep_hvae.cfg \
+        --precision=float32,mixed_bfloat16 --num_samples=100 --nll_images=20
+
+Each setting is a pair (jit_compile, precision) from --jit x --precision. Beside
+images/s the table gives the FLOPs of one training image (forward, backward; counted
+by TensorFlow's profiler on the traced step: convolutions and matmuls), the GFLOP/s
+that throughput achieves, and this machine's matmul peak (2048 x 2048, float32 and
+bfloat16) measured in the same run, so that a model's efficiency reads as a ratio.
 
 Training: the stock `model.fit` on synthetic binary 28x28 images held in memory
 (a cached `tf.data` pipeline), `jit_compile=True` and False, `steps_per_execution`
@@ -64,11 +73,17 @@ flags.DEFINE_integer("nll_batch_size", 100, "Images per compiled NLL call.",
 flags.DEFINE_list("jit", ["true", "false"], "jit_compile settings to compare.")
 flags.register_validator("jit", lambda v: bool(v) and all(
     s.lower() in JIT_SETTINGS for s in v), message="--jit must list true and/or false.")
+flags.DEFINE_list("precision", ["float32"], "Mixed-precision policies to compare: "
+                  "float32, mixed_bfloat16, mixed_float16.")
+flags.register_validator("precision", lambda v: bool(v) and all(
+    s in PRECISIONS for s in v), message="--precision must list float32, "
+    "mixed_bfloat16 and/or mixed_float16.")
 flags.DEFINE_bool("long", False, "Longer, steadier runs: 10 timed epochs of 20,000 "
                   "images and the NLL on 1000 images.")
 flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 
 IMAGE_SHAPE = (28, 28, 1)
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @functools.cache
@@ -129,6 +144,38 @@ def build(options, jit_compile):
     return model
 
 
+def training_flops(model, batch_size):
+    """FLOPs of one training image: loss and gradients of a batch, traced once and
+    counted by TensorFlow's profiler (ops with a FLOP count: matmuls, convolutions)."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    @tf.function
+    def step(images):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(y_pred=model(images, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = step.get_concrete_function(
+        tf.TensorSpec([batch_size, *IMAGE_SHAPE])).graph
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return model_analyzer.profile(graph, options=options).total_float_ops / batch_size
+
+
+def matmul_peak(dtype, size=2048, repeats=10):
+    """TFLOP/s of a size x size matmul in `dtype` ("float32" or "bfloat16")."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.normal([size, size]), dtype)
+    product = tf.function(lambda a: tf.matmul(a, a))
+    product(a).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        product(a).numpy()
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e12
+
+
 def training_throughput(options, jit_compile, images, batch_size, warmup, epochs):
     """Median images/s and CPU seconds per 1000 images over the timed epochs."""
     import keras
@@ -155,8 +202,11 @@ def training_throughput(options, jit_compile, images, batch_size, warmup, epochs
     timer = Timer()
     model.fit(ds, epochs=warmup + epochs, verbose=0, callbacks=[timer])
     wall, cpu = timer.wall[warmup:], timer.cpu[warmup:]
-    return {"images_per_s": len(images) / statistics.median(wall),
+    images_per_s = len(images) / statistics.median(wall)
+    flops = training_flops(model, batch_size)
+    return {"images_per_s": images_per_s,
             "cpu_s_per_1000_images": 1000 * statistics.median(cpu) / len(images),
+            "gflop_per_image": flops / 1e9, "gflop_per_s": flops * images_per_s / 1e9,
             "epoch_s": wall, "params": model.count_params()}
 
 
@@ -185,15 +235,20 @@ def nll_time(options, jit_compile, images, num_samples, batch_size):
 def table(results, machine, label):
     settings = list(results)
     gpus = ", ".join(machine["gpus"]) or "none"
+    peaks = machine["matmul_tflop_per_s"]
     lines = [f"machine: {machine['cpu']}, {machine['cpu_cores']} cores, "
              f"TensorFlow {machine['tensorflow']}, GPU: {gpus}",
+             f"matmul 2048x2048 in this run: float32 {peaks['float32']:.2f} TFLOP/s, "
+             f"bfloat16 {peaks['bfloat16']:.2f} TFLOP/s",
              f"model: {label}", "",
-             "| measurement | " + " | ".join(f"jit_compile={s}" for s in settings) + " |",
+             "| measurement | " + " | ".join(settings) + " |",
              "| --- |" + " --- |" * len(settings)]
     first = results[settings[0]]
     cores = machine["cpu_cores"]
     rows = [
         ("training images/s (median)", lambda r: f"{r['train']['images_per_s']:,.0f}"),
+        ("training GFLOP per image", lambda r: f"{r['train']['gflop_per_image']:.4f}"),
+        ("training GFLOP/s achieved", lambda r: f"{r['train']['gflop_per_s']:,.0f}"),
         ("training CPU s per 1000 images", lambda r:
          f"{r['train']['cpu_s_per_1000_images']:.3f}"),
         (f"NLL k={first['nll']['num_samples']}: s per 1000 images",
@@ -210,6 +265,26 @@ def table(results, machine, label):
     for name, cell in rows:
         lines.append(f"| {name} | " + " | ".join(cell(results[s]) for s in settings) + " |")
     return "\n".join(lines)
+
+
+def run_setting(name, options, jit, precision, images, train_images, nll_images,
+                batch_size, epochs):
+    """Training and NLL figures of one (jit_compile, precision) setting."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        print(f"{name}: training {FLAGS.warmup_epochs}+{epochs} epochs of "
+              f"{train_images} images ...", flush=True)
+        train = training_throughput(options, jit, images[:train_images], batch_size,
+                                    FLAGS.warmup_epochs, epochs)
+        print(f"{name}: NLL k={FLAGS.num_samples} on {nll_images} images ...",
+              flush=True)
+        nll = nll_time(options, jit, images[:nll_images], FLAGS.num_samples,
+                       FLAGS.nll_batch_size)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return {"train": train, "nll": nll}
 
 
 @checks.interruptible(PROGRAM, "no results were written.")
@@ -238,18 +313,15 @@ def main(argv):
     label += (f", batch {batch_size}, "
               f"{options['steps_per_execution']} steps per execution")
     machine = rundir.machine_info()
+    machine["matmul_tflop_per_s"] = {dtype: matmul_peak(dtype)
+                                     for dtype in ("float32", "bfloat16")}
     results = {}
-    for setting in FLAGS.jit:
-        jit = JIT_SETTINGS[setting.lower()]
-        print(f"jit_compile={jit}: training {FLAGS.warmup_epochs}+{epochs} epochs of "
-              f"{train_images} images ...", flush=True)
-        train = training_throughput(options, jit, images[:train_images], batch_size,
-                                    FLAGS.warmup_epochs, epochs)
-        print(f"jit_compile={jit}: NLL k={FLAGS.num_samples} on {nll_images} images ...",
-              flush=True)
-        nll = nll_time(options, jit, images[:nll_images], FLAGS.num_samples,
-                       FLAGS.nll_batch_size)
-        results[str(jit)] = {"train": train, "nll": nll}
+    for precision in FLAGS.precision:
+        for setting in FLAGS.jit:
+            jit = JIT_SETTINGS[setting.lower()]
+            name = f"jit_compile={jit}, {precision}"
+            results[name] = run_setting(name, options, jit, precision, images,
+                                        train_images, nll_images, batch_size, epochs)
     print()
     print(table(results, machine, label))
     if FLAGS.output:
