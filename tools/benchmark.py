@@ -84,6 +84,13 @@ flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 
 IMAGE_SHAPE = (28, 28, 1)
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+NUM_CLASSES = 10  # of a conditional config's synthetic labels
+
+
+def rows(data, count):
+    """The first `count` images (and labels) of `data`."""
+    return {k: v[:count] for k, v in data.items()} if isinstance(data, dict) \
+        else data[:count]
 
 
 @functools.cache
@@ -126,7 +133,7 @@ def read_config(path):
     except train.ConfigError as error:
         raise checks.InputError(f"--config {path}: {error}") from None
     names = [*builders.MODEL_DEFAULTS, "batch_size", "optimizer", "learning_rate",
-             "steps_per_execution"]
+             "steps_per_execution", "conditional"]
     return {name: tuple(values[name]) if isinstance(values[name], list) else values[name]
             for name in names if trainer[name].present}
 
@@ -136,8 +143,9 @@ def build(options, jit_compile):
 
     model_options = {k: v for k, v in options.items()
                      if k not in ("batch_size", "optimizer", "learning_rate",
-                                  "steps_per_execution")}
-    model = builders.build_model(IMAGE_SHAPE, **model_options)
+                                  "steps_per_execution", "conditional")}
+    model = builders.build_model(IMAGE_SHAPE, **model_options,
+                                 num_classes=NUM_CLASSES if options.get("conditional") else 0)
     model.compile(optimizer=builders.build_optimizer(
         options.get("optimizer", "adam"), options.get("learning_rate", 1e-3)),
         jit_compile=jit_compile, steps_per_execution=options.get("steps_per_execution", 1))
@@ -156,8 +164,10 @@ def training_flops(model, batch_size):
             loss = model.compute_loss(y_pred=model(images, training=True))
         return tape.gradient(loss, model.trainable_variables)
 
-    graph = step.get_concrete_function(
-        tf.TensorSpec([batch_size, *IMAGE_SHAPE])).graph
+    spec = tf.TensorSpec([batch_size, *IMAGE_SHAPE])
+    if model.num_classes:
+        spec = {"images": spec, "labels": tf.TensorSpec([batch_size], tf.int32)}
+    graph = step.get_concrete_function(spec).graph
     options = option_builder.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return model_analyzer.profile(graph, options=options).total_float_ops / batch_size
@@ -202,10 +212,11 @@ def training_throughput(options, jit_compile, images, batch_size, warmup, epochs
     timer = Timer()
     model.fit(ds, epochs=warmup + epochs, verbose=0, callbacks=[timer])
     wall, cpu = timer.wall[warmup:], timer.cpu[warmup:]
-    images_per_s = len(images) / statistics.median(wall)
+    count = len(images["images"] if isinstance(images, dict) else images)
+    images_per_s = count / statistics.median(wall)
     flops = training_flops(model, batch_size)
     return {"images_per_s": images_per_s,
-            "cpu_s_per_1000_images": 1000 * statistics.median(cpu) / len(images),
+            "cpu_s_per_1000_images": 1000 * statistics.median(cpu) / count,
             "gflop_per_image": flops / 1e9, "gflop_per_s": flops * images_per_s / 1e9,
             "epoch_s": wall, "params": model.count_params()}
 
@@ -218,18 +229,19 @@ def nll_time(options, jit_compile, images, num_samples, batch_size):
 
     keras.utils.set_random_seed(0)
     model = build(options, jit_compile)
-    batch_size = min(batch_size, len(images))
+    batch_size = min(batch_size, len(images["images"] if model.num_classes else images))
     # Compile on one batch with the same shapes (k is static in the compiled call).
-    evaluate.importance_sampled_log_px(model, images[:batch_size], num_samples,
+    evaluate.importance_sampled_log_px(model, rows(images, batch_size), num_samples,
                                        batch_size, jit_compile=jit_compile, verbose=0)
     cpu = time.process_time()
     estimate = evaluate.importance_sampled_log_px(
         model, images, num_samples, batch_size, jit_compile=jit_compile, verbose=0)
     cpu = time.process_time() - cpu
-    return {"s_per_1000_images": 1000 * estimate.seconds / len(images),
-            "cpu_s_per_1000_images": 1000 * cpu / len(images),
-            "minutes_for_10000_images": 10_000 * estimate.seconds / len(images) / 60,
-            "images": len(images), "num_samples": num_samples}
+    count = len(estimate.values)
+    return {"s_per_1000_images": 1000 * estimate.seconds / count,
+            "cpu_s_per_1000_images": 1000 * cpu / count,
+            "minutes_for_10000_images": 10_000 * estimate.seconds / count / 60,
+            "images": count, "num_samples": num_samples}
 
 
 def table(results, machine, label):
@@ -276,11 +288,11 @@ def run_setting(name, options, jit, precision, images, train_images, nll_images,
     try:
         print(f"{name}: training {FLAGS.warmup_epochs}+{epochs} epochs of "
               f"{train_images} images ...", flush=True)
-        train = training_throughput(options, jit, images[:train_images], batch_size,
+        train = training_throughput(options, jit, rows(images, train_images), batch_size,
                                     FLAGS.warmup_epochs, epochs)
         print(f"{name}: NLL k={FLAGS.num_samples} on {nll_images} images ...",
               flush=True)
-        nll = nll_time(options, jit, images[:nll_images], FLAGS.num_samples,
+        nll = nll_time(options, jit, rows(images, nll_images), FLAGS.num_samples,
                        FLAGS.nll_batch_size)
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -309,6 +321,9 @@ def main(argv):
     rng = np.random.default_rng(0)
     images = (rng.random([max(train_images, nll_images), *IMAGE_SHAPE]) < 0.13).astype(
         np.float32)  # about MNIST's fraction of ink
+    if options.get("conditional"):
+        images = {"images": images, "labels": rng.integers(
+            0, NUM_CLASSES, len(images)).astype(np.int32)}
     label = FLAGS.config or "MLP 784-500-500-50, ReLU, Bernoulli, Adam"
     label += (f", batch {batch_size}, "
               f"{options['steps_per_execution']} steps per execution")
