@@ -118,34 +118,49 @@ def _start_near_unit(head, shape):
     head.bias.assign(tf.concat([tf.zeros([half]), tf.fill([half], _SOFTPLUS_INV_1)], 0))
 
 
-class _Spatial(keras.layers.Layer):
-    """Shared arguments of the spatial layers.
+class _CellOptions:
+    """The residual cells' options, shared by the encoder, the blocks and the decoder.
 
     Args:
         channels: width C of the residual stream.
         latent_channels: channels c_z of every latent group.
-        bottleneck: channels inside each residual cell (default C / 2).
+        bottleneck: channels inside each residual cell (0: C / 2).
         kernel_size: of the cells' and heads' convolutions (1: per-pixel, linear
             tests).
         activation: of the cells; None for linear cells.
         num_cells: cells in the whole network (their initial scale).
-        min_scale: floor on the standard deviations.
     """
 
-    def __init__(self, channels=64, latent_channels=16, bottleneck=0, kernel_size=3,
-                 activation="relu", num_cells=1, min_scale=1e-4, **kwargs):
-        super().__init__(**kwargs)
+    CELL_OPTIONS = ("channels", "latent_channels", "bottleneck", "kernel_size",
+                    "activation", "num_cells")
+
+    def set_cell_options(self, channels=64, latent_channels=16, bottleneck=0,
+                         kernel_size=3, activation="relu", num_cells=1):
         self.channels = check_count(channels, "cell_channels")
         self.latent_channels = check_count(latent_channels, "latent_channels")
         self.bottleneck = int(bottleneck) or max(1, self.channels // 2)
         self.kernel_size = check_count(kernel_size, "kernel_size")
         self.activation = activation
         self.num_cells = check_count(num_cells, "num_cells")
-        self.min_scale = float(min_scale)
 
     def cells(self, count, prefix):
         return cell_stack(count, self.channels, self.bottleneck, self.kernel_size,
                           self.activation, self.num_cells, prefix)
+
+    def cell_config(self):
+        return {name: getattr(self, name) for name in self.CELL_OPTIONS}
+
+
+class _Spatial(_CellOptions, keras.layers.Layer):
+    """A layer of the hierarchy: `_CellOptions`, and min_scale, the floor on the
+    standard deviations."""
+
+    def __init__(self, channels=64, latent_channels=16, bottleneck=0, kernel_size=3,
+                 activation="relu", num_cells=1, min_scale=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.set_cell_options(channels, latent_channels, bottleneck, kernel_size,
+                              activation, num_cells)
+        self.min_scale = float(min_scale)
 
     def kl_units(self, rate_per_dim):
         """Free bits' units: [B, h * w * c_z] -> [B, c_z], each channel map's KL
@@ -155,10 +170,7 @@ class _Spatial(keras.layers.Layer):
         return tf.reduce_sum(maps, axis=1)
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels,
-                "latent_channels": self.latent_channels, "bottleneck": self.bottleneck,
-                "kernel_size": self.kernel_size, "activation": self.activation,
-                "num_cells": self.num_cells, "min_scale": self.min_scale}
+        return {**super().get_config(), **self.cell_config(), "min_scale": self.min_scale}
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -311,7 +323,7 @@ class SpatialBlock(_Spatial):
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class ResNetDecoder(_Decoder):
+class ResNetDecoder(_CellOptions, _Decoder):
     """p(x | z_1, h_1): a 1x1 convolution of [z_1, h_1], upsampling to the image,
     residual cells at full resolution and a convolution to the likelihood's
     parameters.
@@ -322,7 +334,7 @@ class ResNetDecoder(_Decoder):
         cells: residual cells at full resolution.
         likelihood, min_scale: as the other decoders.
         channels, latent_channels, bottleneck, kernel_size, activation, num_cells: as
-            `_Spatial`.
+            `_CellOptions`.
     """
 
     input_rank = 3
@@ -331,17 +343,12 @@ class ResNetDecoder(_Decoder):
                  min_scale=1e-3, channels=64, latent_channels=16, bottleneck=0,
                  kernel_size=3, activation="relu", num_cells=1, **kwargs):
         super().__init__(output_shape, likelihood, min_scale, **kwargs)
+        self.set_cell_options(channels, latent_channels, bottleneck, kernel_size,
+                              activation, num_cells)
         self.group = tuple(int(v) for v in group[:2])
-        self.cells = int(cells)
-        self.channels = check_count(channels, "cell_channels")
-        self.latent_channels = check_count(latent_channels, "latent_channels")
-        self.bottleneck = int(bottleneck) or max(1, self.channels // 2)
-        self.kernel_size = check_count(kernel_size, "kernel_size")
-        self.activation = activation
-        self.num_cells = check_count(num_cells, "num_cells")
+        self.num_output_cells = int(cells)
         self.merge = _conv(self.channels, 1, "merge")
-        self.stage = cell_stack(self.cells, self.channels, self.bottleneck,
-                                self.kernel_size, activation, self.num_cells, "out")
+        self.stage = self.cells(self.num_output_cells, "out")
         self.out = _conv(self.output_shape[-1] * self.params_per_pixel, self.kernel_size,
                          "likelihood_params")
 
@@ -356,7 +363,5 @@ class ResNetDecoder(_Decoder):
         return self.out(h)
 
     def get_config(self):
-        return {**super().get_config(), "group": self.group, "cells": self.cells,
-                **{name: getattr(self, name) for name in (
-                    "channels", "latent_channels", "bottleneck", "kernel_size",
-                    "activation", "num_cells")}}
+        return {**super().get_config(), "group": self.group,
+                "cells": self.num_output_cells, **self.cell_config()}
