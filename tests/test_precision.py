@@ -106,3 +106,16 @@ def test_an_outlier_gradient_is_skipped_and_a_normal_one_applied():
     config = optimizer.get_config()
     assert config["skip_threshold"] == 10.0
     assert type(optimizer).from_config(config).skip_threshold == 10.0
+
+
+@pytest.mark.parametrize("threshold, skipped", [(1e-3, 4), (1e6, 0)])
+def test_skipping_works_under_a_mirrored_strategy(threshold, skipped):
+    """The skip decision is taken across replicas (a cond around the optimizer's
+    merge_call would fail in a replica context)."""
+    with tf.distribute.MirroredStrategy().scope():
+        model = build(FAMILIES["spatial"])
+        optimizer = builders.build_optimizer("adam", 1e-3, skip_threshold=threshold)
+        model.compile(optimizer=optimizer, jit_compile=False)
+    model.fit(inputs(32, {}), batch_size=8, epochs=1, verbose=0)
+    assert int(optimizer.skipped_updates.numpy()) == skipped
+    assert int(optimizer.iterations.numpy()) == 4 - skipped

@@ -235,6 +235,11 @@ class EMAWarmup:
                 average.assign(momentum * average + (1 - momentum) * var)
 
 
+def _norm(grads):
+    """The global norm of a list of gradients (None entries left out)."""
+    return tf.linalg.global_norm([g for g in grads if g is not None])
+
+
 class SkipOutliers:
     """Mixin for a Keras optimizer: an update whose gradient norm (over all weights,
     before any clipping) exceeds `skip_threshold`, or is not finite, is skipped
@@ -257,17 +262,31 @@ class SkipOutliers:
             return super().apply(grads, trainable_variables)
         if not self.built and trainable_variables is not None:
             self.build(list(trainable_variables))
-        norm = tf.linalg.global_norm([g for g in grads if g is not None])
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            return self._apply_unless_outlier(
+                _norm(grads), lambda: super(SkipOutliers, self).apply(
+                    grads, trainable_variables))
+        # A strategy aggregates gradients in a merge_call, which no cond may hold in
+        # a replica context (as Keras's LossScaleOptimizer): decide across replicas.
+        # The norm is the sum of the replicas' norms, a bound on their sum's norm.
+        def across(strategy, grads, trainable_variables):
+            norms = strategy.extended.call_for_each_replica(_norm, args=(grads,))
+            norm = strategy.reduce(tf.distribute.ReduceOp.SUM, norms, axis=None)
+            self._apply_unless_outlier(norm, lambda: strategy.extended.call_for_each_replica(
+                super(SkipOutliers, self).apply, args=(grads, trainable_variables)))
+
+        tf.distribute.get_replica_context().merge_call(
+            across, args=(grads, trainable_variables))
+
+    def _apply_unless_outlier(self, norm, apply):
         keep = tf.logical_and(tf.math.is_finite(norm), norm <= self.skip_threshold)
 
         def update():
-            super(SkipOutliers, self).apply(grads, trainable_variables)
+            apply()
             return tf.constant(0, tf.int64)
 
-        def skip():
-            return tf.constant(1, tf.int64)
-
-        self.skipped_updates.assign_add(tf.cond(keep, update, skip))
+        self.skipped_updates.assign_add(
+            tf.cond(keep, update, lambda: tf.constant(1, tf.int64)))
 
     def get_config(self):
         return {**super().get_config(), "skip_threshold": self.skip_threshold}
