@@ -875,3 +875,63 @@ def test_eager_model_calls_refuse_nan_with_the_words_of_check_values(files):
             call(images)
         assert str(refused.value) == str(expected.value)
     assert "has NaN (first in image 1)" in str(expected.value)
+
+
+# -- fit / evaluate / predict on arrays (issue 27) -----------------------------------------------
+
+def _compiled(num_classes=0):
+    keras.utils.set_random_seed(0)
+    model = tfvae.VAE(tfvae.MLPEncoder(2, (8,), context_dim=num_classes),
+                      tfvae.MLPDecoder(IMAGE_SHAPE, (8,)), num_classes=num_classes)
+    model.compile(optimizer="adam", jit_compile=False)
+    return model
+
+
+def test_integer_images_are_divided_by_255_in_fit_evaluate_and_predict():
+    model = _compiled()
+    pixels = (binary_images(32) * 255).astype(np.uint8)  # 0 and 255, as PNGs hold them
+    history = model.fit(pixels, epochs=1, batch_size=16, verbose=0).history
+    # 8 x 8 binary images cost at most ~64 log 2 = 44 nats at init; pixels of 255 taken
+    # as values cost thousands (the +66 million of 28 x 28 MNIST in issue 27).
+    assert -100 < history["elbo"][0] < 0
+    assert -100 < model.evaluate(pixels, verbose=0, return_dict=True)["elbo"] < 0
+    assert np.all(model.predict(pixels, verbose=0)["elbo"] > -100)
+
+
+ARRAY_CASES = {  # name: (images, labels or None, words of the ValueError)
+    "NaN": (np.where(np.arange(4)[:, None, None, None] == 1, np.nan, binary_images(4)),
+            None, r"x has NaN \(first in image 1\); images must be float32 in \[0, 1\]"),
+    "float 0-255": (binary_images(4) * 255, None, r"divide 0-255 images by 255"),
+    "wrong shape": (np.zeros((4, 7, 8, 1), np.float32), None,
+                    r"x has shape \(4, 7, 8, 1\); images must have shape \[batch, 8, 8, 1\]"),
+    "label out of range": (binary_images(4), np.array([0, 1, 5, 2]),
+                           r"x\['labels'\] hold 5 \(entry 2\); labels must be integer "
+                           r"class ids in 0..2"),
+    "negative label": (binary_images(4), np.array([0, -1, 1, 2]), r"hold -1 \(entry 1\)"),
+    "label count": (binary_images(4), np.zeros(3, np.int64),
+                    r"x\['labels'\] has 3 entries for 4 images"),
+    "float labels": (binary_images(4), np.zeros(4), r"are float64; labels must be"),
+}
+
+
+@pytest.mark.parametrize("case", ARRAY_CASES)
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_bad_arrays_are_refused_before_the_first_step(case, method):
+    images, labels, words = ARRAY_CASES[case]
+    model = _compiled(num_classes=3 if labels is not None else 0)
+    x = images if labels is None else {"images": images, "labels": labels}
+    with pytest.raises(ValueError, match=words):
+        getattr(model, method)(x, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+
+
+def test_a_conditional_model_refuses_images_alone_and_bad_validation_data():
+    model = _compiled(num_classes=3)
+    with pytest.raises(ValueError, match=r"This VAE is conditional: pass \{'images'"):
+        model.fit(binary_images(4), verbose=0)
+    good = {"images": binary_images(4), "labels": np.arange(4) % 3}
+    with pytest.raises(ValueError, match=r"validation_data\['labels'\] hold 3"):
+        model.fit(good, validation_data={**good, "labels": np.arange(4)}, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+    # One label for all images is broadcast, as `checks.as_labels` allows.
+    assert model.predict({**good, "labels": np.array([2])}, verbose=0)["elbo"].shape == (4,)

@@ -23,6 +23,7 @@ and ignores the rest.
 import inspect
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfvae import checks, heads, objectives
@@ -224,9 +225,12 @@ class VAE(keras.Model):
         if not self.context_width:
             return images, None
         if context is None:
-            raise ValueError(f"This VAE is conditional: pass {self.conditioning.example()}"
-                             " (a dict) instead of images alone.")
+            self._refuse_missing_context()
         return images, self.conditioning.tensor(context, tf.shape(images)[0])
+
+    def _refuse_missing_context(self):
+        raise ValueError(f"This VAE is conditional: pass {self.conditioning.example()}"
+                         " (a dict) instead of images alone.")
 
     def _check_images(self, images):
         """`images` as float32 after checking dtype and shape, and NaN or Inf when
@@ -583,13 +587,44 @@ class VAE(keras.Model):
                 f"targets: fit it on {self.conditioning.example()} (a dict, or a "
                 "tf.data.Dataset of such dicts), not on (x, y).")
 
+    def _checked_arrays(self, x, what="x"):
+        """`x` with numpy images (alone or a dict's "images") taken by the rules of
+        `checks.as_images`: 0-255 integers divided by 255; NaN, Inf, values outside
+        [0, 1] and other shapes refused in its words; a conditional model's labels
+        (`checks.as_labels`) or context checked against them. Anything else (a
+        `tf.data.Dataset`, tensors) passes unchanged: the trainer checks its data
+        (`data.check_images`)."""
+        inputs = x if isinstance(x, dict) else {"images": x}
+        if not isinstance(inputs.get("images"), np.ndarray):
+            return x
+        name = f"{what}['images']" if isinstance(x, dict) else what
+        inputs = {**inputs, "images": checks.as_images(inputs["images"],
+                                                       self.image_shape, name)}
+        if not self.context_width:
+            return inputs["images"] if not isinstance(x, dict) else inputs
+        if self.context_key not in inputs:
+            self._refuse_missing_context()
+        count, context = len(inputs["images"]), inputs[self.context_key]
+        if self.num_classes:
+            inputs["labels"] = checks.as_labels(context, self.num_classes, count,
+                                                f"{what}['labels']")
+        else:
+            self.conditioning.tensor(context, count)
+        return inputs
+
     def fit(self, x=None, y=None, *args, **kwargs):
         self._refuse_targets(x, y)
-        return super().fit(x, y, *args, **kwargs)
+        if "validation_data" in kwargs:
+            kwargs["validation_data"] = self._checked_arrays(
+                kwargs["validation_data"], "validation_data")
+        return super().fit(self._checked_arrays(x), y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._refuse_targets(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        return super().evaluate(self._checked_arrays(x), y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(self._checked_arrays(x), *args, **kwargs)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         results = super().compute_metrics(x, y, y_pred, sample_weight)
