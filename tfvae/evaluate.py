@@ -68,6 +68,9 @@ class Estimate:
         n = len(self.values)
         return float(np.std(self.values, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
 
+    def __str__(self):
+        return f"{self.mean:.3f} +- {self.stderr:.3f} nats ({len(self.values)} images)"
+
     def summary(self):
         return {"mean": self.mean, "stderr": self.stderr,
                 "num_images": int(len(self.values)), "seconds": self.seconds}
@@ -149,13 +152,17 @@ def batches(data, batch_size):
 
 
 def _count(data):
-    """Number of images in `data`, or None when a dataset does not know it."""
+    """Number of images in `data`, or None when a dataset does not know it (infinite
+    or of unknown length). A finite batched dataset is counted by one pass over its
+    batch sizes: a progress bar's total, at the cost of reading the data once."""
     if isinstance(data, tf.data.Dataset):
         n = data.cardinality().numpy()
         if n < 0:
             return None
         if _image_of(data.element_spec).shape.rank == 4:
-            return None  # number of batches, not of images
+            sizes = data.map(lambda *element: tf.shape(_image_of(
+                element[0] if len(element) == 1 else element))[0])
+            return int(sizes.reduce(0, lambda total, size: total + size))
         return int(n)
     return len(_image_of(data))
 

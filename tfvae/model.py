@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import checks, heads, objectives
+from tfvae import checks, evaluate, heads, objectives
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior, VampPrior
@@ -625,6 +625,16 @@ class VAE(keras.Model):
 
     def predict(self, x, *args, **kwargs):
         return super().predict(self._checked_arrays(x), *args, **kwargs)
+
+    def log_px(self, data, num_samples=1000, batch_size=100, seed=0, verbose=0):
+        """Importance-sampled log p(x) (log p(x|c) when conditional) in nats, with
+        k = `num_samples` (`evaluate.importance_sampled_log_px`) of `data`: images
+        (0-255 integers are divided by 255), a dict of a conditional model's inputs,
+        or a `tf.data.Dataset`. Returns an `evaluate.Estimate`: `.mean` nats per
+        image, `.stderr` its standard error, `.values` per image."""
+        return evaluate.importance_sampled_log_px(
+            self, self._checked_arrays(data, "data"), num_samples, batch_size,
+            seed=seed, verbose=verbose)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         results = super().compute_metrics(x, y, y_pred, sample_weight)
