@@ -935,3 +935,30 @@ def test_a_conditional_model_refuses_images_alone_and_bad_validation_data():
     assert int(model.optimizer.iterations) == 0
     # One label for all images is broadcast, as `checks.as_labels` allows.
     assert model.predict({**good, "labels": np.array([2])}, verbose=0)["elbo"].shape == (4,)
+
+
+# -- sizes beyond what memory allows (issue 27) ---------------------------------------------
+
+@pytest.mark.parametrize("flag, words", [
+    ("--flow_steps=100000", "flow_steps must be a positive integer (at most 64), got 100000"),
+    ("--flow_hidden_units=100000", "flow_hidden_units must be a positive integer (at most 8192)"),
+    ("--encoder_hidden_units=500,100000", "each of encoder_hidden_units must be a positive "
+     "integer (at most 8192), got 100000"),
+    ("--top_down_latent_dims=" + ",".join(["2"] * 65), "top_down_latent_dims lists 65 "
+     "layers; at most 64"),
+    ("--prior_components=1000000", "prior_components must be a positive integer (at most "
+     "10000)"),
+    ("--latent_dim=100000", "latent_dim must be a positive integer (at most 8192)"),
+])
+def test_sizes_beyond_the_bounds_are_refused_before_anything_is_built(flag, words, tmp_path):
+    """configs/mnist_iaf.cfg --flow_steps=100000 segfaulted while building."""
+    output = tmp_path / "run"
+    with pytest.raises(SystemExit) as done:
+        train.run(["tfvae.train", f"--flagfile={REPO}/configs/mnist_iaf.cfg", flag,
+                   f"--output_dir={output}"])
+    message = done.value.code
+    assert message.startswith("tfvae.train: error: ") and "\n" not in message
+    assert words in message, message
+    assert not output.exists()  # nothing built, no data read, no directory made
+    with pytest.raises(checks.InputError, match="flow_steps.*at most 64"):
+        builders.build_model(IMAGE_SHAPE, posterior="iaf", flow_steps=65)

@@ -262,6 +262,7 @@ def train_and_evaluate(
 def _setup(run):
     """The strategy, the directories, the data, the compiled model [and the curve]."""
     o = run.options
+    builders.check_sizes(**{k: run.config[k] for k in MODEL_OPTIONS})
     checks.choice("mixed_precision", o.mixed_precision, MIXED_PRECISION)
     run.save_freq = _save_freq(o.backup_save_freq)
     # A multi-worker strategy must exist before any other TensorFlow work.
