@@ -112,19 +112,27 @@ def _warm_start(model, path):
                          f"this run: {str(error).splitlines()[0]}") from None
 
 
-def _check_resumable(path, config):
-    """A backup may only be resumed by the same model and dataset."""
-    with open(path) as f:
-        previous = json.load(f)
+def _check_same_run(directory, config, resuming, overwrite):
+    """A run directory belongs to one run (its model and dataset): another run there,
+    finished or not, is refused unless `overwrite`, which deletes the old run's files
+    first. The same run goes on: from its backup when it has one."""
+    previous = rundir.read_config(directory)
     # An option missing from an older config.json had its default.
     before = {key: previous.get(key, DEFAULTS[key])
               for key in ("dataset", "conditional", *MODEL_OPTIONS)}
     changed = [f"{key}: {value!r} -> {config[key]!r}" for key, value in before.items()
                if json.loads(json.dumps(value)) != json.loads(json.dumps(config[key]))]
-    if changed:
-        raise ValueError(
-            f"{os.path.dirname(path)} holds a backup of a different run ("
-            f"{'; '.join(changed)}); use another --output_dir or delete its backup/.")
+    if not previous or not changed:
+        return resuming
+    if overwrite:
+        rundir.clear(directory)
+        print(f"--overwrite: deleted the run of another configuration in {directory}.",
+              flush=True)
+        return False
+    raise ValueError(
+        f"{directory} holds {'a backup of ' if resuming else ''}a different run "
+        f"({'; '.join(changed)}); use another --output_dir, or pass --overwrite to "
+        "replace it.")
 
 
 def _steps_per_epoch(train_ds, num_examples, batch_size, cap):
@@ -216,7 +224,7 @@ def train_and_evaluate(
         global_clipnorm=0.0, skip_threshold=0.0, use_ema=False, ema_momentum=0.99, early_stopping_patience=0, init_from="",
         # runtime
         seed=0, deterministic=False, strategy="default", tpu="", jit_compile=True,
-        steps_per_execution=1,
+        steps_per_execution=1, overwrite=False,
         mixed_precision="none", backup_save_freq="epoch", log_images=True, verbose=1,
         curve_points_per_decade=0, curve_images=1000, curve_nll_samples=0,
         # export
@@ -255,6 +263,7 @@ def train_and_evaluate(
         raise Interrupted(run.on_interrupt) from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        rundir.release(getattr(run, "lock", None))
 
 
 # -- setup -------------------------------------------------------------------------
@@ -297,10 +306,10 @@ def _prepare_directories(run):
     if o.export and run.chief:  # Fail now, not after hours of training.
         _check_writable(o.export_dir, "Export dir")
         export_lib.version_folder(o.export_dir, run.export_name, o.export_version or None)
-    run.resuming = os.path.exists(os.path.join(run.paths[rundir.BACKUP],
-                                               "latest.weights.h5"))
-    if run.resuming and os.path.exists(run.paths[rundir.CONFIG]):
-        _check_resumable(run.paths[rundir.CONFIG], run.config)
+    run.lock = rundir.claim(run.work_dir)
+    run.resuming = _check_same_run(
+        run.work_dir, run.config, os.path.exists(os.path.join(
+            run.paths[rundir.BACKUP], "latest.weights.h5")), o.overwrite)
 
 
 def _load_data(run):
@@ -586,6 +595,8 @@ def _define(name, help_text, **bounds):
 
 
 _define("output_dir", "Checkpoints, backups, TensorBoard logs, history and metrics.")
+_define("overwrite", "Replace the run of another configuration (model or dataset) "
+        "that --output_dir holds; without it such a directory is refused.")
 # data
 _define("dataset", f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset; "
         "or folder:DIR (PNG/JPEG) or npy:FILE.npy (see tfvae.data).")
