@@ -331,6 +331,10 @@ def export_cases(f):
         "version 0": ([good, base, "--version=0"], ("--version=0",)),
         "base dir under a file": ([good, f"--base_dir={f['a_file']}/models"], (
             "a_file",)),
+        "a SavedModel": ([f"--checkpoint={f['saved_model']}", base], (
+            "is an exported SavedModel already; give a .keras file or a trainer's run",)),
+        "a folder of no run": ([f"--checkpoint={f['exports_base']}", base], (
+            "is not a .keras file, a trainer output directory (model.keras)",)),
     }
 
 
@@ -341,6 +345,13 @@ def test_tools_export(files):
         one_line_error(outcome, "tools.export", *words)
     # Nothing half-written beside the one good version.
     assert os.listdir(os.path.join(f["exports_base"], "tiny")) == ["1"]
+    # A run directory (the fixture's root holds model.keras) exports its model.
+    run_dir = run_tool("tools.export", {"run": [
+        f"--checkpoint={files['root']}", f"--base_dir={f['exports_base']}",
+        "--name=from_run", "--tflite="]}, files["root"])["run"]
+    assert run_dir["code"] == 0, run_dir["stderr"][-3000:]
+    assert os.path.isfile(os.path.join(f["exports_base"], "from_run", "1",
+                                       "saved_model.pb"))
 
 
 # -- tools.visualize --------------------------------------------------------------------------
@@ -468,6 +479,8 @@ def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
     """Each case fails before any training (good runs: configs/README.md's figures)."""
     consistency = {
         "unconditional model": ([files["saved_model"]], (
+            "is not a class-conditional model",)),
+        "unconditional tflite": ([files["tflite_float32"]], (  # it raised AttributeError
             "is not a class-conditional model",)),
         "plain keras file": ([files["plain_keras"]], ("not a tfvae VAE",)),
         "no model": ([], ("usage: python -m tools.label_consistency MODEL",)),
@@ -962,3 +975,23 @@ def test_sizes_beyond_the_bounds_are_refused_before_anything_is_built(flag, word
     assert not output.exists()  # nothing built, no data read, no directory made
     with pytest.raises(checks.InputError, match="flow_steps.*at most 64"):
         builders.build_model(IMAGE_SHAPE, posterior="iaf", flow_steps=65)
+
+
+def test_tflite_and_saved_model_samplers_know_their_image_shape(files):
+    from tools.samplers import load_sampler
+
+    for path in (files["tflite_float32"], files["saved_model"]):
+        assert load_sampler(path).image_shape == IMAGE_SHAPE, path
+
+
+TOOLS = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "tools"))
+               if name.endswith(".py") and name not in ("__init__.py", "samplers.py"))
+
+
+@pytest.mark.parametrize("program", [*(f"tools.{t}" for t in TOOLS), "tfvae.train"])
+def test_help_exits_with_status_0(program):
+    """absl's --help exits with status 1; every command line's --help says 0."""
+    done = subprocess.run([sys.executable, "-m", program, "--help"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Try --helpfull to get a list of all flags." in done.stdout
