@@ -500,3 +500,14 @@ def test_a_spatial_hierarchy_in_bfloat16_resumes_after_a_kill(tmp_path):
     loaded = tf.saved_model.load(metrics["export"]["saved_model"])
     images = tf.zeros([2, 28, 28, 1])
     assert loaded.signatures["reconstruct"](images=images)["images"].dtype == tf.float32
+
+
+def test_steps_per_execution_beyond_an_epoch_is_capped_at_the_epoch(tmp_path, capsys):
+    """It showed 20/10 in the progress bar, with a negative time."""
+    metrics = _run(*_argv(**{**TINY, "epochs": 2, "steps_per_execution": 20,
+                             "verbose": 1})[1:], f"--output_dir={tmp_path}/run")
+    out = capsys.readouterr().out
+    assert ("--steps_per_execution=20 is more than the 3 steps of an epoch; each "
+            "compiled call runs 3.") in out
+    assert "3/3" in out and "20/3" not in out
+    assert metrics["optimizer_steps"] == 2 * 3

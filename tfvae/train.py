@@ -201,6 +201,16 @@ def _warmup_steps(requested, total_steps):
     return capped
 
 
+def _steps_per_execution(requested, steps_per_epoch):
+    """Steps per compiled call, at most an epoch's: beyond it Keras's progress bar
+    counts past the epoch (20/10) and shows a negative time."""
+    if not steps_per_epoch or requested <= steps_per_epoch:
+        return requested
+    print(f"--steps_per_execution={requested} is more than the {steps_per_epoch} steps "
+          f"of an epoch; each compiled call runs {steps_per_epoch}.", flush=True)
+    return steps_per_epoch
+
+
 class _Run:
     """What the steps of one run share: its options (as attributes of `options`),
     where it writes, its data and model, and what a Ctrl-C leaves."""
@@ -353,6 +363,7 @@ def _build_model(run):
     total_steps = run.steps * o.epochs if run.steps else None
     model_options = {k: run.config[k] for k in MODEL_OPTIONS}
     model_options["kl_warmup_steps"] = _warmup_steps(o.kl_warmup_steps, total_steps)
+    run.steps_per_execution = _steps_per_execution(o.steps_per_execution, run.steps)
     with run.strategy.scope():
         model = builders.build_model(
             run.info.image_shape, num_classes=run.info.num_classes if o.conditional else 0,
@@ -365,7 +376,7 @@ def _build_model(run):
             o.optimizer, lr, clipnorm=o.clipnorm, global_clipnorm=o.global_clipnorm,
             skip_threshold=o.skip_threshold, use_ema=o.use_ema,
             ema_momentum=o.ema_momentum), jit_compile=o.jit_compile,
-            steps_per_execution=o.steps_per_execution)
+            steps_per_execution=run.steps_per_execution)
     if o.init_from:
         _warm_start(model, o.init_from)
     # A forward pass on two images finds bad option combinations now.
@@ -434,7 +445,7 @@ def _bound_curve(run):
     # From the first batch end a point can be taken at (steps_per_execution steps).
     points = vae_callbacks.log_spaced(run.steps * o.epochs * examples_per_step,
                                       o.curve_points_per_decade,
-                                      first=examples_per_step * o.steps_per_execution)
+                                      first=examples_per_step * run.steps_per_execution)
     return vae_callbacks.BoundCurve(run.paths[rundir.CURVE], images, examples_per_step,
                                     points, o.curve_nll_samples, seed=o.seed,
                                     resume=run.resuming)
