@@ -995,3 +995,26 @@ def test_help_exits_with_status_0(program):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Try --helpfull to get a list of all flags." in done.stdout
+
+
+def test_integer_tensors_and_datasets_are_divided_by_255_too():
+    """Per batch in the graph (`data.integer_images`), eagerly by `checks.as_images`."""
+    from tfvae import evaluate
+
+    model = _compiled()
+    binary = binary_images(32)
+    pixels = (binary * 255).astype(np.uint8)
+    np.testing.assert_array_equal(model.elbo(pixels, seed=[1, 2])["elbo"],
+                                  model.elbo(binary, seed=[1, 2])["elbo"])
+    np.testing.assert_array_equal(  # 0/1 integers are binary images
+        model.elbo(binary.astype(np.int32), seed=[1, 2])["elbo"],
+        model.elbo(binary, seed=[1, 2])["elbo"])
+    with pytest.raises(checks.InputError, match=r"integer values in \[300, 300\]"):
+        model.elbo(np.full((2, *IMAGE_SHAPE), 300, np.int32))
+    history = model.fit(tf.data.Dataset.from_tensor_slices(pixels).batch(16), epochs=1,
+                        verbose=0).history
+    assert -100 < history["elbo"][0] < 0
+    as_floats, as_pixels = (evaluate.importance_sampled_log_px(
+        model, tf.data.Dataset.from_tensor_slices(x).batch(8), 4, batch_size=8,
+        verbose=0, jit_compile=False).values for x in (binary, pixels))
+    np.testing.assert_array_equal(as_pixels, as_floats)

@@ -408,6 +408,14 @@ def _draw_once(ds, scale, split_seed):
     return ds.enumerate().map(draw, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def integer_images(images):
+    """float32 images of integer pixels, in the graph, by the rule of
+    `checks.as_images` applied per batch: divided by 255 unless all are 0 or 1
+    (binary images). For tensors and datasets of integers, e.g. uint8 PNG pixels."""
+    images = tf.cast(images, tf.float32)
+    return images / tf.where(tf.reduce_max(images) > 1.0, 255.0, 1.0)
+
+
 def _as_floats(ds, scale, dynamic, seed):
     """Batches of stored pixels -> float32 in [0, 1]; with `dynamic`, a fresh
     Bernoulli draw per batch (one [2]-seed each, a new sequence every epoch,

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import objectives
+from tfvae import data, objectives
 
 tfd = tfp.distributions
 
@@ -107,12 +107,19 @@ def _image_of(element):
     return element
 
 
+def _float_images(images):
+    """float32 images; integer pixels by the rule of `data.integer_images`."""
+    images = tf.convert_to_tensor(images)
+    return data.integer_images(images) if images.dtype.is_integer \
+        else tf.cast(images, tf.float32)
+
+
 def _as_batch(element):
     """A model's inputs from a batch: float32 images, or for a conditional model's
     {"images": x, "labels" or "context": ...} that dict with float32 images."""
     if isinstance(element, dict) and "images" in element:
-        return {**element, "images": tf.cast(element["images"], tf.float32)}
-    return tf.cast(_image_of(element), tf.float32)
+        return {**element, "images": _float_images(element["images"])}
+    return _float_images(_image_of(element))
 
 
 def batches(data, batch_size):
@@ -148,7 +155,7 @@ def batches(data, batch_size):
         raise ValueError(f"Expected images [N, H, W, C], got an array of shape "
                          f"{array.shape}.")
     for start in range(0, len(array), batch_size):
-        yield tf.constant(array[start:start + batch_size], tf.float32)
+        yield _float_images(array[start:start + batch_size])
 
 
 def _count(data):

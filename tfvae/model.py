@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import checks, evaluate, heads, objectives
+from tfvae import checks, data, evaluate, heads, objectives
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior, VampPrior
@@ -234,12 +234,18 @@ class VAE(keras.Model):
 
     def _check_images(self, images):
         """`images` as float32 after checking dtype and shape, and NaN or Inf when
-        called eagerly. Traced calls (`fit`, the export) are left graph-pure: the
-        trainer checks its data first (`data.check_images`), the export's signatures
-        check at run time (`export._check_images`)."""
+        called eagerly; integer pixels are divided by 255 unless all are 0 or 1
+        (`checks.as_images` eagerly, `data.integer_images` per batch when traced).
+        Traced calls (`fit`, the export) are otherwise left graph-pure: the trainer
+        checks its data first (`data.check_images`), the export's signatures check
+        at run time (`export._check_images`)."""
         images = tf.convert_to_tensor(images)
-        if images.dtype != tf.float32:
-            if not (images.dtype.is_floating or images.dtype.is_integer):
+        if images.dtype.is_integer and tf.executing_eagerly():
+            images = tf.constant(checks.as_images(images.numpy(), self.image_shape))
+        elif images.dtype.is_integer:
+            images = data.integer_images(images)
+        elif images.dtype != tf.float32:
+            if not images.dtype.is_floating:
                 raise ValueError(f"VAE expects float32 images in [0, 1], got {images.dtype}.")
             images = tf.cast(images, tf.float32)
         shape = tuple(images.shape)
