@@ -331,6 +331,10 @@ def export_cases(f):
         "version 0": ([good, base, "--version=0"], ("--version=0",)),
         "base dir under a file": ([good, f"--base_dir={f['a_file']}/models"], (
             "a_file",)),
+        "a SavedModel": ([f"--checkpoint={f['saved_model']}", base], (
+            "is an exported SavedModel already; give a .keras file or a trainer's run",)),
+        "a folder of no run": ([f"--checkpoint={f['exports_base']}", base], (
+            "is not a .keras file, a trainer output directory (model.keras)",)),
     }
 
 
@@ -341,6 +345,13 @@ def test_tools_export(files):
         one_line_error(outcome, "tools.export", *words)
     # Nothing half-written beside the one good version.
     assert os.listdir(os.path.join(f["exports_base"], "tiny")) == ["1"]
+    # A run directory (the fixture's root holds model.keras) exports its model.
+    run_dir = run_tool("tools.export", {"run": [
+        f"--checkpoint={files['root']}", f"--base_dir={f['exports_base']}",
+        "--name=from_run", "--tflite="]}, files["root"])["run"]
+    assert run_dir["code"] == 0, run_dir["stderr"][-3000:]
+    assert os.path.isfile(os.path.join(f["exports_base"], "from_run", "1",
+                                       "saved_model.pb"))
 
 
 # -- tools.visualize --------------------------------------------------------------------------
@@ -468,6 +479,8 @@ def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
     """Each case fails before any training (good runs: configs/README.md's figures)."""
     consistency = {
         "unconditional model": ([files["saved_model"]], (
+            "is not a class-conditional model",)),
+        "unconditional tflite": ([files["tflite_float32"]], (  # it raised AttributeError
             "is not a class-conditional model",)),
         "plain keras file": ([files["plain_keras"]], ("not a tfvae VAE",)),
         "no model": ([], ("usage: python -m tools.label_consistency MODEL",)),
@@ -875,3 +888,133 @@ def test_eager_model_calls_refuse_nan_with_the_words_of_check_values(files):
             call(images)
         assert str(refused.value) == str(expected.value)
     assert "has NaN (first in image 1)" in str(expected.value)
+
+
+# -- fit / evaluate / predict on arrays (issue 27) -----------------------------------------------
+
+def _compiled(num_classes=0):
+    keras.utils.set_random_seed(0)
+    model = tfvae.VAE(tfvae.MLPEncoder(2, (8,), context_dim=num_classes),
+                      tfvae.MLPDecoder(IMAGE_SHAPE, (8,)), num_classes=num_classes)
+    model.compile(optimizer="adam", jit_compile=False)
+    return model
+
+
+def test_integer_images_are_divided_by_255_in_fit_evaluate_and_predict():
+    model = _compiled()
+    pixels = (binary_images(32) * 255).astype(np.uint8)  # 0 and 255, as PNGs hold them
+    history = model.fit(pixels, epochs=1, batch_size=16, verbose=0).history
+    # 8 x 8 binary images cost at most ~64 log 2 = 44 nats at init; pixels of 255 taken
+    # as values cost thousands (the +66 million of 28 x 28 MNIST in issue 27).
+    assert -100 < history["elbo"][0] < 0
+    assert -100 < model.evaluate(pixels, verbose=0, return_dict=True)["elbo"] < 0
+    assert np.all(model.predict(pixels, verbose=0)["elbo"] > -100)
+
+
+ARRAY_CASES = {  # name: (images, labels or None, words of the ValueError)
+    "NaN": (np.where(np.arange(4)[:, None, None, None] == 1, np.nan, binary_images(4)),
+            None, r"x has NaN \(first in image 1\); images must be float32 in \[0, 1\]"),
+    "float 0-255": (binary_images(4) * 255, None, r"divide 0-255 images by 255"),
+    "wrong shape": (np.zeros((4, 7, 8, 1), np.float32), None,
+                    r"x has shape \(4, 7, 8, 1\); images must have shape \[batch, 8, 8, 1\]"),
+    "label out of range": (binary_images(4), np.array([0, 1, 5, 2]),
+                           r"x\['labels'\] hold 5 \(entry 2\); labels must be integer "
+                           r"class ids in 0..2"),
+    "negative label": (binary_images(4), np.array([0, -1, 1, 2]), r"hold -1 \(entry 1\)"),
+    "label count": (binary_images(4), np.zeros(3, np.int64),
+                    r"x\['labels'\] has 3 entries for 4 images"),
+    "float labels": (binary_images(4), np.zeros(4), r"are float64; labels must be"),
+}
+
+
+@pytest.mark.parametrize("case", ARRAY_CASES)
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_bad_arrays_are_refused_before_the_first_step(case, method):
+    images, labels, words = ARRAY_CASES[case]
+    model = _compiled(num_classes=3 if labels is not None else 0)
+    x = images if labels is None else {"images": images, "labels": labels}
+    with pytest.raises(ValueError, match=words):
+        getattr(model, method)(x, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+
+
+def test_a_conditional_model_refuses_images_alone_and_bad_validation_data():
+    model = _compiled(num_classes=3)
+    with pytest.raises(ValueError, match=r"This VAE is conditional: pass \{'images'"):
+        model.fit(binary_images(4), verbose=0)
+    good = {"images": binary_images(4), "labels": np.arange(4) % 3}
+    with pytest.raises(ValueError, match=r"validation_data\['labels'\] hold 3"):
+        model.fit(good, validation_data={**good, "labels": np.arange(4)}, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+    # One label for all images is broadcast, as `checks.as_labels` allows.
+    assert model.predict({**good, "labels": np.array([2])}, verbose=0)["elbo"].shape == (4,)
+
+
+# -- sizes beyond what memory allows (issue 27) ---------------------------------------------
+
+@pytest.mark.parametrize("flag, words", [
+    ("--flow_steps=100000", "flow_steps must be a positive integer (at most 64), got 100000"),
+    ("--flow_hidden_units=100000", "flow_hidden_units must be a positive integer (at most 8192)"),
+    ("--encoder_hidden_units=500,100000", "each of encoder_hidden_units must be a positive "
+     "integer (at most 8192), got 100000"),
+    ("--top_down_latent_dims=" + ",".join(["2"] * 65), "top_down_latent_dims lists 65 "
+     "layers; at most 64"),
+    ("--prior_components=1000000", "prior_components must be a positive integer (at most "
+     "10000)"),
+    ("--latent_dim=100000", "latent_dim must be a positive integer (at most 8192)"),
+])
+def test_sizes_beyond_the_bounds_are_refused_before_anything_is_built(flag, words, tmp_path):
+    """configs/mnist_iaf.cfg --flow_steps=100000 segfaulted while building."""
+    output = tmp_path / "run"
+    with pytest.raises(SystemExit) as done:
+        train.run(["tfvae.train", f"--flagfile={REPO}/configs/mnist_iaf.cfg", flag,
+                   f"--output_dir={output}"])
+    message = done.value.code
+    assert message.startswith("tfvae.train: error: ") and "\n" not in message
+    assert words in message, message
+    assert not output.exists()  # nothing built, no data read, no directory made
+    with pytest.raises(checks.InputError, match="flow_steps.*at most 64"):
+        builders.build_model(IMAGE_SHAPE, posterior="iaf", flow_steps=65)
+
+
+def test_tflite_and_saved_model_samplers_know_their_image_shape(files):
+    from tools.samplers import load_sampler
+
+    for path in (files["tflite_float32"], files["saved_model"]):
+        assert load_sampler(path).image_shape == IMAGE_SHAPE, path
+
+
+TOOLS = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "tools"))
+               if name.endswith(".py") and name not in ("__init__.py", "samplers.py"))
+
+
+@pytest.mark.parametrize("program", [*(f"tools.{t}" for t in TOOLS), "tfvae.train"])
+def test_help_exits_with_status_0(program):
+    """absl's --help exits with status 1; every command line's --help says 0."""
+    done = subprocess.run([sys.executable, "-m", program, "--help"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Try --helpfull to get a list of all flags." in done.stdout
+
+
+def test_integer_tensors_and_datasets_are_divided_by_255_too():
+    """Per batch in the graph (`data.integer_images`), eagerly by `checks.as_images`."""
+    from tfvae import evaluate
+
+    model = _compiled()
+    binary = binary_images(32)
+    pixels = (binary * 255).astype(np.uint8)
+    np.testing.assert_array_equal(model.elbo(pixels, seed=[1, 2])["elbo"],
+                                  model.elbo(binary, seed=[1, 2])["elbo"])
+    np.testing.assert_array_equal(  # 0/1 integers are binary images
+        model.elbo(binary.astype(np.int32), seed=[1, 2])["elbo"],
+        model.elbo(binary, seed=[1, 2])["elbo"])
+    with pytest.raises(checks.InputError, match=r"integer values in \[300, 300\]"):
+        model.elbo(np.full((2, *IMAGE_SHAPE), 300, np.int32))
+    history = model.fit(tf.data.Dataset.from_tensor_slices(pixels).batch(16), epochs=1,
+                        verbose=0).history
+    assert -100 < history["elbo"][0] < 0
+    as_floats, as_pixels = (evaluate.importance_sampled_log_px(
+        model, tf.data.Dataset.from_tensor_slices(x).batch(8), 4, batch_size=8,
+        verbose=0, jit_compile=False).values for x in (binary, pixels))
+    np.testing.assert_array_equal(as_pixels, as_floats)

@@ -1,5 +1,7 @@
 """tfvae.data on tfds.testing.mock_data: values, shapes, binarization, errors."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -97,6 +99,36 @@ def test_missing_manual_files_say_what_to_put_where(tmp_path):
     for name in ("test", "train", "valid"):
         assert f"binarized_mnist_{name}.amat" in message
     assert "--tfds_manual_dir" in message
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped"])
+def test_a_damaged_manual_file_is_named_with_what_to_do(damage, tmp_path):
+    """A cut-short .amat was reported as TFDS's "has wrong checksum:" with the advice
+    to pass the --tfds_manual_dir that was passed."""
+    shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                          "binarized_mnist")
+    if not os.path.isdir(shared):
+        pytest.skip("no copy of binarized_mnist's .amat files")
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    for name in ("train", "valid"):
+        os.symlink(os.path.abspath(f"{shared}/binarized_mnist_{name}.amat"),
+                   manual / f"binarized_mnist_{name}.amat")
+    content = bytearray(open(f"{shared}/binarized_mnist_test.amat", "rb").read())
+    if damage == "cut":
+        content = content[:len(content) // 2]
+    else:
+        content[1000] ^= 1  # "0" <-> "1": the same size
+    (manual / "binarized_mnist_test.amat").write_bytes(content)
+    with pytest.raises(data.DataUnavailableError) as error:
+        data.dataset_info("binarized_mnist", data_dir=str(tmp_path / "tfds"),
+                          manual_dir=str(manual))
+    message = str(error.value)
+    assert message.startswith(f"{manual}/binarized_mnist_test.amat is damaged (")
+    assert message.endswith("replace it with a good copy of the file.")
+    assert ("cut short: 7,840,000 bytes, TFDS registers 15,680,000" if damage == "cut"
+            else "its SHA-256 is not the one TFDS registers") in message
+    assert "\n" not in message and "--tfds_manual_dir" not in message
 
 
 def test_bad_binarization_and_batch_size():

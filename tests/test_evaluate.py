@@ -10,6 +10,8 @@ closes as k grows).
 
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -324,3 +326,31 @@ def test_benchmark_tool_takes_the_configs_model_and_steps_per_execution(tmp_path
     assert 4 * weights < train["gflop_per_image"] * 1e9 < 7 * weights
     assert report["machine"]["matmul_tflop_per_s"]["bfloat16"] > 0
     assert report["results"]["jit_compile=False, float32"]["nll"]["num_samples"] == 8
+
+
+def test_import_tfvae_gives_the_modules_the_readme_names():
+    """Without importing a submodule by hand (issue 27); tfvae.train on first use."""
+    code = ("import tfvae; tfvae.evaluate.importance_sampled_log_px; tfvae.plots; "
+            "tfvae.objectives; print(tfvae.train.train_and_evaluate.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "train_and_evaluate"
+
+
+def test_log_px_in_one_call_from_arrays_dicts_and_datasets(capsys):
+    model = VAE(MLPEncoder(2, hidden_units=(8,)), MLPDecoder((4, 4, 1), (8,)))
+    images = (np.random.default_rng(1).random([37, 4, 4, 1]) < 0.3).astype(np.float32)
+    estimator = ev.importance_sampled_log_px(model, images, 20, batch_size=10, seed=4,
+                                             verbose=0)
+    for data in (images, (images * 255).astype(np.uint8), {"images": images},
+                 tf.data.Dataset.from_tensor_slices(images).batch(10)):
+        estimate = model.log_px(data, num_samples=20, batch_size=10, seed=4)
+        np.testing.assert_array_equal(estimate.values, estimator.values)
+    assert estimate.mean == pytest.approx(np.mean(estimator.values))
+    assert 0 < estimate.stderr < 1 and estimate.values.shape == (37,)
+    assert estimate.mean > np.mean(model.elbo(images)["elbo"]) - 3 * estimate.stderr
+    capsys.readouterr()
+    labelled = tf.data.Dataset.from_tensor_slices((images, np.arange(37))).batch(10)
+    model.log_px(labelled, num_samples=2, batch_size=10, verbose=1)
+    assert "37/37" in capsys.readouterr().out  # the bar's total, not "Unknown"

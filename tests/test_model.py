@@ -454,7 +454,8 @@ def test_wrong_image_shape_is_a_clear_error():
         model.encode(wrong)
     with pytest.raises(ValueError, match=message):
         model.elbo(wrong)
-    with pytest.raises(ValueError, match="VAE expects images of shape"):
+    with pytest.raises(ValueError, match=r"x has shape \(2, 8, 9, 1\); images must "
+                       r"have shape \[batch, 8, 8, 1\]"):  # an array: the CLI's words
         model.fit(wrong, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="VAE expects images of shape"):
         model.encode(np.zeros((8, 8, 1), "float32"))  # a missing batch axis

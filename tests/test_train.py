@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfvae import builders, callbacks as vae_callbacks, data, train
+from tfvae import builders, callbacks as vae_callbacks, data, rundir, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 48  # 3 steps of 16 per epoch
@@ -292,6 +292,43 @@ def test_a_backup_of_another_model_is_refused(tmp_path):
         {**train.options_from_flags(), "dataset": "mnist", "latent_dim": 7}))
     message = _fails(*_argv(**TINY)[1:], f"--output_dir={output_dir}")
     assert "holds a backup of a different run (latent_dim: 7 -> 2" in message
+    assert "pass --overwrite to replace it" in message
+
+
+def test_a_run_directory_belongs_to_one_run(tmp_path):
+    """A finished run is neither overwritten by another configuration (it was,
+    silently) nor kept from --overwrite; the same configuration runs again there."""
+    output_dir, one = tmp_path / "run", {**TINY, "epochs": 1}
+    _run(*_argv(**one)[1:], f"--output_dir={output_dir}")
+    files = {name: (output_dir / name).read_bytes()
+             for name in ("config.json", "best.keras", "model.keras", "metrics.json")}
+    message = _fails(*_argv(**{**one, "latent_dim": 3})[1:], f"--output_dir={output_dir}")
+    assert f"{output_dir} holds a different run (latent_dim: 2 -> 3); use another " \
+        "--output_dir, or pass --overwrite" in message
+    assert files == {name: (output_dir / name).read_bytes() for name in files}
+    _run(*_argv(**{**one, "latent_dim": 3})[1:], "--overwrite",
+         f"--output_dir={output_dir}")
+    assert json.loads((output_dir / "config.json").read_text())["latent_dim"] == 3
+    assert len(_history(output_dir / "history.csv")) == 1  # the old rows deleted
+    _run(*_argv(**{**one, "latent_dim": 3, "epochs": 2})[1:], f"--output_dir={output_dir}")
+    assert not (output_dir / ".lock").exists()
+
+
+def test_a_second_trainer_on_one_directory_is_refused_until_the_first_ends(tmp_path):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock = output_dir / ".lock"
+        lock.write_text(rundir._process(first.pid))  # as the first trainer's claim
+        message = _fails(*_argv(**TINY)[1:], f"--output_dir={output_dir}")
+        assert f"{output_dir} is in use by another trainer (PID {first.pid} on " in message
+        assert not (output_dir / "config.json").exists()
+    finally:
+        first.kill()
+        first.wait()
+    _run(*_argv(**{**TINY, "epochs": 1})[1:], f"--output_dir={output_dir}")  # a killed run's lock
+    assert (output_dir / "model.keras").exists() and not lock.exists()
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -463,3 +500,14 @@ def test_a_spatial_hierarchy_in_bfloat16_resumes_after_a_kill(tmp_path):
     loaded = tf.saved_model.load(metrics["export"]["saved_model"])
     images = tf.zeros([2, 28, 28, 1])
     assert loaded.signatures["reconstruct"](images=images)["images"].dtype == tf.float32
+
+
+def test_steps_per_execution_beyond_an_epoch_is_capped_at_the_epoch(tmp_path, capsys):
+    """It showed 20/10 in the progress bar, with a negative time."""
+    metrics = _run(*_argv(**{**TINY, "epochs": 2, "steps_per_execution": 20,
+                             "verbose": 1})[1:], f"--output_dir={tmp_path}/run")
+    out = capsys.readouterr().out
+    assert ("--steps_per_execution=20 is more than the 3 steps of an epoch; each "
+            "compiled call runs 3.") in out
+    assert "3/3" in out and "20/3" not in out
+    assert metrics["optimizer_steps"] == 2 * 3

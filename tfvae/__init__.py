@@ -23,6 +23,18 @@ else:
     from tfvae.model import VAE
     from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
     from tfvae.priors import ConditionalPrior, MixturePrior, StandardNormalPrior, VampPrior
+    # The modules the README names, as attributes of `import tfvae`.
+    from tfvae import evaluate, objectives, plots  # noqa: F401
+
+
+def __getattr__(name):
+    """`tfvae.train` on first use: it defines the trainer's absl flags, which the
+    tools' own flags (--batch_size, --seed) would clash with if every import did."""
+    if name == "train":
+        import importlib
+
+        return importlib.import_module("tfvae.train")
+    raise AttributeError(f"module 'tfvae' has no attribute {name!r}")
 
 __all__ = [
     "VAE",

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from tfvae import blocks
-from tfvae.checks import choice, first_line
+from tfvae.checks import InputError, check_count, choice, first_line
 from tfvae.heads import POSTERIORS
 from tfvae.hierarchy import TopDownBlock
 from tfvae.model import OPTIONS, VAE
@@ -37,6 +37,33 @@ LR_SCHEDULES = ("constant", "cosine", "exponential")
 # Steps over which the EMA decay warms up: min(momentum, (1 + t) / (EMA_WARMUP + t)).
 EMA_WARMUP = 10
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+# The largest sizes built, far above any published setting: larger ones do not fail
+# cleanly but exhaust memory or crash while building (--flow_steps=100000 segfaulted).
+# A width of 8192 is a 67M-weight Dense layer (1 GB with Adam's moments and gradient).
+SIZE_LIMITS = {"latent_dim": 8192, "width": 8192, "layers": 64, "flow_steps": 64,
+               "prior_components": 10_000}
+WIDTHS = ("encoder_hidden_units", "decoder_hidden_units", "encoder_filters",
+          "decoder_filters", "top_down_latent_dims", "top_down_hidden_units")
+
+
+def check_sizes(latent_dim=50, flow_steps=2, flow_hidden_units=256, prior_components=0,
+                **options):
+    """InputError naming the option and its bound (`SIZE_LIMITS`) when a size is out
+    of it; called before anything is built, by `build_model` and the trainer."""
+    check_count(latent_dim, "latent_dim", SIZE_LIMITS["latent_dim"])
+    check_count(flow_steps, "flow_steps", SIZE_LIMITS["flow_steps"])
+    check_count(flow_hidden_units, "flow_hidden_units", SIZE_LIMITS["width"])
+    if prior_components:  # 0: the prior's default
+        check_count(prior_components, "prior_components", SIZE_LIMITS["prior_components"])
+    for name in WIDTHS:
+        units = _ints(name, options.get(name, ()))
+        if len(units) > SIZE_LIMITS["layers"]:
+            raise InputError(f"{name} lists {len(units)} layers; at most "
+                             f"{SIZE_LIMITS['layers']}.")
+        for value in units:
+            check_count(value, f"each of {name}", SIZE_LIMITS["width"])
 
 
 def _ints(name, values):
@@ -84,8 +111,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
         raise ValueError(f"Unknown model option(s) {', '.join(unknown)}; the options are "
                          f"{', '.join(MODEL_DEFAULTS)}.")
     image_shape = _ints("image_shape", image_shape)
-    if int(latent_dim) < 1:
-        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
+    check_sizes(latent_dim, flow_steps, flow_hidden_units, prior_components,
+                **{name: value for name, value in locals().items() if name in WIDTHS})
     context = dict(num_classes=int(num_classes), context_dim=int(context_dim))
     width = context["num_classes"] or context["context_dim"]
     head = dict(posterior=choice("posterior", posterior, POSTERIORS),

@@ -295,14 +295,22 @@ def flag_error(error):
     return str(error).splitlines()[0].removeprefix("ERROR:: ")
 
 
+# absl's help flags (`app.define_help_flags`), which exit with status 1 after the help.
+HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?", "h")
+
+
 def flags_parser(program):
-    """An absl `flags_parser` for `app.run` that reports a bad flag in one line."""
+    """An absl `flags_parser` for `app.run` that reports a bad flag in one line and
+    exits with status 0 after the help that was asked for."""
 
     def parse(argv):
         try:
             return flags.FLAGS(argv)
         except flags.Error as error:
             fail(program, flag_error(error))
+        except SystemExit as done:
+            asked = any(arg.split("=")[0].lstrip("-") in HELP_FLAGS for arg in argv[1:])
+            sys.exit(0 if asked and done.code == 1 else done.code)
 
     return parse
 

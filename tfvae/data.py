@@ -51,6 +51,7 @@ split, num_classes and class_names.
 import collections
 import math
 import os
+import re
 import socket
 import tempfile
 import urllib.parse
@@ -111,6 +112,31 @@ def _missing_data_message(builder, reason):
             f"--tfds_manual_dir=../shared/data/{builder.name}.")
 
 
+def _damaged(path, reason):
+    return DataUnavailableError(f"{path} is damaged ({reason}); replace it with a good "
+                                "copy of the file.")
+
+
+def _check_sizes(builder, manual_dir):
+    """DataUnavailableError naming a manual file whose size is not the registered one
+    (a cut-short copy), before TFDS hashes them all and blames the --tfds_manual_dir."""
+    for info in (builder.url_infos or {}).values():
+        path = os.path.join(manual_dir, info.filename or "")
+        if info.filename and info.size and os.path.isfile(path):
+            size, want = os.path.getsize(path), int(info.size)
+            if size != want:
+                raise _damaged(path, f"{'cut short: ' if size < want else ''}{size:,} "
+                                     f"bytes, TFDS registers {want:,}")
+
+
+def _wrong_checksum(error):
+    """TFDS's NonMatchingChecksumError as one line naming the file, or None."""
+    found = re.search(r"downloaded to (.+?), has wrong checksum", str(error))
+    if type(error).__name__ != "NonMatchingChecksumError" or not found:
+        return None
+    return _damaged(found.group(1), "its SHA-256 is not the one TFDS registers")
+
+
 def _unreachable_host(builder):
     """A download host that does not resolve (no internet), or None."""
     if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
@@ -164,10 +190,13 @@ def get_builder(name, data_dir=None, manual_dir=None):
                 manual_dir = mirrors.manual_dir_for(name, manual_dir, registered, staging)
             except mirrors.MirrorError as error:
                 raise DataUnavailableError(str(error)) from None
+            _check_sizes(builder, manual_dir)
         try:
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
         except Exception as error:  # noqa: BLE001 -- TFDS raises many kinds
+            if _wrong_checksum(error):
+                raise _wrong_checksum(error) from error
             first_line = checks.first_line(error)
             raise DataUnavailableError(_missing_data_message(builder, first_line)) \
                 from error
@@ -377,6 +406,14 @@ def _draw_once(ds, scale, split_seed):
         return (tf.cast(noise < image, tf.uint8), *example[1:])
 
     return ds.enumerate().map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def integer_images(images):
+    """float32 images of integer pixels, in the graph, by the rule of
+    `checks.as_images` applied per batch: divided by 255 unless all are 0 or 1
+    (binary images). For tensors and datasets of integers, e.g. uint8 PNG pixels."""
+    images = tf.cast(images, tf.float32)
+    return images / tf.where(tf.reduce_max(images) > 1.0, 255.0, 1.0)
 
 
 def _as_floats(ds, scale, dynamic, seed):

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import objectives
+from tfvae import data, objectives
 
 tfd = tfp.distributions
 
@@ -67,6 +67,9 @@ class Estimate:
         """Standard error of the mean over images."""
         n = len(self.values)
         return float(np.std(self.values, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
+    def __str__(self):
+        return f"{self.mean:.3f} +- {self.stderr:.3f} nats ({len(self.values)} images)"
 
     def summary(self):
         return {"mean": self.mean, "stderr": self.stderr,
@@ -104,12 +107,19 @@ def _image_of(element):
     return element
 
 
+def _float_images(images):
+    """float32 images; integer pixels by the rule of `data.integer_images`."""
+    images = tf.convert_to_tensor(images)
+    return data.integer_images(images) if images.dtype.is_integer \
+        else tf.cast(images, tf.float32)
+
+
 def _as_batch(element):
     """A model's inputs from a batch: float32 images, or for a conditional model's
     {"images": x, "labels" or "context": ...} that dict with float32 images."""
     if isinstance(element, dict) and "images" in element:
-        return {**element, "images": tf.cast(element["images"], tf.float32)}
-    return tf.cast(_image_of(element), tf.float32)
+        return {**element, "images": _float_images(element["images"])}
+    return _float_images(_image_of(element))
 
 
 def batches(data, batch_size):
@@ -145,17 +155,21 @@ def batches(data, batch_size):
         raise ValueError(f"Expected images [N, H, W, C], got an array of shape "
                          f"{array.shape}.")
     for start in range(0, len(array), batch_size):
-        yield tf.constant(array[start:start + batch_size], tf.float32)
+        yield _float_images(array[start:start + batch_size])
 
 
 def _count(data):
-    """Number of images in `data`, or None when a dataset does not know it."""
+    """Number of images in `data`, or None when a dataset does not know it (infinite
+    or of unknown length). A finite batched dataset is counted by one pass over its
+    batch sizes: a progress bar's total, at the cost of reading the data once."""
     if isinstance(data, tf.data.Dataset):
         n = data.cardinality().numpy()
         if n < 0:
             return None
         if _image_of(data.element_spec).shape.rank == 4:
-            return None  # number of batches, not of images
+            sizes = data.map(lambda *element: tf.shape(_image_of(
+                element[0] if len(element) == 1 else element))[0])
+            return int(sizes.reduce(0, lambda total, size: total + size))
         return int(n)
     return len(_image_of(data))
 

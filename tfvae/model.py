@@ -23,9 +23,10 @@ and ignores the rest.
 import inspect
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfvae import checks, heads, objectives
+from tfvae import checks, data, evaluate, heads, objectives
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior, VampPrior
@@ -224,18 +225,27 @@ class VAE(keras.Model):
         if not self.context_width:
             return images, None
         if context is None:
-            raise ValueError(f"This VAE is conditional: pass {self.conditioning.example()}"
-                             " (a dict) instead of images alone.")
+            self._refuse_missing_context()
         return images, self.conditioning.tensor(context, tf.shape(images)[0])
+
+    def _refuse_missing_context(self):
+        raise ValueError(f"This VAE is conditional: pass {self.conditioning.example()}"
+                         " (a dict) instead of images alone.")
 
     def _check_images(self, images):
         """`images` as float32 after checking dtype and shape, and NaN or Inf when
-        called eagerly. Traced calls (`fit`, the export) are left graph-pure: the
-        trainer checks its data first (`data.check_images`), the export's signatures
-        check at run time (`export._check_images`)."""
+        called eagerly; integer pixels are divided by 255 unless all are 0 or 1
+        (`checks.as_images` eagerly, `data.integer_images` per batch when traced).
+        Traced calls (`fit`, the export) are otherwise left graph-pure: the trainer
+        checks its data first (`data.check_images`), the export's signatures check
+        at run time (`export._check_images`)."""
         images = tf.convert_to_tensor(images)
-        if images.dtype != tf.float32:
-            if not (images.dtype.is_floating or images.dtype.is_integer):
+        if images.dtype.is_integer and tf.executing_eagerly():
+            images = tf.constant(checks.as_images(images.numpy(), self.image_shape))
+        elif images.dtype.is_integer:
+            images = data.integer_images(images)
+        elif images.dtype != tf.float32:
+            if not images.dtype.is_floating:
                 raise ValueError(f"VAE expects float32 images in [0, 1], got {images.dtype}.")
             images = tf.cast(images, tf.float32)
         shape = tuple(images.shape)
@@ -583,13 +593,54 @@ class VAE(keras.Model):
                 f"targets: fit it on {self.conditioning.example()} (a dict, or a "
                 "tf.data.Dataset of such dicts), not on (x, y).")
 
+    def _checked_arrays(self, x, what="x"):
+        """`x` with numpy images (alone or a dict's "images") taken by the rules of
+        `checks.as_images`: 0-255 integers divided by 255; NaN, Inf, values outside
+        [0, 1] and other shapes refused in its words; a conditional model's labels
+        (`checks.as_labels`) or context checked against them. Anything else (a
+        `tf.data.Dataset`, tensors) passes unchanged: the trainer checks its data
+        (`data.check_images`)."""
+        inputs = x if isinstance(x, dict) else {"images": x}
+        if not isinstance(inputs.get("images"), np.ndarray):
+            return x
+        name = f"{what}['images']" if isinstance(x, dict) else what
+        inputs = {**inputs, "images": checks.as_images(inputs["images"],
+                                                       self.image_shape, name)}
+        if not self.context_width:
+            return inputs["images"] if not isinstance(x, dict) else inputs
+        if self.context_key not in inputs:
+            self._refuse_missing_context()
+        count, context = len(inputs["images"]), inputs[self.context_key]
+        if self.num_classes:
+            inputs["labels"] = checks.as_labels(context, self.num_classes, count,
+                                                f"{what}['labels']")
+        else:
+            self.conditioning.tensor(context, count)
+        return inputs
+
     def fit(self, x=None, y=None, *args, **kwargs):
         self._refuse_targets(x, y)
-        return super().fit(x, y, *args, **kwargs)
+        if "validation_data" in kwargs:
+            kwargs["validation_data"] = self._checked_arrays(
+                kwargs["validation_data"], "validation_data")
+        return super().fit(self._checked_arrays(x), y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._refuse_targets(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        return super().evaluate(self._checked_arrays(x), y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(self._checked_arrays(x), *args, **kwargs)
+
+    def log_px(self, data, num_samples=1000, batch_size=100, seed=0, verbose=0):
+        """Importance-sampled log p(x) (log p(x|c) when conditional) in nats, with
+        k = `num_samples` (`evaluate.importance_sampled_log_px`) of `data`: images
+        (0-255 integers are divided by 255), a dict of a conditional model's inputs,
+        or a `tf.data.Dataset`. Returns an `evaluate.Estimate`: `.mean` nats per
+        image, `.stderr` its standard error, `.values` per image."""
+        return evaluate.importance_sampled_log_px(
+            self, self._checked_arrays(data, "data"), num_samples, batch_size,
+            seed=seed, verbose=verbose)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         results = super().compute_metrics(x, y, y_pred, sample_weight)

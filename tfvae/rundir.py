@@ -15,6 +15,9 @@
                    sprite and labels, for the Projector tab (`tfvae.projector`)
     backup/        BackupAndRestore state; a killed run started again with the same
                    command continues from it. Deleted when training finishes.
+    .lock          while a trainer runs: its host, PID and start time (`claim`), so
+                   that a second trainer on the directory is refused; a killed
+                   run's lock is taken over.
 
 The tools (`tools.evaluate`, `tools.visualize`) and the plots find their inputs here.
 """
@@ -24,6 +27,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import socket
 
 CONFIG = "config.json"
 BEST = "best.keras"
@@ -35,11 +40,96 @@ LOGS = "logs"
 METADATA_FILE = "metadata.json"  # beside an export's saved_model.pb
 BACKUP = "backup"
 FILES = (CONFIG, BEST, FINAL, HISTORY, METRICS, CURVE, LOGS, BACKUP)
+LOCK = ".lock"
 
 
 def paths(directory):
     """{file name: its path in `directory`} for every file a run writes."""
     return {name: os.path.join(directory, name) for name in FILES}
+
+
+def clear(directory):
+    """Deletes what a run wrote in `directory` (its `FILES`), nothing else."""
+    for path in paths(directory).values():
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+# -- one trainer per directory ------------------------------------------------------
+
+class InUse(ValueError):
+    """Another live trainer holds the directory's lock."""
+
+
+def _process(pid):
+    """'host pid start-time' of a process; the start time (from /proc, else "?")
+    tells a live process from a later one that reuses the PID."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start = "?" if fields[0] == "Z" else fields[19]  # a zombie is dead
+    except (OSError, IndexError):
+        start = None
+    return None if start is None else f"{socket.gethostname()} {pid} {start}"
+
+
+def _alive(holder):
+    """Whether the process a lock names runs (on another host: assumed so)."""
+    host, pid, start = (holder.split() + ["", "", ""])[:3]
+    if host != socket.gethostname():
+        return True
+    if not pid.isdigit():
+        return False
+    if os.path.isdir("/proc"):
+        return _process(int(pid)) == holder
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def claim(directory):
+    """Takes `directory`'s lock for this process; InUse (one line) when a live
+    trainer holds it. The lock of a killed trainer (its PID gone or reused) or of
+    this process is taken over. Returns the lock's path, for `release`."""
+    path = os.path.join(directory, LOCK)
+    me = _process(os.getpid()) or f"{socket.gethostname()} {os.getpid()} ?"
+    for _ in range(3):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            with open(path) as f:
+                holder = f.read().strip()
+            if holder and holder != me and _alive(holder):
+                raise InUse(f"{directory} is in use by another trainer (PID "
+                            f"{holder.split()[1]} on {holder.split()[0]}); wait for it to "
+                            "end or use another --output_dir (if it is not running, "
+                            f"delete {path}).") from None
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(handle, "w") as f:
+            f.write(me)
+        return path
+    raise InUse(f"{directory}: another trainer keeps taking its lock {path}.")
+
+
+def release(path):
+    """Deletes the lock at `path` if this process holds it."""
+    me = _process(os.getpid()) or f"{socket.gethostname()} {os.getpid()} ?"
+    try:
+        with open(path) as f:
+            if f.read().strip() == me:
+                os.remove(path)
+    except (OSError, TypeError):
+        pass
 
 
 def read_json(path, default=None):

@@ -112,19 +112,27 @@ def _warm_start(model, path):
                          f"this run: {str(error).splitlines()[0]}") from None
 
 
-def _check_resumable(path, config):
-    """A backup may only be resumed by the same model and dataset."""
-    with open(path) as f:
-        previous = json.load(f)
+def _check_same_run(directory, config, resuming, overwrite):
+    """A run directory belongs to one run (its model and dataset): another run there,
+    finished or not, is refused unless `overwrite`, which deletes the old run's files
+    first. The same run goes on: from its backup when it has one."""
+    previous = rundir.read_config(directory)
     # An option missing from an older config.json had its default.
     before = {key: previous.get(key, DEFAULTS[key])
               for key in ("dataset", "conditional", *MODEL_OPTIONS)}
     changed = [f"{key}: {value!r} -> {config[key]!r}" for key, value in before.items()
                if json.loads(json.dumps(value)) != json.loads(json.dumps(config[key]))]
-    if changed:
-        raise ValueError(
-            f"{os.path.dirname(path)} holds a backup of a different run ("
-            f"{'; '.join(changed)}); use another --output_dir or delete its backup/.")
+    if not previous or not changed:
+        return resuming
+    if overwrite:
+        rundir.clear(directory)
+        print(f"--overwrite: deleted the run of another configuration in {directory}.",
+              flush=True)
+        return False
+    raise ValueError(
+        f"{directory} holds {'a backup of ' if resuming else ''}a different run "
+        f"({'; '.join(changed)}); use another --output_dir, or pass --overwrite to "
+        "replace it.")
 
 
 def _steps_per_epoch(train_ds, num_examples, batch_size, cap):
@@ -193,6 +201,16 @@ def _warmup_steps(requested, total_steps):
     return capped
 
 
+def _steps_per_execution(requested, steps_per_epoch):
+    """Steps per compiled call, at most an epoch's: beyond it Keras's progress bar
+    counts past the epoch (20/10) and shows a negative time."""
+    if not steps_per_epoch or requested <= steps_per_epoch:
+        return requested
+    print(f"--steps_per_execution={requested} is more than the {steps_per_epoch} steps "
+          f"of an epoch; each compiled call runs {steps_per_epoch}.", flush=True)
+    return steps_per_epoch
+
+
 class _Run:
     """What the steps of one run share: its options (as attributes of `options`),
     where it writes, its data and model, and what a Ctrl-C leaves."""
@@ -216,7 +234,7 @@ def train_and_evaluate(
         global_clipnorm=0.0, skip_threshold=0.0, use_ema=False, ema_momentum=0.99, early_stopping_patience=0, init_from="",
         # runtime
         seed=0, deterministic=False, strategy="default", tpu="", jit_compile=True,
-        steps_per_execution=1,
+        steps_per_execution=1, overwrite=False,
         mixed_precision="none", backup_save_freq="epoch", log_images=True, verbose=1,
         curve_points_per_decade=0, curve_images=1000, curve_nll_samples=0,
         # export
@@ -255,6 +273,7 @@ def train_and_evaluate(
         raise Interrupted(run.on_interrupt) from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        rundir.release(getattr(run, "lock", None))
 
 
 # -- setup -------------------------------------------------------------------------
@@ -262,6 +281,7 @@ def train_and_evaluate(
 def _setup(run):
     """The strategy, the directories, the data, the compiled model [and the curve]."""
     o = run.options
+    builders.check_sizes(**{k: run.config[k] for k in MODEL_OPTIONS})
     checks.choice("mixed_precision", o.mixed_precision, MIXED_PRECISION)
     run.save_freq = _save_freq(o.backup_save_freq)
     # A multi-worker strategy must exist before any other TensorFlow work.
@@ -296,10 +316,10 @@ def _prepare_directories(run):
     if o.export and run.chief:  # Fail now, not after hours of training.
         _check_writable(o.export_dir, "Export dir")
         export_lib.version_folder(o.export_dir, run.export_name, o.export_version or None)
-    run.resuming = os.path.exists(os.path.join(run.paths[rundir.BACKUP],
-                                               "latest.weights.h5"))
-    if run.resuming and os.path.exists(run.paths[rundir.CONFIG]):
-        _check_resumable(run.paths[rundir.CONFIG], run.config)
+    run.lock = rundir.claim(run.work_dir)
+    run.resuming = _check_same_run(
+        run.work_dir, run.config, os.path.exists(os.path.join(
+            run.paths[rundir.BACKUP], "latest.weights.h5")), o.overwrite)
 
 
 def _load_data(run):
@@ -343,6 +363,7 @@ def _build_model(run):
     total_steps = run.steps * o.epochs if run.steps else None
     model_options = {k: run.config[k] for k in MODEL_OPTIONS}
     model_options["kl_warmup_steps"] = _warmup_steps(o.kl_warmup_steps, total_steps)
+    run.steps_per_execution = _steps_per_execution(o.steps_per_execution, run.steps)
     with run.strategy.scope():
         model = builders.build_model(
             run.info.image_shape, num_classes=run.info.num_classes if o.conditional else 0,
@@ -355,7 +376,7 @@ def _build_model(run):
             o.optimizer, lr, clipnorm=o.clipnorm, global_clipnorm=o.global_clipnorm,
             skip_threshold=o.skip_threshold, use_ema=o.use_ema,
             ema_momentum=o.ema_momentum), jit_compile=o.jit_compile,
-            steps_per_execution=o.steps_per_execution)
+            steps_per_execution=run.steps_per_execution)
     if o.init_from:
         _warm_start(model, o.init_from)
     # A forward pass on two images finds bad option combinations now.
@@ -424,7 +445,7 @@ def _bound_curve(run):
     # From the first batch end a point can be taken at (steps_per_execution steps).
     points = vae_callbacks.log_spaced(run.steps * o.epochs * examples_per_step,
                                       o.curve_points_per_decade,
-                                      first=examples_per_step * o.steps_per_execution)
+                                      first=examples_per_step * run.steps_per_execution)
     return vae_callbacks.BoundCurve(run.paths[rundir.CURVE], images, examples_per_step,
                                     points, o.curve_nll_samples, seed=o.seed,
                                     resume=run.resuming)
@@ -585,6 +606,8 @@ def _define(name, help_text, **bounds):
 
 
 _define("output_dir", "Checkpoints, backups, TensorBoard logs, history and metrics.")
+_define("overwrite", "Replace the run of another configuration (model or dataset) "
+        "that --output_dir holds; without it such a directory is refused.")
 # data
 _define("dataset", f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset; "
         "or folder:DIR (PNG/JPEG) or npy:FILE.npy (see tfvae.data).")

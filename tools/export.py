@@ -1,6 +1,6 @@
-r"""Export a trained `.keras` checkpoint: SavedModel (TF Serving layout) + TFLite.
+r"""Export a trained `.keras` checkpoint or run directory: SavedModel (TF Serving layout) + TFLite.
 
-    python -m tools.export --checkpoint=/tmp/vae/model.keras --base_dir=saved_models \
+    python -m tools.export --checkpoint=runs/mnist --base_dir=saved_models \
         --name=mnist_vae --tflite=float32,float16,int8
 
 writes saved_models/mnist_vae/<version>/ (next free integer unless --version) holding
@@ -12,6 +12,7 @@ and status 1, Ctrl-C with one line and status 130.
 """
 
 import json
+import os
 
 from absl import app, flags
 
@@ -20,7 +21,8 @@ from tfvae import checks
 PROGRAM = "tools.export"
 FLAGS = flags.FLAGS
 parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
-flags.DEFINE_string("checkpoint", None, "The .keras file of a trained tfvae.VAE.")
+flags.DEFINE_string("checkpoint", None, "The .keras file of a trained tfvae.VAE, or a "
+                    "trainer's run directory (its model.keras, else best.keras).")
 flags.DEFINE_string("base_dir", "saved_models",
                     "Models land in <base_dir>/<name>/<version>.")
 flags.DEFINE_string("name", "vae",
@@ -41,7 +43,7 @@ def main(argv):
     checks.start_tool(PROGRAM, argv)
     try:
         extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
-        model = checks.load_keras_model(FLAGS.checkpoint)
+        model = checks.load_keras_model(keras_file(FLAGS.checkpoint))
     except (OSError, ValueError) as error:  # InputError too
         checks.fail(PROGRAM, error)
     from tfvae import export
@@ -54,6 +56,19 @@ def main(argv):
         checks.fail(PROGRAM, f"{error} (nothing was written)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+
+
+def keras_file(path):
+    """The .keras file `path`, or the one of the run directory `path`."""
+    if not os.path.isdir(path):
+        return path
+    from tfvae import rundir
+
+    located = rundir.locate_model(path)  # FileNotFoundError: what it looked for
+    if located["kind"] != "keras":
+        raise checks.InputError(f"{path} is an exported SavedModel already; give a "
+                                ".keras file or a trainer's run directory.")
+    return located["path"]
 
 
 def read_metadata(path):

@@ -109,6 +109,8 @@ class TFLiteSampler(_Conditional):
             raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
                                     f"({checks.first_line(error)}).") from None
         self.latent_dim = int(self._decode.get_input_details()["z"]["shape_signature"][-1])
+        self.image_shape = tuple(int(d) for d in self._decode.get_output_details()[
+            "images"]["shape_signature"][1:])
         # LiteRT runs no assertions: labels are checked here, against metadata.json.
         self.class_names = _class_names(os.path.dirname(path) or ".", "labels" in
                                         self._sample.get_input_details(), path)
