@@ -236,3 +236,14 @@ def test_saved_model_and_tflite_of_a_spatial_hierarchy(tmp_path):
     assert out["images"].shape == (4, 8, 8, 1) and np.all(np.isfinite(out["z"]))
     decoder = Interpreter(model_path=paths["tflite_float32"]).get_signature_runner("decode")
     np.testing.assert_allclose(decoder(z=z)["images"], model.decode(z).mean(), atol=1e-5)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"cell_channels": 5000}, "cell_channels"), ({"latent_channels": 0}, "latent_channels"),
+    ({"output_cells": 1000}, "output_cells"), ({"cell_bottleneck": -3}, "cell_bottleneck"),
+    ({"latent_groups": "7x100,14x1"}, "cells per group")])
+def test_spatial_sizes_are_bounded_before_anything_is_built(options, words):
+    options = {"encoder": "resnet", "decoder": "resnet", "latent_groups": "7x1,14x1",
+               **options}
+    with pytest.raises(ValueError, match=words):
+        builders.build_model((28, 28, 1), **options)

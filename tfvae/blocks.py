@@ -36,6 +36,7 @@ from tfvae.networks import _Decoder
 
 _GROUP = re.compile(r"^(\d+)x(\d+)$")
 _SOFTPLUS_INV_1 = math.log(math.e - 1.0)  # softplus(0.5413) = 1
+MAX_CELLS = 64  # per group, and groups per hierarchy
 
 
 def parse_groups(spec, image_shape):
@@ -57,7 +58,10 @@ def parse_groups(spec, image_shape):
         if (not rows or height % rows or factor & (factor - 1) or width % factor):
             raise ValueError(f"latent group {part!r}: {rows} must divide the image "
                              f"size {height}x{width} by a power of two.")
-        groups.append((rows, width // factor, check_count(cells, "cells per group")))
+        groups.append((rows, width // factor,
+                       check_count(cells, "cells per group", MAX_CELLS)))
+    if len(groups) > MAX_CELLS:
+        raise ValueError(f"latent_groups lists {len(groups)} groups; at most {MAX_CELLS}.")
     if any(a[0] > b[0] for a, b in zip(groups, groups[1:])):
         raise ValueError(f"latent_groups go from coarse (top) to fine, got {spec!r}.")
     return groups

@@ -43,7 +43,10 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # cleanly but exhaust memory or crash while building (--flow_steps=100000 segfaulted).
 # A width of 8192 is a 67M-weight Dense layer (1 GB with Adam's moments and gradient).
 SIZE_LIMITS = {"latent_dim": 8192, "width": 8192, "layers": 64, "flow_steps": 64,
-               "prior_components": 10_000}
+               "prior_components": 10_000, "channels": 1024}
+# Spatial hierarchies: channels of the cells and of each latent group (1024 channels
+# of 3x3 convolutions at 28x28 are ~15 GFLOP per image and cell), cells at full size.
+CHANNELS = ("cell_channels", "latent_channels")
 WIDTHS = ("encoder_hidden_units", "decoder_hidden_units", "encoder_filters",
           "decoder_filters", "top_down_latent_dims", "top_down_hidden_units")
 
@@ -57,6 +60,13 @@ def check_sizes(latent_dim=50, flow_steps=2, flow_hidden_units=256, prior_compon
     check_count(flow_hidden_units, "flow_hidden_units", SIZE_LIMITS["width"])
     if prior_components:  # 0: the prior's default
         check_count(prior_components, "prior_components", SIZE_LIMITS["prior_components"])
+    for name in CHANNELS:
+        check_count(options.get(name, 1), name, SIZE_LIMITS["channels"])
+    for name, limit in (("cell_bottleneck", SIZE_LIMITS["channels"]),
+                        ("output_cells", SIZE_LIMITS["layers"])):  # 0 allowed
+        value = options.get(name, 0)
+        if value != 0:
+            check_count(value, name, limit)
     for name in WIDTHS:
         units = _ints(name, options.get(name, ()))
         if len(units) > SIZE_LIMITS["layers"]:
@@ -112,7 +122,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                          f"{', '.join(MODEL_DEFAULTS)}.")
     image_shape = _ints("image_shape", image_shape)
     check_sizes(latent_dim, flow_steps, flow_hidden_units, prior_components,
-                **{name: value for name, value in locals().items() if name in WIDTHS})
+                **{name: value for name, value in locals().items()
+                   if name in (*WIDTHS, *CHANNELS, "cell_bottleneck", "output_cells")})
     context = dict(num_classes=int(num_classes), context_dim=int(context_dim))
     width = context["num_classes"] or context["context_dim"]
     head = dict(posterior=choice("posterior", posterior, POSTERIORS),
