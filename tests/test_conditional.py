@@ -194,6 +194,42 @@ def test_tools_sample_draws_a_row_per_class_and_refuses_bad_labels(exported, tmp
         assert len(result["stderr"].strip().splitlines()) == 1
 
 
+def test_tools_sample_refuses_label_counts_that_fit_neither_the_codes_nor_the_images(
+        exported, tmp_path):
+    """Two labels for three codes decoded all three with the first label; five image
+    labels for six images were cut without a word."""
+    folder, tflite = exported[0]["saved_model"], exported[0]["tflite_float32"]
+    codes = _npy(tmp_path, "codes", np.zeros((3, TINY["latent_dim"]), np.float32))
+    images = _npy(tmp_path, "images", two_classes(6)[0])
+    out = [f"--output={tmp_path / 's.png'}", f"--decoded={tmp_path / 'd.png'}",
+           f"--reconstructions={tmp_path / 'r.png'}"]
+    cases = {
+        "two labels, three codes": ([tflite, f"--codes={codes}", "--labels=0,1"],
+                                    "--labels=0,1 gives 2 labels for the 3 --codes"),
+        "all, three codes": ([folder, f"--codes={codes}"], "--labels=all (the default) "
+                             "gives 20 labels for the 3 --codes"),
+        "five image labels": ([folder, f"--images={images}", "--image_labels=" + _npy(
+            tmp_path, "five", np.arange(5) % 2)], "holds 5 labels for the 6 images"),
+        "seven image labels": ([folder, f"--images={images}", "--image_labels=" + _npy(
+            tmp_path, "seven", np.arange(7) % 2)], "holds 7 labels for the 6 images"),
+        "image labels alone": ([folder, f"--image_labels={tmp_path / 'five.npy'}"],
+                               "--image_labels are the labels of --images: pass both"),
+        "one per code": ([tflite, f"--codes={codes}", "--labels=0,1,1"], None),
+        "one for all": ([tflite, f"--codes={codes}", "--labels=1"], None),
+        "one per image": ([folder, f"--images={images}", "--image_labels=" + _npy(
+            tmp_path, "six", np.arange(6) % 2), "--num_reconstructions=4"], None),
+    }
+    results = _cli("tools.sample", [args + out for args, _ in cases.values()], tmp_path)
+    for (name, (_, words)), result in zip(cases.items(), results):
+        if words is None:
+            assert result["code"] == 0, (name, result["stderr"][-2000:])
+            continue
+        lines = result["stderr"].strip().splitlines()
+        assert result["code"] == 1 and len(lines) == 1, (name, result["stderr"][-2000:])
+        assert lines[0].startswith("tools.sample: error: ") and words in lines[0], (
+            name, lines[0])
+
+
 def _cli(tool, cases, tmp_path):
     with open(tmp_path / "cases.json", "w") as f:
         json.dump(cases, f)
