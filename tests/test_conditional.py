@@ -179,6 +179,31 @@ def test_conditional_tflite_samples_the_class_with_builtin_ops(exported):
     assert images["images"][:, :4].mean() > 0.8
 
 
+def test_the_tflite_file_called_directly_gives_nan_images_for_labels_out_of_range(
+        exported):
+    """LiteRT keeps no assertion: label 12 or -1 gave plausible class-less images."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=exported[0]["tflite_float32"])
+    sample = interpreter.get_signature_runner("sample")
+    for label in (12, -1, 2):
+        images = sample(num_samples=np.array(3, np.int32),
+                        labels=np.array([label], np.int32))["images"]
+        assert np.isnan(images).all(), label
+    mixed = sample(num_samples=np.array(3, np.int32),
+                   labels=np.array([1, 12, 0], np.int32))["images"]
+    assert np.isfinite(mixed[[0, 2]]).all() and np.isnan(mixed[1]).all()
+    decode = interpreter.get_signature_runner("decode")
+    images = decode(z=np.zeros((3, TINY["latent_dim"]), np.float32),
+                    labels=np.array([0, -1, 1], np.int32))["images"]
+    assert np.isfinite(images[[0, 2]]).all() and np.isnan(images[1]).all()
+    from tools.samplers import TFLiteSampler  # the checked way: one line first
+
+    with pytest.raises(ValueError, match=r"labels hold 12 \(entry 0\); labels must be "
+                                         r"integer class ids in 0..1"):
+        TFLiteSampler(exported[0]["tflite_float32"]).sample(3, [12])
+
+
 def test_tools_sample_draws_a_row_per_class_and_refuses_bad_labels(exported, tmp_path):
     folder = exported[0]["saved_model"]
     tflite = exported[0]["tflite_float32"]
