@@ -61,8 +61,9 @@ def files(tmp_path_factory):
                           ("hierarchy", dict(top_down_latent_dims=(2,),
                                              top_down_hidden_units=(8,)))):
         paths[name] = str(root / f"{name}.keras")
-        builders.build_model(IMAGE_SHAPE, latent_dim=LATENT_DIM, encoder_hidden_units=(8,),
-                             decoder_hidden_units=(8,), **options).save(paths[name])
+        builders.build_model(IMAGE_SHAPE, latent_dim=LATENT_DIM,
+                             encoder_hidden_units=(8,), decoder_hidden_units=(8,),
+                             **options).save(paths[name])
     paths["plain_keras"] = str(root / "plain.keras")
     keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(
         paths["plain_keras"])

@@ -529,6 +529,7 @@ def test_a_failing_image_preview_warns_once_and_training_goes_on(tmp_path, caplo
         grid.on_epoch_end(epoch)
     grid.on_train_end()
     assert Broken.calls == 1
-    warnings = [r.getMessage() for r in caplog.records if "previews stop" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records
+                if "previews stop" in r.getMessage()]
     assert warnings == ["The image previews stop (ValueError: Expected images [N, H, W, "
                         "1 or 3], got shape (3, 8, 8, 4).); training goes on."]
