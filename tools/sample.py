@@ -148,8 +148,7 @@ def decode_labels(labels, num_codes):
     --labels (checked before anything is drawn)."""
     if labels is None or len(labels) in (1, num_codes):
         return labels
-    given = (f"--labels={FLAGS.labels}" if FLAGS.labels and FLAGS.labels != "all"
-             else "--labels=all (the default)")
+    given = f"--labels={FLAGS.labels}" if FLAGS.labels else "--labels=all (the default)"
     raise checks.InputError(f"{given} gives {len(labels)} labels for the {num_codes} "
                             "--codes; give one class id for all codes, or one per code.")
 
