@@ -57,6 +57,13 @@ def files(tmp_path_factory):
     model.save(paths["keras"])
     paths["gaussian"] = str(root / "gaussian.keras")
     gaussian.save(paths["gaussian"])
+    for name, options in (("conditional", dict(num_classes=3)),
+                          ("hierarchy", dict(top_down_latent_dims=(2,),
+                                             top_down_hidden_units=(8,)))):
+        paths[name] = str(root / f"{name}.keras")
+        builders.build_model(IMAGE_SHAPE, latent_dim=LATENT_DIM,
+                             encoder_hidden_units=(8,), decoder_hidden_units=(8,),
+                             **options).save(paths[name])
     paths["plain_keras"] = str(root / "plain.keras")
     keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(
         paths["plain_keras"])
@@ -77,6 +84,7 @@ def files(tmp_path_factory):
         "nan_codes": np.where(np.arange(3)[:, None] == 1, np.nan,
                               np.zeros((3, LATENT_DIM))).astype(np.float32),
         "two_labels": np.arange(2),
+        "six_labels": np.arange(6) % 3,
     }
     for name, array in arrays.items():
         paths[name] = str(root / f"{name}.npy")
@@ -422,6 +430,7 @@ def test_tools_visualize(visualize_outcomes, case):
 
 def grad_variance_cases(f):
     model = f"--checkpoint={f['keras']}"
+    conditional = f"--checkpoint={f['conditional']}"
     return {
         "missing checkpoint": ([f"--checkpoint={f['root']}/none.keras"], (
             "none.keras does not exist",)),
@@ -435,6 +444,24 @@ def grad_variance_cases(f):
             "--hidden_units must be positive integers, got '8,a'",)),
         "extra arguments": ([model, "more"], ("unexpected arguments: more",)),
         "good": ([model, f"--images={f['good']}"], None),
+        # Conditional models: labelled images (a traceback before issue 27b).
+        "conditional synthetic": ([conditional], None),
+        "conditional labelled": ([conditional, f"--images={f['good']}",
+                                  f"--image_labels={f['six_labels']}"], None),
+        "conditional unlabelled": ([conditional, f"--images={f['good']}"], (
+            "the model is class-conditional: give the labels of --images with "
+            "--image_labels",)),
+        "conditional labels of other images": ([conditional, f"--images={f['good']}",
+                                                f"--image_labels={f['two_labels']}"], (
+            "holds 2 labels for the 6 images of --images",)),
+        "labels of an unconditional model": ([model, f"--images={f['good']}",
+                                              f"--image_labels={f['six_labels']}"], (
+            "--image_labels are the labels of --images, for a class-conditional",)),
+        # A hierarchy: the model's score-function estimator takes one layer.
+        "hierarchy": ([f"--checkpoint={f['hierarchy']}"], (
+            "hierarchy.keras cannot take both estimators (gradient_estimator="
+            "'score_function' supports one stochastic layer",
+            "compares them on models of one stochastic layer")),
     }
 
 

@@ -179,6 +179,31 @@ def test_conditional_tflite_samples_the_class_with_builtin_ops(exported):
     assert images["images"][:, :4].mean() > 0.8
 
 
+def test_the_tflite_file_called_directly_gives_nan_images_for_labels_out_of_range(
+        exported):
+    """LiteRT keeps no assertion: label 12 or -1 gave plausible class-less images."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=exported[0]["tflite_float32"])
+    sample = interpreter.get_signature_runner("sample")
+    for label in (12, -1, 2):
+        images = sample(num_samples=np.array(3, np.int32),
+                        labels=np.array([label], np.int32))["images"]
+        assert np.isnan(images).all(), label
+    mixed = sample(num_samples=np.array(3, np.int32),
+                   labels=np.array([1, 12, 0], np.int32))["images"]
+    assert np.isfinite(mixed[[0, 2]]).all() and np.isnan(mixed[1]).all()
+    decode = interpreter.get_signature_runner("decode")
+    images = decode(z=np.zeros((3, TINY["latent_dim"]), np.float32),
+                    labels=np.array([0, -1, 1], np.int32))["images"]
+    assert np.isfinite(images[[0, 2]]).all() and np.isnan(images[1]).all()
+    from tools.samplers import TFLiteSampler  # the checked way: one line first
+
+    with pytest.raises(ValueError, match=r"labels hold 12 \(entry 0\); labels must be "
+                                         r"integer class ids in 0..1"):
+        TFLiteSampler(exported[0]["tflite_float32"]).sample(3, [12])
+
+
 def test_tools_sample_draws_a_row_per_class_and_refuses_bad_labels(exported, tmp_path):
     folder = exported[0]["saved_model"]
     tflite = exported[0]["tflite_float32"]
@@ -192,6 +217,42 @@ def test_tools_sample_draws_a_row_per_class_and_refuses_bad_labels(exported, tmp
     for result, expected in zip(results[2:], ("class ids in 0..1", "comma-separated")):
         assert result["code"] == 1 and expected in result["stderr"]
         assert len(result["stderr"].strip().splitlines()) == 1
+
+
+def test_tools_sample_refuses_label_counts_that_fit_neither_the_codes_nor_the_images(
+        exported, tmp_path):
+    """Two labels for three codes decoded all three with the first label; five image
+    labels for six images were cut without a word."""
+    folder, tflite = exported[0]["saved_model"], exported[0]["tflite_float32"]
+    codes = _npy(tmp_path, "codes", np.zeros((3, TINY["latent_dim"]), np.float32))
+    images = _npy(tmp_path, "images", two_classes(6)[0])
+    out = [f"--output={tmp_path / 's.png'}", f"--decoded={tmp_path / 'd.png'}",
+           f"--reconstructions={tmp_path / 'r.png'}"]
+    cases = {
+        "two labels, three codes": ([tflite, f"--codes={codes}", "--labels=0,1"],
+                                    "--labels=0,1 gives 2 labels for the 3 --codes"),
+        "all, three codes": ([folder, f"--codes={codes}"], "--labels=all (the default) "
+                             "gives 20 labels for the 3 --codes"),
+        "five image labels": ([folder, f"--images={images}", "--image_labels=" + _npy(
+            tmp_path, "five", np.arange(5) % 2)], "holds 5 labels for the 6 images"),
+        "seven image labels": ([folder, f"--images={images}", "--image_labels=" + _npy(
+            tmp_path, "seven", np.arange(7) % 2)], "holds 7 labels for the 6 images"),
+        "image labels alone": ([folder, f"--image_labels={tmp_path / 'five.npy'}"],
+                               "--image_labels are the labels of --images: pass both"),
+        "one per code": ([tflite, f"--codes={codes}", "--labels=0,1,1"], None),
+        "one for all": ([tflite, f"--codes={codes}", "--labels=1"], None),
+        "one per image": ([folder, f"--images={images}", "--image_labels=" + _npy(
+            tmp_path, "six", np.arange(6) % 2), "--num_reconstructions=4"], None),
+    }
+    results = _cli("tools.sample", [args + out for args, _ in cases.values()], tmp_path)
+    for (name, (_, words)), result in zip(cases.items(), results):
+        if words is None:
+            assert result["code"] == 0, (name, result["stderr"][-2000:])
+            continue
+        lines = result["stderr"].strip().splitlines()
+        assert result["code"] == 1 and len(lines) == 1, (name, result["stderr"][-2000:])
+        assert lines[0].startswith("tools.sample: error: ") and words in lines[0], (
+            name, lines[0])
 
 
 def _cli(tool, cases, tmp_path):

@@ -511,3 +511,25 @@ def test_steps_per_execution_beyond_an_epoch_is_capped_at_the_epoch(tmp_path, ca
             "compiled call runs 3.") in out
     assert "3/3" in out and "20/3" not in out
     assert metrics["optimizer_steps"] == 2 * 3
+
+
+def test_a_failing_image_preview_warns_once_and_training_goes_on(tmp_path, caplog):
+    """A preview that cannot be drawn (e.g. images of 4 channels) must not end a run."""
+    class Broken:
+        num_classes = 0
+        calls = 0
+
+        def sample(self, count, labels=None):
+            Broken.calls += 1
+            raise ValueError("Expected images [N, H, W, 1 or 3], got shape (3, 8, 8, 4).")
+
+    grid = vae_callbacks.ImageGrid(str(tmp_path), np.zeros((2, 8, 8, 4), np.float32))
+    grid.set_model(Broken())
+    for epoch in range(3):
+        grid.on_epoch_end(epoch)
+    grid.on_train_end()
+    assert Broken.calls == 1
+    warnings = [r.getMessage() for r in caplog.records
+                if "previews stop" in r.getMessage()]
+    assert warnings == ["The image previews stop (ValueError: Expected images [N, H, W, "
+                        "1 or 3], got shape (3, 8, 8, 4).); training goes on."]

@@ -281,3 +281,51 @@ def test_the_trainer_reports_bad_user_data_in_one_line(tmp_path):
         message = str(exit_info.value.code)
         assert message.startswith("tfvae.train: error: ") and "\n" not in message
         assert expected in message
+
+
+def test_rgba_and_grey_alpha_folders_train_and_the_run_ends_whole(tmp_path):
+    """RGBA PNGs trained, then the projector's sprite refused 4 channels in a traceback
+    and metrics.json was never written. The alpha channel is dropped on reading."""
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        _write_image(str(tmp_path / "rgba" / f"{i:03d}.png"),
+                     rng.integers(0, 256, (8, 8, 4), dtype=np.uint8))
+        _write_image(str(tmp_path / "grey_alpha" / f"{i:03d}.png"),
+                     rng.integers(0, 256, (8, 8, 2), dtype=np.uint8))
+    rgba = f"folder:{tmp_path / 'rgba'}"
+    assert data.dataset_info(rgba).image_shape == (8, 8, 3)
+    assert data.dataset_info(f"folder:{tmp_path / 'grey_alpha'}").image_shape == (8, 8, 1)
+    files = {tf.io.decode_png(tf.io.read_file(str(path))).numpy()[..., :3].tobytes()
+             for path in (tmp_path / "rgba").iterdir()}
+    read = {np.round(image * 255).astype(np.uint8).tobytes() for image in _all(rgba)}
+    assert read == files  # RGB as in the files, alpha dropped
+    run = tmp_path / "run"
+    metrics = train.run(["tfvae.train", f"--dataset={rgba}", *TINY_CONV,
+                         "--encoder=mlp", "--decoder=mlp", "--log_images",
+                         f"--output_dir={run}"])
+    assert np.isfinite(metrics["test"]["elbo"]) and "extra_errors" not in metrics
+    assert os.path.isfile(run / "metrics.json")
+
+
+def test_npy_images_of_other_than_1_or_3_channels_are_refused(tmp_path):
+    images = _npy(tmp_path, "rgba", np.zeros((4, 8, 8, 4), np.uint8))
+    with pytest.raises(checks.InputError) as error:
+        data.dataset_info(f"npy:{images}")
+    assert "4 channels; npy: takes greyscale (1) or RGB (3)" in _one_line(error)
+
+
+def test_a_failing_projector_is_a_warning_and_metrics_json_is_written(
+        pets, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("Expected images [N, H, W, 1 or 3], got shape (3, 8, 8, 4).")
+
+    monkeypatch.setattr(train.projector, "write_projector", broken)
+    metrics = train.run(["tfvae.train", f"--dataset=folder:{pets}", *TINY_CONV,
+                         f"--output_dir={tmp_path}"])
+    assert np.isfinite(metrics["test"]["elbo"])
+    assert metrics["extra_errors"] == {"projector": "ValueError: Expected images [N, H, "
+                                                    "W, 1 or 3], got shape (3, 8, 8, 4)."}
+    import json
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f)["extra_errors"] == metrics["extra_errors"]
+

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import evaluate, rundir
+from tfvae import checks, evaluate, rundir
 from tfvae.model import in_multi_worker_mode
 
 
@@ -212,6 +212,7 @@ class ImageGrid(keras.callbacks.Callback):
         self.num_samples = int(num_samples)
         self.seed = seed
         self._writer = None
+        self._failed = False
 
     def _sample(self, count):
         """Prior samples; a class-conditional model's cycle through the classes."""
@@ -226,6 +227,16 @@ class ImageGrid(keras.callbacks.Callback):
         self.model.reconstruct(tf.nest.map_structure(lambda rows: rows[:1], self.inputs))
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._failed:
+            return
+        try:
+            self._draw(epoch)
+        except Exception as error:  # noqa: BLE001 -- a preview never ends a run
+            self._failed = True
+            logging.warning("The image previews stop (%s: %s); training goes on.",
+                            type(error).__name__, checks.first_line(error))
+
+    def _draw(self, epoch):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         columns = max(len(self.images), 1)

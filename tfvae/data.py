@@ -29,12 +29,13 @@ Data of your own (`tfvae.user_data`), by the same names in the Python API and in
 * `folder:DIR` -- the PNG and JPEG files under DIR (.png, .jpg, .jpeg; hidden files
   and other files are ignored). Subfolders of DIR are classes: labels 0, 1, ... in the
   sorted order of their names, all images below a class folder count. Without
-  subfolders the images have no labels. All images must have one shape (H, W, C);
+  subfolders the images have no labels. An alpha channel is dropped (RGBA images are
+  read as RGB, grey+alpha as greyscale). All images must have one shape (H, W, C);
   `folder:DIR,resize=HxW` resizes height and width instead (antialiased). Images are
   decoded once per process and kept in memory as uint8.
-* `npy:FILE.npy` or `npy:FILE.npy,labels=LABELS.npy` -- images [N, H, W, C] or
-  [N, H, W] (greyscale), uint8 0-255 (integers that are all 0 or 1: binary) or floats
-  in [0, 1] (the rules of `tfvae.checks`); labels: N integer class ids >= 0
+* `npy:FILE.npy` or `npy:FILE.npy,labels=LABELS.npy` -- images [N, H, W, C] (C is 1
+  or 3) or [N, H, W] (greyscale), uint8 0-255 (integers that are all 0 or 1: binary) or
+  floats in [0, 1] (the rules of `tfvae.checks`); labels: N integer class ids >= 0
   (num_classes = the largest + 1).
 
 Splits of your own data: train / validation / test are 80 / 10 / 10 % of the images

@@ -34,7 +34,8 @@ p(z) is written as a mixture sum_k pi_k N(m_k, diag(s_k^2)) (one component for t
 standard normal), a component is drawn by Gumbel-max, k = argmax_k(log pi_k - log(-log
 u_k)) with u_k ~ U(0, 1), and z = m_k + s_k * eps with eps ~ N(0, I) from
 `tf.random.normal`; a conditional prior p(z|c) is one Gaussian per sample. The TFLite
-file holds two signatures, `sample` and `decode` (with `labels` when conditional).
+file holds two signatures, `sample` and `decode` (with `labels` when conditional);
+LiteRT raises no assertion, so there a label outside 0..K-1 gives NaN images instead.
 
 Variables: the exported module tracks the raw `tf.Variable`s behind the Keras
 weights (not the Keras layers), so the TF1 session loader that TF Serving and
@@ -177,6 +178,19 @@ def _check_context(model, labels, count, allow_one=False):
     return tf.broadcast_to(labels, tf.stack([count, model.context_dim]))
 
 
+def _nan_outside_classes(images, labels, num_classes):
+    """`images` [batch, H, W, C], NaN where their label is outside 0..num_classes-1.
+
+    TFLite keeps no assertion (LiteRT cannot raise one), so a .tflite file called
+    directly with label 12 or -1 would return plausible class-less images (a one-hot
+    of zeros); a range test and `tf.where`, built-in ops, make the misuse visible.
+    The SavedModel's `_check_context` fails first, in one readable line.
+    """
+    valid = tf.logical_and(labels >= 0, labels < num_classes)
+    return tf.where(tf.reshape(valid, [-1, 1, 1, 1]), images,
+                    tf.constant(np.nan, images.dtype))
+
+
 def _normal_draw(prior):
     """One draw per batch entry of a diagonal Gaussian prior (built-in ops only)."""
     loc, scale = _diagonal_normal(prior)
@@ -240,8 +254,9 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
 
     def sample(num_samples, labels=None):
         num_samples = _check_num_samples(num_samples, checks.MAX_SAMPLES)
-        context = None if not context_spec else model.given_context(
-            _check_context(model, labels, num_samples, allow_one=True), num_samples)
+        if context_spec:
+            labels = _check_context(model, labels, num_samples, allow_one=True)
+        context = None if not context_spec else model.given_context(labels, num_samples)
 
         def choose(index, posterior, prior):
             if index == 0 and not model.conditional_prior:
@@ -249,7 +264,10 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
             return _normal_draw(prior), None
 
         layers, inputs = model._walk(None, choose, context)
-        return {"images": model.decoder(inputs, training=False).mean(),
+        images = model.decoder(inputs, training=False).mean()
+        if model.num_classes:
+            images = _nan_outside_classes(images, labels, model.num_classes)
+        return {"images": images,
                 "z": tf.concat([layer["z"] for layer in layers], axis=-1)}
 
     def encode(images, labels=None):
@@ -263,7 +281,10 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
         if context_spec:
             labels = _check_context(model, labels, tf.shape(z)[0])
         likelihood = model.decode(z, labels, training=False)
-        return {"images": likelihood.mean(),
+        images = likelihood.mean()
+        if model.num_classes:
+            images = _nan_outside_classes(images, labels, model.num_classes)
+        return {"images": images,
                 **distributions.likelihood_parameters(likelihood)}
 
     def reconstruct(images, labels=None):

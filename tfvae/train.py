@@ -499,8 +499,9 @@ def _finish(run):
     metrics = _summary(run, _test(run))
     if run.chief:
         run.model.save(paths[rundir.FINAL])
-        _write_projector(run)
-    _write_json(paths[rundir.METRICS], metrics)  # Before the export can fail.
+    _write_json(paths[rundir.METRICS], metrics)  # Before the extras or export can fail.
+    if run.chief and _end_of_run_extra(run, metrics, "projector", _write_projector):
+        _write_json(paths[rundir.METRICS], metrics)
     if run.chief and o.export:
         try:
             metrics["export"] = export_lib.export_model(
@@ -513,6 +514,21 @@ def _finish(run):
             raise ExportFailed(_export_failure(error, paths)) from error
         _write_json(paths[rundir.METRICS], metrics)
     return metrics
+
+
+def _end_of_run_extra(run, metrics, name, write):
+    """`write(run)`, an extra of the run's end (the projector's files): its failure is
+    one warning line and `metrics["extra_errors"][name]`, never the loss of the
+    results. True when it failed."""
+    try:
+        write(run)
+    except Exception as error:  # noqa: BLE001 -- the results matter more
+        line = f"{type(error).__name__}: {checks.first_line(error)}"
+        metrics.setdefault("extra_errors", {})[name] = line
+        logging.warning("The %s was not written (%s); the results are kept in %s.",
+                        name, line, run.paths[rundir.METRICS])
+        return True
+    return False
 
 
 def _test(run):

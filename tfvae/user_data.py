@@ -233,7 +233,10 @@ def _parse_size(name, value):
 
 
 def _decode(path, size):
+    """uint8 [H, W, 1 or 3]: an alpha channel (RGBA, grey+alpha) is dropped."""
     image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    channels = tf.shape(image)[-1]
+    image = image[..., :channels - tf.cast(channels % 2 == 0, tf.int32)]
     if size is not None:
         image = tf.image.resize(image, size, antialias=True)
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
@@ -310,6 +313,10 @@ def _load_npy(name, path, options):
             f"{path} has shape {array.shape}; npy: takes images [N, H, W, C] or [N, H, W] "
             "(greyscale) with N >= 1.")
     shape = (*array.shape[1:], 1) if array.ndim == 3 else array.shape[1:]
+    if shape[-1] not in (1, 3):
+        raise checks.InputError(
+            f"{path} has shape {array.shape}: {shape[-1]} channels; npy: takes greyscale "
+            "(1) or RGB (3) images (drop an alpha channel: array[..., :-1]).")
     as_float = checks.as_images(array.reshape(len(array), *shape), shape, path)
     if np.issubdtype(array.dtype, np.integer):  # Keep integers small: uint8 in memory.
         images = array.reshape(as_float.shape).astype(np.uint8)

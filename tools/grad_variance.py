@@ -20,9 +20,15 @@ Usage (from the repository root; ~1 minute on a 2-core CPU with the defaults):
         --dataset=binarized_mnist --tfds_manual_dir=../shared/data/binarized_mnist
     python -m tools.grad_variance --checkpoint=vae.keras --images=batch.npy
 
+A class-conditional checkpoint is measured on labelled images: --images with
+--image_labels, a labelled --dataset, or the synthetic batch (each prototype is a
+class). A hierarchy (top-down blocks) is refused in one line: the model's score-function
+estimator supports one stochastic layer; so is a model conditioned on context vectors.
+
 Bad input (a missing or unreadable checkpoint or .npy, images of another shape or
-with NaN, a bad count) ends with one line `tools.grad_variance: error: ...` and
-status 1; Ctrl-C with one line and status 130.
+with NaN, labels that are not class ids or not one per image, a bad count) ends with
+one line `tools.grad_variance: error: ...` and status 1; Ctrl-C with one line and
+status 130.
 """
 
 import collections
@@ -82,9 +88,10 @@ class RunningMoments:
 
 
 def encoder_gradient_moments(model, images, num_draws):
-    """{variable path: RunningMoments} of the encoder gradient of the model's loss."""
+    """{variable path: RunningMoments} of the encoder gradient of the model's loss;
+    `images` are a conditional model's inputs {"images", "labels"} for one."""
     variables = model.encoder.trainable_variables
-    images = tf.convert_to_tensor(images, tf.float32)
+    images = tf.nest.map_structure(tf.convert_to_tensor, images)
 
     @tf.function
     def draw():
@@ -105,15 +112,21 @@ def layer_of(path):
     return parts[-2] if len(parts) >= 2 else path
 
 
-def compare_estimators(model, images, num_draws, num_samples=1):
+def estimator_copies(model, num_samples=1):
+    """{estimator: a copy of `model` with it}; ValueError (the model's own words) where
+    the model cannot use both, e.g. the score function on a hierarchy."""
+    return {name: with_estimator(model, name, num_samples) for name in ESTIMATORS}
+
+
+def compare_estimators(model, images, num_draws, num_samples=1, copies=None):
     """Mean per-parameter gradient variance of each estimator, overall and per layer.
 
     Returns {"overall" or layer name: {"score_function": v, "reparameterization": v,
     "ratio": v_score / v_reparam, "num_params": n}} and, under "mean_check", the
     relative distance between the two mean gradients and its sampling-noise level.
     """
-    moments = {name: encoder_gradient_moments(with_estimator(model, name, num_samples),
-                                              images, num_draws)
+    copies = copies or estimator_copies(model, num_samples)
+    moments = {name: encoder_gradient_moments(copies[name], images, num_draws)
                for name in ESTIMATORS}
     paths = list(moments[ESTIMATORS[0]])
     groups = collections.OrderedDict(overall=paths)
@@ -154,20 +167,44 @@ def format_results(results):
     return "\n".join(lines)
 
 
-def load_batch(image_shape):
-    """The fixed batch [B, H, W, C] in [0, 1], by the rules of `tfvae.checks`."""
+def load_batch(image_shape, num_classes=0):
+    """The fixed batch [B, H, W, C] in [0, 1], by the rules of `tfvae.checks`; for a
+    class-conditional model {"images", "labels"}: --image_labels, the labels of
+    --dataset, or (synthetic batch) the prototype of each image modulo the classes."""
+    if FLAGS.image_labels and not (num_classes and FLAGS.images):
+        raise checks.InputError("--image_labels are the labels of --images, for a "
+                                "class-conditional --checkpoint: pass both.")
     if FLAGS.images:
-        return checks.as_images(checks.load_npy(FLAGS.images)[:FLAGS.batch_size],
-                                image_shape, FLAGS.images)
+        images = checks.load_npy(FLAGS.images)
+        batch = checks.as_images(images[:FLAGS.batch_size], image_shape, FLAGS.images)
+        if not num_classes:
+            return batch
+        if not FLAGS.image_labels:
+            raise checks.InputError("the model is class-conditional: give the labels of "
+                                    "--images with --image_labels.")
+        labels = np.atleast_1d(checks.load_npy(FLAGS.image_labels))
+        if len(labels) not in (1, len(images)):
+            raise checks.InputError(
+                f"--image_labels {FLAGS.image_labels} holds {len(labels)} labels for the "
+                f"{len(images)} images of --images; give one per image, or one for all.")
+        return {"images": batch, "labels": checks.as_labels(
+            labels[:FLAGS.batch_size], num_classes, len(batch), FLAGS.image_labels)}
     if FLAGS.dataset:
         from tfvae import data  # pylint: disable=import-outside-toplevel
         dataset = data.load_dataset(FLAGS.dataset, FLAGS.split, FLAGS.batch_size,
                                     binarize="static", data_dir=FLAGS.tfds_data_dir,
                                     manual_dir=FLAGS.tfds_manual_dir, shuffle=False,
-                                    cache=False)
+                                    cache=False,
+                                    with_labels="inputs" if num_classes else False)
         return data.check_images(dataset.take(1), image_shape,
-                                 f"{FLAGS.dataset}[{FLAGS.split}]")
-    return synthetic_batch(FLAGS.batch_size, image_shape, FLAGS.seed)
+                                 f"{FLAGS.dataset}[{FLAGS.split}]", num_classes or None)
+    if not num_classes:
+        return synthetic_batch(FLAGS.batch_size, image_shape, FLAGS.seed)
+    rng = np.random.default_rng(FLAGS.seed)
+    prototypes = rng.random((num_classes, *image_shape)) > 0.5
+    labels = rng.integers(0, num_classes, FLAGS.batch_size)
+    images = prototypes[labels] ^ (rng.random((len(labels), *image_shape)) < 0.05)
+    return {"images": images.astype("float32"), "labels": labels.astype("int32")}
 
 
 def load_model():
@@ -196,13 +233,25 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     try:
         model, source = load_model()
-        images = load_batch(model.image_shape)
+        if model.context_dim and not model.num_classes:
+            raise checks.InputError(
+                f"{source} conditions on context vectors; this tool compares the "
+                "estimators on unconditional and class-conditional models.")
+        try:
+            copies = estimator_copies(model, FLAGS.num_samples)
+        except ValueError as error:  # the model's own words, e.g. a hierarchy
+            raise checks.InputError(
+                f"{source} cannot take both estimators ({checks.first_line(error)}); "
+                "this tool compares them on models of one stochastic layer.") from None
+        images = load_batch(model.image_shape, model.num_classes)
     except (ValueError, OSError, data.DataUnavailableError) as error:  # InputError too
         checks.fail(PROGRAM, error)
-    print(f"{source}; batch {images.shape[0]} images "
+    count = len(images["images"] if isinstance(images, dict) else images)
+    print(f"{source}; batch {count} images "
           f"({FLAGS.images or FLAGS.dataset or 'synthetic'}); {FLAGS.num_draws} draws "
           f"per estimator, L={FLAGS.num_samples}", flush=True)
-    results = compare_estimators(model, images, FLAGS.num_draws, FLAGS.num_samples)
+    results = compare_estimators(model, images, FLAGS.num_draws, FLAGS.num_samples,
+                                 copies)
     print(format_results(results))
 
 
@@ -212,6 +261,8 @@ def define_flags():
     tests do) cannot define a flag twice."""
     flags.DEFINE_string("checkpoint", None, "A trained .keras model; default: a fresh MLP VAE.")
     flags.DEFINE_string("images", None, ".npy file of images [N, H, W, C] in [0, 1].")
+    flags.DEFINE_string("image_labels", None, "Class-conditional --checkpoint: a .npy of "
+                        "the --images' labels (one per image, or one for all).")
     flags.DEFINE_string("dataset", None, "TFDS dataset to take the batch from (first batch "
                         "of --split, statically binarized), e.g. binarized_mnist.")
     flags.DEFINE_string("split", "test", "TFDS split for --dataset.")

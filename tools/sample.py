@@ -14,8 +14,9 @@ r"""Sample images from an exported VAE (SavedModel folder or .tflite file) into 
 A class-conditional export samples given --labels: "all" draws a row of --columns
 (default 10) samples per class, in class order (the classes' names, from
 metadata.json, are printed); a list of class ids draws one sample per id. Its
---codes are decoded given --labels too (one per code, or one for all), and
---images or --dataset reconstructions given --dataset's labels (or --image_labels).
+--codes are decoded given --labels too (one per code, or one for all: another count
+is refused), and --images or --dataset reconstructions given --dataset's labels (or
+--image_labels, one per image of --images or one for all).
 
 A SavedModel runs its `sample` signature (`reconstruct` for --reconstructions, `decode`
 for --codes); a .tflite file runs its `sample` and `decode` signatures in the LiteRT
@@ -102,11 +103,15 @@ def load_test_images(count, image_shape, labelled=False):
     """(float32 [count, H, W, C] in [0, 1], their labels or None) from --images (and
     --image_labels) or --dataset (`tfvae.checks`)."""
     if FLAGS.images:
-        images = checks.as_images(checks.load_npy(FLAGS.images)[:count], image_shape,
-                                  FLAGS.images)
-        labels = checks.load_npy(FLAGS.image_labels)[:count] if FLAGS.image_labels \
-            else None
-        return images, labels
+        images = checks.load_npy(FLAGS.images)
+        labels = (np.atleast_1d(checks.load_npy(FLAGS.image_labels))
+                  if FLAGS.image_labels else None)
+        if labels is not None and len(labels) not in (1, len(images)):
+            raise checks.InputError(
+                f"--image_labels {FLAGS.image_labels} holds {len(labels)} labels for the "
+                f"{len(images)} images of --images; give one per image, or one for all.")
+        images = checks.as_images(images[:count], image_shape, FLAGS.images)
+        return images, None if labels is None else labels[:count]
     from tfvae import data
     description = f"{FLAGS.dataset}[{FLAGS.split}]"
     batches = data.load_dataset(FLAGS.dataset, FLAGS.split, count, binarize=None,
@@ -138,6 +143,16 @@ def sample_labels(sampler):
     return len(labels), labels, columns
 
 
+def decode_labels(labels, num_codes):
+    """The labels of --codes: one class id for all of them or one per code, from
+    --labels (checked before anything is drawn)."""
+    if labels is None or len(labels) in (1, num_codes):
+        return labels
+    given = f"--labels={FLAGS.labels}" if FLAGS.labels else "--labels=all (the default)"
+    raise checks.InputError(f"{given} gives {len(labels)} labels for the {num_codes} "
+                            "--codes; give one class id for all codes, or one per code.")
+
+
 @checks.interruptible(PROGRAM, "only the files printed above were written.")
 def main(argv):
     checks.start_tool(PROGRAM, argv, 1,
@@ -145,6 +160,8 @@ def main(argv):
     if (FLAGS.images or FLAGS.dataset) and argv[1].endswith(".tflite"):
         checks.fail(PROGRAM, "a .tflite file holds only `sample` and `decode`; pass the "
                              "SavedModel folder to reconstruct --images or --dataset.")
+    if FLAGS.image_labels and not FLAGS.images:
+        checks.fail(PROGRAM, "--image_labels are the labels of --images: pass both.")
     try:
         sampler = load_sampler(argv[1])
         count, labels, columns = sample_labels(sampler)
@@ -153,12 +170,10 @@ def main(argv):
             if FLAGS.images or FLAGS.dataset else (None, None))
         codes = (checks.as_codes(checks.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
+        code_labels = None if codes is None else decode_labels(labels, len(codes))
         samples = image_grid(sampler.sample(count, labels), columns, padding=0)
         print("samples:", write_png(FLAGS.output, samples))
         if codes is not None:
-            # One label per code when as many were given, else the first for all.
-            code_labels = labels if labels is None or len(labels) == len(codes) \
-                else labels[:1]
             grid = image_grid(sampler.decode(codes, code_labels), FLAGS.columns,
                               padding=0)
             print("decoded:", write_png(FLAGS.decoded, grid))
