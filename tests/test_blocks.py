@@ -212,30 +212,12 @@ def test_a_spatial_model_fits_and_its_keras_file_round_trips(tmp_path):
 
 
 def test_saved_model_and_tflite_of_a_spatial_hierarchy(tmp_path):
+    from export_parity import check_export_parity
     from tfvae import export
     model = spatial_model()
+    assert model.latent_dim == 2 * 2 * 2 + 4 * 4 * 2  # the groups' maps, flattened
     paths = export.export_model(model, str(tmp_path), name="spatial")
-    loaded = tf.saved_model.load(paths["saved_model"]).signatures
-    x = binary(5)
-    encoded = loaded["encode"](images=tf.constant(x))
-    np.testing.assert_allclose(encoded["code"], model.code(x), atol=1e-5)
-    dims = sum(model.latent_dims)
-    assert dims == 2 * 2 * 2 + 4 * 4 * 2
-    z = np.random.default_rng(0).normal(size=(5, dims)).astype("float32")
-    np.testing.assert_allclose(loaded["decode"](z=tf.constant(z))["images"],
-                               model.decode(z).mean(), atol=1e-5)
-    np.testing.assert_allclose(loaded["reconstruct"](images=tf.constant(x))["images"],
-                               model.reconstruct(x), atol=1e-5)
-    log_p = loaded["log_prob"](images=tf.constant(x), num_samples=tf.constant(50))
-    assert np.all(np.isfinite(log_p["log_prob"]))
-    sampled = loaded["sample"](num_samples=tf.constant(6))
-    assert sampled["z"].shape == (6, dims) and sampled["images"].shape == (6, 8, 8, 1)
-    from ai_edge_litert.interpreter import Interpreter
-    runner = Interpreter(model_path=paths["tflite_float32"]).get_signature_runner("sample")
-    out = runner(num_samples=np.array(4, np.int32))
-    assert out["images"].shape == (4, 8, 8, 1) and np.all(np.isfinite(out["z"]))
-    decoder = Interpreter(model_path=paths["tflite_float32"]).get_signature_runner("decode")
-    np.testing.assert_allclose(decoder(z=z)["images"], model.decode(z).mean(), atol=1e-5)
+    check_export_parity(model, paths, binary(5))
 
 
 @pytest.mark.parametrize("options, words", [
