@@ -75,6 +75,11 @@ def _process(pid):
     return None if start is None else f"{socket.gethostname()} {pid} {start}"
 
 
+def _me():
+    """This process as a lock names it."""
+    return _process(os.getpid()) or f"{socket.gethostname()} {os.getpid()} ?"
+
+
 def _alive(holder):
     """Whether the process a lock names runs (on another host: assumed so)."""
     host, pid, start = (holder.split() + ["", "", ""])[:3]
@@ -98,7 +103,7 @@ def claim(directory):
     trainer holds it. The lock of a killed trainer (its PID gone or reused) or of
     this process is taken over. Returns the lock's path, for `release`."""
     path = os.path.join(directory, LOCK)
-    me = _process(os.getpid()) or f"{socket.gethostname()} {os.getpid()} ?"
+    me = _me()
     for _ in range(3):
         try:
             handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -123,7 +128,7 @@ def claim(directory):
 
 def release(path):
     """Deletes the lock at `path` if this process holds it."""
-    me = _process(os.getpid()) or f"{socket.gethostname()} {os.getpid()} ?"
+    me = _me()
     try:
         with open(path) as f:
             if f.read().strip() == me:

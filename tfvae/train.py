@@ -231,7 +231,8 @@ def train_and_evaluate(
         # optimization
         epochs=10, steps_per_epoch=0, optimizer="adam", learning_rate=1e-3,
         lr_schedule="constant", lr_decay_rate=0.5, lr_decay_epochs=1.0, clipnorm=0.0,
-        global_clipnorm=0.0, skip_threshold=0.0, use_ema=False, ema_momentum=0.99, early_stopping_patience=0, init_from="",
+        global_clipnorm=0.0, skip_threshold=0.0, use_ema=False, ema_momentum=0.99,
+        early_stopping_patience=0, init_from="",
         # runtime
         seed=0, deterministic=False, strategy="default", tpu="", jit_compile=True,
         steps_per_execution=1, overwrite=False,
