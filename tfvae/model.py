@@ -597,9 +597,14 @@ class VAE(keras.Model):
         """`x` with numpy images (alone or a dict's "images") taken by the rules of
         `checks.as_images`: 0-255 integers divided by 255; NaN, Inf, values outside
         [0, 1] and other shapes refused in its words; a conditional model's labels
-        (`checks.as_labels`) or context checked against them. Anything else (a
-        `tf.data.Dataset`, tensors) passes unchanged: the trainer checks its data
-        (`data.check_images`)."""
+        (`checks.as_labels`) or context checked against them. A `tf.data.Dataset` has
+        its declared dtype and shape checked (`data.check_image_spec`; its values are
+        not read, which could cut a cached pipeline short; integer pixels are divided
+        by 255 per batch, `data.integer_images`). Tensors pass unchanged."""
+        if isinstance(x, tf.data.Dataset):
+            data.check_image_spec(x, self.image_shape, f"the dataset given as {what}",
+                                  integers=True)
+            return x
         inputs = x if isinstance(x, dict) else {"images": x}
         if not isinstance(inputs.get("images"), np.ndarray):
             return x
