@@ -30,7 +30,8 @@ import keras
 import tensorflow as tf
 
 from tfvae import distributions
-from tfvae.cells import build_cells, cell_stack, downsample, run_cells, upsample
+from tfvae.cells import (build_cells, cell_stack, downsample, fold, run_cells, unfold,
+                         upsample, with_trailing)
 from tfvae.checks import check_count
 from tfvae.networks import _Decoder
 
@@ -65,26 +66,6 @@ def parse_groups(spec, image_shape):
     if any(a[0] > b[0] for a, b in zip(groups, groups[1:])):
         raise ValueError(f"latent_groups go from coarse (top) to fine, got {spec!r}.")
     return groups
-
-
-def fold(x, rank):
-    """(x with its leading axes folded into one [N, ...rank trailing axes], the
-    leading shape) for convolutions over [k, B, ...] tensors. The trailing axes stay
-    static (TFLite converts convolutions of known channels only)."""
-    return tf.reshape(x, [-1, *x.shape[-rank:]]), tf.shape(x)[:-rank]
-
-
-def unfold(x, lead):
-    """The inverse of `fold`: [N, ...] -> [*lead, ...], trailing axes static."""
-    return with_trailing(tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0)),
-                         x.shape[1:])
-
-
-def with_trailing(x, trailing):
-    """x with its static trailing axes set to `trailing` (a reshape by a computed
-    shape loses them)."""
-    x.set_shape([None] * (x.shape.rank - len(trailing)) + list(trailing))
-    return x
 
 
 def as_map(z, shape):
