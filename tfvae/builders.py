@@ -46,7 +46,7 @@ SIZE_LIMITS = {"latent_dim": 8192, "width": 8192, "layers": 64, "flow_steps": 64
                "prior_components": 10_000, "channels": 1024}
 # Spatial hierarchies: channels of the cells and of each latent group (1024 channels
 # of 3x3 convolutions at 28x28 are ~15 GFLOP per image and cell), cells at full size.
-CHANNELS = ("cell_channels", "latent_channels")
+CHANNELS = ("cell_channels", "latent_channels", "autoregressive_channels")
 WIDTHS = ("encoder_hidden_units", "decoder_hidden_units", "encoder_filters",
           "decoder_filters", "top_down_latent_dims", "top_down_hidden_units")
 
@@ -63,7 +63,8 @@ def check_sizes(latent_dim=50, flow_steps=2, flow_hidden_units=256, prior_compon
     for name in CHANNELS:
         check_count(options.get(name, 1), name, SIZE_LIMITS["channels"])
     for name, limit in (("cell_bottleneck", SIZE_LIMITS["channels"]),
-                        ("output_cells", SIZE_LIMITS["layers"])):  # 0 allowed
+                        ("output_cells", SIZE_LIMITS["layers"]),
+                        ("autoregressive_layers", SIZE_LIMITS["layers"])):  # 0 allowed
         value = options.get(name, 0)
         if value != 0:
             check_count(value, name, limit)
@@ -90,7 +91,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                 top_down_hidden_units=(300, 300), posterior="gaussian", flow_steps=2,
                 flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal",
                 prior_components=0, latent_groups="", latent_channels=16,
-                cell_channels=64, cell_bottleneck=0, output_cells=1, num_classes=0,
+                cell_channels=64, cell_bottleneck=0, output_cells=1,
+                autoregressive_layers=0, autoregressive_channels=32, num_classes=0,
                 context_dim=0, **objective):
     """A built `VAE` for images of `image_shape` (H, W, C).
 
@@ -111,6 +113,9 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     cells), each of latent_channels maps, residual cells of cell_channels channels
     (cell_bottleneck inside, 0: half), output_cells cells at full resolution; it
     takes no latent_dim, top_down_* or *_hidden_units options.
+    autoregressive_layers > 0 (resnet, Bernoulli, one channel): a PixelCNN of that
+    many masked convolutions of autoregressive_channels channels adds to the
+    decoder's logits (`pixelcnn.py`); 0: the factorized likelihood.
     num_classes: a conditional VAE of class labels 0..num_classes-1;
     context_dim: of float vectors of that size (0: unconditional). `objective`: `VAE`'s
     options (`model.OPTIONS`: num_samples, kl, objective, beta, ...), passed on
@@ -123,7 +128,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     image_shape = _ints("image_shape", image_shape)
     check_sizes(latent_dim, flow_steps, flow_hidden_units, prior_components,
                 **{name: value for name, value in locals().items()
-                   if name in (*WIDTHS, *CHANNELS, "cell_bottleneck", "output_cells")})
+                   if name in (*WIDTHS, *CHANNELS, "cell_bottleneck", "output_cells",
+                               "autoregressive_layers")})
     context = dict(num_classes=int(num_classes), context_dim=int(context_dim))
     width = context["num_classes"] or context["context_dim"]
     head = dict(posterior=choice("posterior", posterior, POSTERIORS),
@@ -142,8 +148,13 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                              "top_down_latent_dims empty.")
         enc, dec, top_down = spatial_hierarchy(
             image_shape, latent_groups, latent_channels, cell_channels, cell_bottleneck,
-            output_cells, likelihood, head["posterior"], width, activation=activation)
+            output_cells, likelihood, head["posterior"], width, activation=activation,
+            autoregressive_layers=autoregressive_layers,
+            autoregressive_channels=autoregressive_channels)
         latent_dim = enc.latent_dim
+    elif autoregressive_layers:
+        raise ValueError("autoregressive_layers needs the spatial decoder "
+                         "(encoder='resnet', decoder='resnet').")
     elif choice("encoder", encoder, NETWORKS) == "mlp":
         enc = MLPEncoder(latent_dim, enc_units, activation, dropout=dropout,
                          context_dim=width, name="encoder", **head)
@@ -183,8 +194,10 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
 def spatial_hierarchy(image_shape, latent_groups, latent_channels=16, channels=64,
                       bottleneck=0, output_cells=1, likelihood="bernoulli",
                       posterior="gaussian", context_dim=0, kernel_size=3,
-                      activation="relu"):
-    """(encoder, decoder, top-down blocks) of a spatial hierarchy (`blocks.py`)."""
+                      activation="relu", autoregressive_layers=0,
+                      autoregressive_channels=32):
+    """(encoder, decoder, top-down blocks) of a spatial hierarchy (`blocks.py`); the
+    decoder with a PixelCNN head of `autoregressive_layers` (`pixelcnn.py`)."""
     if not latent_groups:
         raise ValueError("encoder='resnet' needs latent_groups, e.g. '7x2,14x2' (top "
                          "first: resolution x residual cells).")
@@ -205,6 +218,8 @@ def spatial_hierarchy(image_shape, latent_groups, latent_channels=16, channels=6
                                     name=f"top_down_{i}", **shared)
                 for i, (above, group) in enumerate(zip(groups, groups[1:]))]
     decoder = blocks.ResNetDecoder(image_shape, groups[-1], output_cells, likelihood,
+                                   autoregressive_layers=autoregressive_layers,
+                                   autoregressive_channels=autoregressive_channels,
                                    name="decoder", **shared)
     return encoder, decoder, top_down
 

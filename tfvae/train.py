@@ -664,6 +664,12 @@ _define("cell_bottleneck", "Channels inside each residual cell (0: half of "
         "--cell_channels).", lower_bound=0)
 _define("output_cells", "Residual cells at full resolution in the resnet decoder.",
         lower_bound=0)
+_define("autoregressive_layers", "Masked convolutions of a PixelCNN head over the resnet "
+        "decoder's Bernoulli logits: each pixel then also depends on the pixels before "
+        "it (tfvae/pixelcnn.py); 0: the factorized likelihood. Starts as the factorized "
+        "model, so --init_from may name one without the head.", lower_bound=0)
+_define("autoregressive_channels", "Channels of the PixelCNN head's masked "
+        "convolutions.", lower_bound=1)
 _define("posterior", "Posterior head of every layer: diagonal Gaussian or IAF.")
 _define("flow_steps", "Autoregressive (MADE) steps of an IAF posterior.", lower_bound=1)
 _define("flow_hidden_units", "Hidden units of each IAF step.", lower_bound=1)
