@@ -146,7 +146,7 @@ def decoders():
     plain.build(), head.build()
     for source, target in zip(plain.weights, head.weights):
         assert source.path.split("/", 1)[1] == target.path.split("/", 1)[1]
-        target.assign(source)
+        target.assign(source.value)
     return plain, head
 
 
