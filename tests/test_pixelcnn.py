@@ -123,9 +123,12 @@ def test_more_than_one_channel_or_a_gaussian_is_refused_in_one_line():
                              autoregressive_layers=2)
     with pytest.raises(ValueError, match="needs the spatial decoder"):
         builders.build_model((8, 8, 1), autoregressive_layers=2)
-    with pytest.raises(ValueError, match="autoregressive_layers"):
-        builders.build_model((8, 8, 1), encoder="resnet", decoder="resnet",
-                             latent_groups="2x1,4x1", autoregressive_layers=1000)
+    for options, words in (({"autoregressive_layers": 1000}, "autoregressive_layers"),
+                           ({"autoregressive_layers": 2, "autoregressive_channels": 0},
+                            "autoregressive_channels")):
+        with pytest.raises(ValueError, match=words):
+            builders.build_model((8, 8, 1), encoder="resnet", decoder="resnet",
+                                 latent_groups="2x1,4x1", **options)
 
 
 @pytest.mark.parametrize("layer", [
