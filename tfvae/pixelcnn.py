@@ -36,7 +36,7 @@ side only, so each pass runs on that (R + 1) x (2R + 1) window instead of the im
 
 mean(): E[x] has no closed form (pixel i averages over the 2^(i-1) prefixes before
 it). `mean()` is the conditional probabilities p(x_i = 1 | x^_<i, z) along the
-greedy path x^_i = [p(x_i = 1 | x^_<i, z) > 1/2], one sequential pass like a sample.
+greedy path x^_i = [p(x_i = 1 | x^_<i, z) > 1/2], one sequential loop like a sample.
 It is deterministic (one z decodes to one image, so `decode`, `reconstruct` and the
 exported signatures agree with the model and with each other), it is a sharp image
 of the model's own kind, and for g = 0 (a fresh head) it is exactly sigmoid(b(z)),
@@ -190,13 +190,14 @@ def ancestral_pixels(net, base, conditioning, thresholds):
     raster order, for thresholds u [N, H, W, 1] in [0, 1], where l = base + g and g is
     the `PixelCNN` `net` under its `conditioning` terms.
 
-    Pixel i is the last of the window of rows r-R..r and columns c-R..c+R that l_i
-    reads (R = `net.reach`), so each step runs the net on that (R + 1) x (2R + 1)
-    window of the padded image, not on the whole image (28x fewer pixels for
-    R = 3 on MNIST); a convolution's edge effects reach R pixels in from the window's
-    edges, just short of pixel i, and `inside` zeroes the padding as the whole
-    image's convolutions do. l_i, computed at step i, is final (it reads x_<i only):
-    the loop keeps each as the logits of the path.
+    l_i at pixel (r, c) reads rows r-R..r and columns c-R..c+R only (R = `net.reach`;
+    (r, c) is that window's bottom centre), so each step runs the net on the
+    (R + 1) x (2R + 1) window of the padded image, not on the whole image (28x fewer
+    pixels for R = 3 on MNIST). The window's own edge effects spread k // 2 pixels
+    inward per layer, so after all the layers they stop one pixel short of (r, c),
+    R pixels from the top, left and right edges; `inside` zeroes the padding as the
+    whole image's convolutions do. l_i, computed at step i, is final
+    (it reads x_<i only): the loop keeps each as the logits of the path.
     A while loop of TFLite built-in ops; called eagerly, it runs as a traced function
     (`_traced_ancestral_pixels`: traced once per net and shape, not H*W eager steps).
     """
