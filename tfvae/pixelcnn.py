@@ -23,7 +23,8 @@ h, which does not depend on x. So l_i is a function of z and x_<i alone: every f
 is a normalized Bernoulli given the pixels before it, and the product is a
 normalized distribution over the 2^(H W) binary images whatever the weights. V and v
 start at zero, so a fresh head gives l = b(z) exactly: the factorized model, whose
-trained weights load unchanged (`builders.load_weights`).
+trained weights load unchanged (`--init_from`, `warmstart.py`: by path, the head's
+weights new).
 
 log_prob(x): x is given, so all the l_i come from one parallel pass of the net over
 x (the masks hide x_>=i from l_i, as teacher forcing): a few more convolutions.
