@@ -14,7 +14,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfvae import blocks
+from tfvae import blocks, losses
 from tfvae.checks import InputError, check_count, choice, first_line
 from tfvae.heads import POSTERIORS
 from tfvae.hierarchy import TopDownBlock
@@ -118,10 +118,11 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     decoder's logits (`pixelcnn.py`); 0: the factorized likelihood.
     num_classes: a conditional VAE of class labels 0..num_classes-1;
     context_dim: of float vectors of that size (0: unconditional). `objective`: `VAE`'s
-    options (`model.OPTIONS`: num_samples, kl, objective, beta, ...), passed on
-    unchanged.
+    options (`model.OPTIONS`: num_samples, kl) and the objective's as flat options
+    (`losses.FLAT_OPTIONS`: objective, gradient_estimator, beta, ...; the trainer's
+    flags), which `losses.from_flat_options` turns into the VAE's loss.
     """
-    unknown = sorted(set(objective) - set(OPTIONS))
+    unknown = sorted(set(objective) - set(OPTIONS) - set(losses.FLAT_OPTIONS))
     if unknown:
         raise ValueError(f"Unknown model option(s) {', '.join(unknown)}; the options are "
                          f"{', '.join(MODEL_DEFAULTS)}.")
@@ -187,8 +188,10 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                                  activation, name=f"top_down_{i}", **head)
                     for i, dim in enumerate(_ints("top_down_latent_dims",
                                                   top_down_latent_dims))]
-    return VAE(enc, dec, prior_layer, top_down=top_down, name="vae", **context,
-               **objective)
+    loss = losses.from_flat_options(**{name: objective.pop(name) for name in
+                                       losses.FLAT_OPTIONS if name in objective})
+    return VAE(enc, dec, prior_layer, top_down=top_down, name="vae", loss=loss,
+               **context, **objective)
 
 
 def spatial_hierarchy(image_shape, latent_groups, latent_channels=16, channels=64,
@@ -231,10 +234,11 @@ def keyword_defaults(function):
 
 
 # Every option of `build_model` with its default: the networks' and prior's, then VAE's
-# (the context's size comes from the data).
+# and its objective's (the context's size comes from the data).
 MODEL_DEFAULTS = {name: default for name, default in {
     **keyword_defaults(build_model),
-    **{name: keyword_defaults(VAE)[name] for name in OPTIONS}}.items()
+    **{name: keyword_defaults(VAE)[name] for name in OPTIONS},
+    **losses.FLAT_DEFAULTS}.items()
     if name not in CONTEXT_ARGUMENTS}
 
 

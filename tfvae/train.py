@@ -37,7 +37,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from tfvae import builders, callbacks as vae_callbacks, checks, data, distributions, heads
-from tfvae import evaluate, export as export_lib, model as model_lib, objectives
+from tfvae import evaluate, export as export_lib, losses, objectives
 from tfvae import projector
 from tfvae import rundir, warmstart
 
@@ -394,7 +394,7 @@ def _callbacks(run):
     """Guard, timer, backup, [EMA swap], best checkpoint, [early stop], logs."""
     o, paths = run.options, run.paths
     # The bound being maximized: the k-sample IWAE bound when that is the objective.
-    bound = "iwae" if o.objective == "iwae" else "elbo"
+    bound = run.model.training_objective.bound
     run.monitor = f"val_{bound}" if "validation" in run.data else bound
     run.guard = vae_callbacks.NonFiniteGuard()
     run.timer = vae_callbacks.EpochTimer(o.batch_size)
@@ -595,8 +595,8 @@ CHOICES = {
     "binarization": ("static", "dynamic", "none"), "encoder": builders.NETWORKS,
     "decoder": builders.NETWORKS, "posterior": heads.POSTERIORS,
     "likelihood": distributions.LIKELIHOODS, "prior": builders.PRIORS,
-    "kl": objectives.KL_METHODS, "objective": model_lib.OBJECTIVES,
-    "gradient_estimator": model_lib.GRADIENT_ESTIMATORS,
+    "kl": objectives.KL_METHODS, "objective": tuple(losses.LOSSES),
+    "gradient_estimator": losses.GRADIENT_ESTIMATORS,
     "mmd_kernel": objectives.MMD_KERNELS, "optimizer": tuple(builders.OPTIMIZERS),
     "lr_schedule": builders.LR_SCHEDULES, "strategy": builders.STRATEGIES,
     "mixed_precision": MIXED_PRECISION,
