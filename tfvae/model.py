@@ -30,6 +30,7 @@ from tfvae import checks, data, evaluate, heads, objectives
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior, VampPrior
+from tfvae.version import __version__
 
 OBJECTIVES = ("elbo", "iwae", "wake_sleep")
 GRADIENT_ESTIMATORS = ("reparameterization", "score_function", "dreg")
@@ -662,11 +663,15 @@ class VAE(keras.Model):
                 **{name: serialize(getattr(self, name))
                    for name in ("encoder", "decoder", "prior")},
                 "top_down": [serialize(block) for block in self.top_down],
-                **{name: getattr(self, name) for name in OPTIONS}}
+                **{name: getattr(self, name) for name in OPTIONS},
+                # The writer of a .keras file, named when another version cannot
+                # read it (checks.load_keras_model).
+                "tfvae_version": __version__}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        config.pop("tfvae_version", None)  # files before 0.2.0 record none
         for key in ("encoder", "decoder", "prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         config["top_down"] = [keras.saving.deserialize_keras_object(block)
