@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfvae
-from tfvae import export
+from tfvae import checks, export
 
 IMAGE_SHAPE = (8, 8, 1)
 LATENT_DIM = 3
@@ -224,6 +224,28 @@ def test_metadata_describes_the_model(bernoulli_model, bernoulli_export):
     assert info["version"] == 1 and info["tflite"] == {"float32": "tiny.tflite"}
     rebuilt = tfvae.VAE.from_config(info["model_config"])
     assert rebuilt.count_params() == bernoulli_model.count_params()
+    assert info["keras"] == "tiny.keras"
+
+
+def test_the_version_folder_is_a_preset(bernoulli_model, bernoulli_export):
+    """Its .keras file holds the weights without the optimizer, and records the
+    version that wrote it."""
+    again = tfvae.VAE.from_preset(bernoulli_export["saved_model"])
+    for ours, theirs in zip(bernoulli_model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    assert again.optimizer is None
+    assert checks.keras_writer(bernoulli_export["keras"]) == f"tfvae {tfvae.__version__}"
+
+
+def test_metadata_of_an_older_export_carries_its_figures_only(bernoulli_model, tmp_path):
+    older = {"tfvae_version": "0.1.0", "version": 7, "test_nll": 88.7, "name": "old"}
+    paths = export.export_model(bernoulli_model, str(tmp_path), "vae", tflite=(),
+                                metadata=older, with_keras=False)
+    with open(paths["metadata"], encoding="utf-8") as f:
+        info = json.load(f)
+    assert (info["tfvae_version"], info["version"], info["name"], info["test_nll"]) == (
+        tfvae.__version__, 1, "vae", 88.7)
+    assert "keras" not in info and "keras" not in paths
 
 
 # -- bad input at serving time -------------------------------------------------------------

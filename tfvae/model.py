@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import checks, data, evaluate, heads, objectives
+from tfvae import checks, data, evaluate, heads, objectives, presets
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior, VampPrior
@@ -667,6 +667,15 @@ class VAE(keras.Model):
                 # The writer of a .keras file, named when another version cannot
                 # read it (checks.load_keras_model).
                 "tfvae_version": __version__}
+
+    @classmethod
+    def from_preset(cls, preset, saved_models=None):
+        """The trained model of a shipped model by name, e.g.
+        `VAE.from_preset("hvae_binarized_mnist")` (its highest version with a `.keras`
+        file), or of a version folder, run directory or `.keras` file; names are
+        looked up in `saved_models` (a folder or a list), by default as
+        `tfvae.presets` says. Raises `tfvae.checks.InputError` in one line."""
+        return presets.load(preset, saved_models)
 
     @classmethod
     def from_config(cls, config):

@@ -90,13 +90,14 @@ def classifier_and_accuracy(info, load):
 
 def conditional_sampler(path):
     """sample(n, labels) -> images of a conditional model, and its number of classes."""
-    from tfvae import rundir
+    from tfvae import presets, rundir
 
+    path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
         return sampler.sample, sampler.num_classes, sampler.image_shape
-    model = checks.load_keras_model(rundir.locate_model(path)["path"])
+    model = checks.load_keras_model(rundir.keras_path(path))
 
     def sample(count, labels):
         return model.sample(count, labels=labels).numpy()

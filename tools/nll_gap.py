@@ -77,10 +77,7 @@ def load_models(conditional_path, unconditional_path):
     from tfvae import rundir
     models = []
     for path in (conditional_path, unconditional_path):
-        location = rundir.locate_model(path)
-        if location["kind"] != "keras":
-            raise checks.InputError(f"{path} is a SavedModel; give a .keras file or a "
-                                    "run directory.")
+        location = rundir.locate_keras(path)
         models.append((checks.load_keras_model(location["path"]), location["config"]))
     (conditional, config), (unconditional, _) = models
     if not conditional.num_classes or unconditional.context_width:

@@ -143,10 +143,6 @@ def manifold_dims(latent_dim):
 def load_inputs(location):
     """(model, images, labels, manifold dims, class names) of the checkpoint, all
     checked."""
-    if location["kind"] != "keras":
-        raise checks.InputError(f"{location['path']} is a SavedModel; tools.visualize "
-                                "needs a .keras checkpoint or run directory (for a "
-                                "SavedModel use python -m tools.sample).")
     model = checks.load_keras_model(location["path"])
     dims = manifold_dims(model.latent_dim)
     count = max(FLAGS.num_reconstructions, 2 * FLAGS.interpolation_pairs,
@@ -223,7 +219,7 @@ def main(argv):
     run_dir, inputs = None, None
     try:
         if checkpoint:
-            location = rundir.locate_model(checkpoint)
+            location = rundir.locate_keras(checkpoint)
             run_dir = os.path.dirname(location["path"])
             inputs = load_inputs(location)
         output_dir = FLAGS.output_dir or os.path.join(run_dir or ".", "figures")
