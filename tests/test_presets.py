@@ -20,8 +20,8 @@ from tools.samplers import load_sampler
 IMAGE_SHAPE = (8, 8, 1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A .keras file written by tfvae 0.1.0 before the one-core change (2026-12-01), which
-# this version cannot read: a 4 x 4 MLP VAE saved by the code of commit e1c49b7^.
-OLD_FILE = os.path.join(REPO, "tests", "data", "tfvae_0.1.0_mlp.keras")
+# this version cannot read (tests/data/tfvae_0.1.0/make.py; tests/test_upgrade.py).
+OLD_FILE = os.path.join(REPO, "tests", "data", "tfvae_0.1.0", "mlp.keras")
 
 
 def tiny_model(seed):
@@ -107,11 +107,11 @@ def test_a_missing_path_is_named(tree):
 
 def test_a_file_of_another_version_names_both_versions():
     assert checks.keras_writer(OLD_FILE) == (
-        "tfvae before 0.2.0 (no version recorded; saved 2026-12-05@19:49:29)")
+        "tfvae before 0.2.0 (no version recorded; saved 2026-12-05@20:15:47)")
     with pytest.raises(checks.InputError, match=(
             rf"cannot be read as a tfvae \.keras model by tfvae {tfvae.__version__}: it "
             r"was written by tfvae before 0\.2\.0 \(no version recorded; saved "
-            r"2026-12-05@19:49:29\)")):
+            r"2026-12-05@20:15:47\)")):
         tfvae.VAE.from_preset(OLD_FILE)
 
 
