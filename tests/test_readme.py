@@ -23,7 +23,7 @@ def test_the_notebook_cell_runs(tmp_path, monkeypatch):
     cell = {}
     exec(compile(notebook_cell(), "<README cell>", "exec"), cell)  # noqa: S102
     assert cell["images"].shape == (16, 28, 28, 1)
-    assert 60 < cell["nll"] < 200  # nats per image of the hierarchy's own samples
+    assert 10 < cell["nll"] < 300  # nats per image of the hierarchy's own samples
     assert cell["terms"]["elbo"].shape == (16,)
     assert set(cell["history"].history) == {"loss", "elbo", "rate", "distortion"}
     assert isinstance(cell["p"], tfp.distributions.Distribution)

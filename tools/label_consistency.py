@@ -8,7 +8,7 @@ A small convolutional classifier (two 3x3 conv + max-pool stages, a 128-unit lay
 is trained on the grey-level training images of --dataset (or loaded from
 --classifier when that file exists, else saved there) and scored on its test split.
 It then classifies --samples_per_class samples of each class of MODEL (a SavedModel
-folder, .tflite file, .keras file or run directory): the
+folder, .tflite file, .keras file, run directory or preset name): the
 label consistency is the fraction whose predicted class is the requested one. The
 samples are the means of p(x|z, y) (for a Bernoulli model of binarized images, the
 probability of each pixel being on: a grey-level image, the classifier's own kind).
