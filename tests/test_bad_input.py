@@ -219,6 +219,7 @@ def evaluate_outcomes(files):
 
 
 @pytest.mark.parametrize("case", list(evaluate_cases(NO_FILES)))
+@pytest.mark.slow
 def test_tools_evaluate(evaluate_outcomes, case):
     check_outcome(*evaluate_outcomes[case], "tools.evaluate", "NLL (k=5)")
 
@@ -347,6 +348,7 @@ def export_cases(f):
     }
 
 
+@pytest.mark.slow
 def test_tools_export(files):
     f = {**files, "exports_base": os.path.dirname(os.path.dirname(files["saved_model"]))}
     for outcome, words in tool_outcomes("tools.export", export_cases(f),
@@ -423,6 +425,7 @@ def visualize_outcomes(files):
 
 
 @pytest.mark.parametrize("case", list(visualize_cases(NO_FILES)))
+@pytest.mark.slow
 def test_tools_visualize(visualize_outcomes, case):
     check_outcome(*visualize_outcomes[case], "tools.visualize", "manifold.png")
 
@@ -473,12 +476,14 @@ def grad_variance_outcomes(files):
 
 
 @pytest.mark.parametrize("case", list(grad_variance_cases(NO_FILES)))
+@pytest.mark.slow
 def test_tools_grad_variance(grad_variance_outcomes, case):
     check_outcome(*grad_variance_outcomes[case], "tools.grad_variance", "var score")
 
 
 # -- tools.benchmark --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tools_benchmark(files):
     """Every case fails before any timing (a good run is in test_evaluate.py)."""
     cases = {
@@ -503,6 +508,7 @@ def test_tools_benchmark(files):
 
 # -- tools.label_consistency and tools.folder_benchmark ------------------------------------
 
+@pytest.mark.slow
 def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
     """Each case fails before any training (good runs: configs/README.md's figures)."""
     consistency = {
@@ -584,6 +590,7 @@ def test_every_tool_main_is_interruptible():
                    for d in main.decorator_list), name
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_tool_ends_in_one_line():
     """A real SIGINT while the tool computes (here: gradient draws)."""
     process = subprocess.Popen(
@@ -687,6 +694,7 @@ def test_tflite_decode_declares_its_shape(files):
 
 # -- exports appear whole or not at all --------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_failing_conversion_leaves_no_version_folder(files, tmp_path, monkeypatch):
     model = keras.saving.load_model(files["keras"])
 
@@ -716,6 +724,7 @@ def _train(*argv):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.slow
 def test_a_mixed_precision_run_exports_whole(policy, tmp_path, mock_mnist):
     metrics = train.run(["tfvae.train", *TINY_RUN, "--epochs=1", "--use_ema",
                          f"--mixed_precision={policy}", f"--output_dir={tmp_path}/run",
@@ -818,6 +827,7 @@ def test_ctrl_c_before_the_first_backup_says_so(tmp_path, mock_mnist, monkeypatc
         "starts the run again.")
 
 
+@pytest.mark.slow
 def test_ctrl_c_after_training_names_the_trained_model(tmp_path, mock_mnist, monkeypatch,
                                                       capsys):
     def interrupted(*args, **kwargs):
@@ -866,6 +876,7 @@ def test_the_weight_average_warms_up():
     assert average > 15  # the late weights dominate (w_20 = 20)
 
 
+@pytest.mark.slow
 def test_every_ema_optimizer_is_registered_and_a_keras_file_reloads(tmp_path):
     for name, plain in builders.OPTIMIZERS.items():
         optimizer = builders.build_optimizer(name, 1e-3, use_ema=True, ema_momentum=0.9)
@@ -1017,6 +1028,7 @@ TOOLS = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "tools"))
 
 
 @pytest.mark.parametrize("program", [*(f"tools.{t}" for t in TOOLS), "tfvae.train"])
+@pytest.mark.slow
 def test_help_exits_with_status_0(program):
     """absl's --help exits with status 1; every command line's --help says 0."""
     done = subprocess.run([sys.executable, "-m", program, "--help"], cwd=REPO, env=ENV,

@@ -189,6 +189,7 @@ def test_log_prob_chunks_count_every_sample_once():
         np.testing.assert_allclose(got, exact, rtol=1e-5, err_msg=f"k={k}")
 
 
+@pytest.mark.slow
 def test_saved_model_cli_runs_the_tf1_loader(bernoulli_export, tmp_path):
     np.save(tmp_path / "images.npy", binary_images(4))
     np.save(tmp_path / "num_samples.npy", np.array(20, np.int32))
@@ -299,6 +300,7 @@ def test_export_model_layout_errors(bernoulli_model, tmp_path):
         export.export_model(bernoulli_model, str(tmp_path), "vae", tflite=("int4",))
 
 
+@pytest.mark.slow
 def test_the_version_folder_has_the_umask_mode(bernoulli_model, tmp_path):
     """Not mkdtemp's 0700: a TF Serving running as another user must read it."""
     umask = os.umask(0o027)
@@ -352,6 +354,7 @@ def read_png(path):
     return tf.io.decode_png(tf.io.read_file(str(path))).numpy()
 
 
+@pytest.mark.slow
 def test_export_and_sample_tools(bernoulli_model, bernoulli_export, tmp_path):
     """.keras -> SavedModel + float16 and int8 TFLite -> PNG grids."""
     checkpoint = str(tmp_path / "model.keras")

@@ -4,7 +4,10 @@ import os
 import re
 
 import numpy as np
+import pytest
 import tensorflow_probability as tfp
+
+pytestmark = pytest.mark.slow  # a shipped model and a short fit: seconds each
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "README.md")

@@ -130,6 +130,7 @@ def test_dreams_are_samples_of_the_model():
     assert set(np.unique(x.numpy())) <= {0.0, 1.0}  # Bernoulli samples, not means
 
 
+@pytest.mark.slow
 def test_short_xla_fit_raises_the_elbo_and_logs_finite_metrics(tmp_path):
     keras.utils.set_random_seed(3)
     x = prototype_images()
