@@ -950,6 +950,20 @@ def test_integer_images_are_divided_by_255_in_fit_evaluate_and_predict():
     assert np.all(model.predict(pixels, verbose=0)["elbo"] > -100)
 
 
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_a_dataset_of_the_wrong_dtype_or_shape_is_refused_in_one_line(method):
+    model = _compiled()
+    strings = tf.data.Dataset.from_tensor_slices(np.full((8, *IMAGE_SHAPE), "0")).batch(4)
+    with pytest.raises(ValueError, match=r"the dataset given as x yields string images of "
+                       r"shape \(None, 8, 8, 1\); the model expects float32 images"):
+        getattr(model, method)(strings, verbose=0)
+    small = tf.data.Dataset.from_tensor_slices(binary_images(8)[:, :4]).batch(4)
+    with pytest.raises(ValueError, match=r"shape \(None, 4, 8, 1\); the model expects"):
+        getattr(model, method)(small, verbose=0)
+    good = tf.data.Dataset.from_tensor_slices(binary_images(8)).batch(4)
+    assert getattr(model, method)(good, verbose=0) is not None
+
+
 ARRAY_CASES = {  # name: (images, labels or None, words of the ValueError)
     "NaN": (np.where(np.arange(4)[:, None, None, None] == 1, np.nan, binary_images(4)),
             None, r"x has NaN \(first in image 1\); images must be float32 in \[0, 1\]"),

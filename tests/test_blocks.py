@@ -123,7 +123,7 @@ def test_iwae_stays_below_log_px_and_rises_toward_it_and_rates_add_up():
 def test_free_bits_count_channel_maps_of_spatial_groups():
     model = linear_model(free_bits=0.5)
     rates = tf.random.uniform([3, sum(model.latent_dims)])
-    units = model._free_bits_units(rates).numpy()
+    units = model.free_bits_units(rates).numpy()
     assert units.shape == (3, 4)  # two groups of two channel maps
     top = rates[:, :model.latent_dims[0]].numpy().reshape(3, 4, 2).sum(1)
     np.testing.assert_allclose(units[:, :2], top, rtol=1e-5)

@@ -39,6 +39,7 @@ def build(**options):
 
 @pytest.fixture(scope="module")
 def trained():
+    keras.utils.set_random_seed(0)  # the same model whichever tests ran before
     images, labels = two_classes(512)
     model = build(prior="conditional")
     model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)

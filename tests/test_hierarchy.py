@@ -229,7 +229,8 @@ def test_dreg_through_a_hierarchy_equals_the_iwae_gradient_in_expectation():
         @tf.function
         def encoder_gradients(seed):
             with tf.GradientTape() as tape:
-                terms = model._terms(x, training=False, seed=seed)
+                terms = model.training_objective.terms(model, x, training=False,
+                                                       seed=seed)
                 loss = model.compute_loss(y_pred=terms)
             grads = tape.gradient(loss, model.encoder.trainable_variables)
             return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)

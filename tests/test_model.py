@@ -110,7 +110,7 @@ def test_elbo_of_the_exact_posterior_is_log_evidence_for_every_sample(num_sample
     log_w = model.log_importance_weights(images(X), 7).numpy()
     np.testing.assert_allclose(log_w, np.broadcast_to(log_evidence(X), (7, 3)),
                                rtol=1e-5, atol=1e-4)
-    iwae = tfvae.VAE.from_config({**model.get_config(), "objective": "iwae",
+    iwae = tfvae.VAE.from_config({**model.get_config(), "loss": "iwae",
                                   "num_samples": 5, "kl": "auto"})
     iwae.set_weights(model.get_weights())
     np.testing.assert_allclose(iwae(images(X))["iwae"], log_evidence(X), rtol=1e-5,

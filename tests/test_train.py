@@ -472,24 +472,6 @@ def test_init_from_starts_an_iwae_run_from_an_elbo_model(tmp_path):
     assert np.isfinite(metrics["test"]["iwae"])
 
 
-@pytest.mark.parametrize("init, expected", [
-    ("missing.keras", "missing.keras is not a file; give a saved model"),
-    ("other.keras", "has other networks or another prior than this run"),
-    ("cut.keras", "cut.keras cannot be read as a .keras file"),
-    ("notes.txt", "notes.txt is neither a .keras model nor a .weights.h5 file"),
-])
-@pytest.mark.slow
-def test_a_bad_init_from_fails_in_one_line(init, expected, tmp_path):
-    other = tmp_path / "other"
-    _run(*_argv(**{**TINY, "epochs": 1, "latent_dim": 3})[1:], f"--output_dir={other}")
-    os.replace(other / "model.keras", tmp_path / "other.keras")
-    (tmp_path / "cut.keras").write_bytes((tmp_path / "other.keras").read_bytes()[:100])
-    (tmp_path / "notes.txt").write_text("not a model")
-    message = _fails(*_argv(**TINY)[1:], f"--init_from={tmp_path / init}",
-                     f"--output_dir={tmp_path / 'run'}")
-    assert expected in message
-
-
 @pytest.mark.slow
 def test_a_spatial_hierarchy_in_bfloat16_resumes_after_a_kill(tmp_path):
     """The deep config's settings on a tiny spatial model: killed after step 4,

@@ -29,8 +29,9 @@ import re
 import keras
 import tensorflow as tf
 
-from tfvae import distributions
-from tfvae.cells import build_cells, cell_stack, downsample, run_cells, upsample
+from tfvae import distributions, pixelcnn
+from tfvae.cells import (build_cells, cell_stack, downsample, fold, run_cells, unfold,
+                         upsample, with_trailing)
 from tfvae.checks import check_count
 from tfvae.networks import _Decoder
 
@@ -65,26 +66,6 @@ def parse_groups(spec, image_shape):
     if any(a[0] > b[0] for a, b in zip(groups, groups[1:])):
         raise ValueError(f"latent_groups go from coarse (top) to fine, got {spec!r}.")
     return groups
-
-
-def fold(x, rank):
-    """(x with its leading axes folded into one [N, ...rank trailing axes], the
-    leading shape) for convolutions over [k, B, ...] tensors. The trailing axes stay
-    static (TFLite converts convolutions of known channels only)."""
-    return tf.reshape(x, [-1, *x.shape[-rank:]]), tf.shape(x)[:-rank]
-
-
-def unfold(x, lead):
-    """The inverse of `fold`: [N, ...] -> [*lead, ...], trailing axes static."""
-    return with_trailing(tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0)),
-                         x.shape[1:])
-
-
-def with_trailing(x, trailing):
-    """x with its static trailing axes set to `trailing` (a reshape by a computed
-    shape loses them)."""
-    x.set_shape([None] * (x.shape.rank - len(trailing)) + list(trailing))
-    return x
 
 
 def as_map(z, shape):
@@ -330,7 +311,9 @@ class SpatialBlock(_Spatial):
 class ResNetDecoder(_CellOptions, _Decoder):
     """p(x | z_1, h_1): a 1x1 convolution of [z_1, h_1], upsampling to the image,
     residual cells at full resolution and a convolution to the likelihood's
-    parameters.
+    parameters; with `autoregressive_layers` > 0, a PixelCNN over the image adds to
+    those (Bernoulli) logits: each pixel then depends on z and on the pixels before
+    it (`pixelcnn.py`).
 
     Args:
         output_shape: (H, W, C) of the images.
@@ -339,33 +322,76 @@ class ResNetDecoder(_CellOptions, _Decoder):
         likelihood, min_scale: as the other decoders.
         channels, latent_channels, bottleneck, kernel_size, activation, num_cells: as
             `_CellOptions`.
+        autoregressive_layers: masked convolutions of the PixelCNN (0: none, the
+            factorized likelihood). Bernoulli, one channel. Its last layer starts at
+            zero, so the decoder starts as (and loads the weights of) one without it.
+        autoregressive_channels: their width.
+
+    Call: maps [..., h, w, c_z + C] -> `ImageLikelihood` or, autoregressive,
+    `pixelcnn.AutoregressiveBernoulli`; batch [...], event [H, W, C].
     """
 
     input_rank = 3
 
     def __init__(self, output_shape, group, cells=1, likelihood="bernoulli",
                  min_scale=1e-3, channels=64, latent_channels=16, bottleneck=0,
-                 kernel_size=3, activation="relu", num_cells=1, **kwargs):
+                 kernel_size=3, activation="relu", num_cells=1, autoregressive_layers=0,
+                 autoregressive_channels=32, **kwargs):
         super().__init__(output_shape, likelihood, min_scale, **kwargs)
         self.set_cell_options(channels, latent_channels, bottleneck, kernel_size,
                               activation, num_cells)
         self.group = tuple(int(v) for v in group[:2])
         self.num_output_cells = int(cells)
+        self.autoregressive_layers = int(autoregressive_layers)
+        self.autoregressive_channels = check_count(autoregressive_channels,
+                                                   "autoregressive_channels")
         self.merge = _conv(self.channels, 1, "merge")
         self.stage = self.cells(self.num_output_cells, "out")
         self.out = _conv(self.output_shape[-1] * self.params_per_pixel, self.kernel_size,
                          "likelihood_params")
+        self.autoregressive = self._autoregressive_head()
+
+    def _autoregressive_head(self):
+        """The PixelCNN g of `pixelcnn.py`, or None for autoregressive_layers = 0."""
+        if self.autoregressive_layers < 0:
+            raise ValueError(f"autoregressive_layers must be >= 0, got "
+                             f"{self.autoregressive_layers}.")
+        if not self.autoregressive_layers:
+            return None
+        if self.likelihood != "bernoulli":
+            raise ValueError(f"autoregressive_layers > 0 needs likelihood='bernoulli' "
+                             f"(the PixelCNN head is Bernoulli), got {self.likelihood!r}.")
+        return pixelcnn.PixelCNN(self.autoregressive_layers, self.autoregressive_channels,
+                                 self.kernel_size, self.output_shape[-1],
+                                 name="autoregressive")
 
     def build(self, input_shape=None):
+        full = (None, *self.output_shape[:2])
         self.merge.build((None, *self.group, self.latent_channels + self.channels))
-        build_cells(self.stage, (None, *self.output_shape[:2], self.channels))
-        self.out.build((None, *self.output_shape[:2], self.channels))
+        build_cells(self.stage, (*full, self.channels))
+        self.out.build((*full, self.channels))
+        if self.autoregressive is not None:
+            self.autoregressive.build((*full, self.output_shape[-1]),
+                                      (*full, self.channels))
+
+    def hidden_map(self, inputs):
+        """The map h [N, H, W, C] that `likelihood_params` (and a PixelCNN) read."""
+        h = self.merge(inputs)
+        return run_cells(self.stage, upsample(h, self.output_shape[0] // self.group[0]))
 
     def parameters(self, inputs, training=None):
-        h = self.merge(inputs)
-        h = run_cells(self.stage, upsample(h, self.output_shape[0] // self.group[0]))
-        return self.out(h)
+        return self.out(self.hidden_map(inputs))
+
+    def call(self, z, training=None):
+        if self.autoregressive is None:
+            return super().call(z, training=training)
+        folded, lead = fold(z, self.input_rank)
+        hidden = self.hidden_map(folded)
+        return pixelcnn.AutoregressiveBernoulli(
+            unfold(self.out(hidden), lead), unfold(hidden, lead), self.autoregressive)
 
     def get_config(self):
         return {**super().get_config(), "group": self.group,
-                "cells": self.num_output_cells, **self.cell_config()}
+                "cells": self.num_output_cells, **self.cell_config(),
+                "autoregressive_layers": self.autoregressive_layers,
+                "autoregressive_channels": self.autoregressive_channels}

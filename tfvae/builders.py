@@ -14,7 +14,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfvae import blocks
+from tfvae import blocks, losses
 from tfvae.checks import InputError, check_count, choice, first_line
 from tfvae.heads import POSTERIORS
 from tfvae.hierarchy import TopDownBlock
@@ -46,7 +46,7 @@ SIZE_LIMITS = {"latent_dim": 8192, "width": 8192, "layers": 64, "flow_steps": 64
                "prior_components": 10_000, "channels": 1024}
 # Spatial hierarchies: channels of the cells and of each latent group (1024 channels
 # of 3x3 convolutions at 28x28 are ~15 GFLOP per image and cell), cells at full size.
-CHANNELS = ("cell_channels", "latent_channels")
+CHANNELS = ("cell_channels", "latent_channels", "autoregressive_channels")
 WIDTHS = ("encoder_hidden_units", "decoder_hidden_units", "encoder_filters",
           "decoder_filters", "top_down_latent_dims", "top_down_hidden_units")
 
@@ -63,7 +63,8 @@ def check_sizes(latent_dim=50, flow_steps=2, flow_hidden_units=256, prior_compon
     for name in CHANNELS:
         check_count(options.get(name, 1), name, SIZE_LIMITS["channels"])
     for name, limit in (("cell_bottleneck", SIZE_LIMITS["channels"]),
-                        ("output_cells", SIZE_LIMITS["layers"])):  # 0 allowed
+                        ("output_cells", SIZE_LIMITS["layers"]),
+                        ("autoregressive_layers", SIZE_LIMITS["layers"])):  # 0 allowed
         value = options.get(name, 0)
         if value != 0:
             check_count(value, name, limit)
@@ -90,7 +91,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                 top_down_hidden_units=(300, 300), posterior="gaussian", flow_steps=2,
                 flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal",
                 prior_components=0, latent_groups="", latent_channels=16,
-                cell_channels=64, cell_bottleneck=0, output_cells=1, num_classes=0,
+                cell_channels=64, cell_bottleneck=0, output_cells=1,
+                autoregressive_layers=0, autoregressive_channels=32, num_classes=0,
                 context_dim=0, **objective):
     """A built `VAE` for images of `image_shape` (H, W, C).
 
@@ -111,19 +113,24 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     cells), each of latent_channels maps, residual cells of cell_channels channels
     (cell_bottleneck inside, 0: half), output_cells cells at full resolution; it
     takes no latent_dim, top_down_* or *_hidden_units options.
+    autoregressive_layers > 0 (resnet, Bernoulli, one channel): a PixelCNN of that
+    many masked convolutions of autoregressive_channels channels adds to the
+    decoder's logits (`pixelcnn.py`); 0: the factorized likelihood.
     num_classes: a conditional VAE of class labels 0..num_classes-1;
     context_dim: of float vectors of that size (0: unconditional). `objective`: `VAE`'s
-    options (`model.OPTIONS`: num_samples, kl, objective, beta, ...), passed on
-    unchanged.
+    options (`model.OPTIONS`: num_samples, kl) and the objective's as flat options
+    (`losses.FLAT_OPTIONS`: objective, gradient_estimator, beta, ...; the trainer's
+    flags), which `losses.from_flat_options` turns into the VAE's loss.
     """
-    unknown = sorted(set(objective) - set(OPTIONS))
+    unknown = sorted(set(objective) - set(OPTIONS) - set(losses.FLAT_OPTIONS))
     if unknown:
         raise ValueError(f"Unknown model option(s) {', '.join(unknown)}; the options are "
                          f"{', '.join(MODEL_DEFAULTS)}.")
     image_shape = _ints("image_shape", image_shape)
     check_sizes(latent_dim, flow_steps, flow_hidden_units, prior_components,
                 **{name: value for name, value in locals().items()
-                   if name in (*WIDTHS, *CHANNELS, "cell_bottleneck", "output_cells")})
+                   if name in (*WIDTHS, *CHANNELS, "cell_bottleneck", "output_cells",
+                               "autoregressive_layers")})
     context = dict(num_classes=int(num_classes), context_dim=int(context_dim))
     width = context["num_classes"] or context["context_dim"]
     head = dict(posterior=choice("posterior", posterior, POSTERIORS),
@@ -142,8 +149,13 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                              "top_down_latent_dims empty.")
         enc, dec, top_down = spatial_hierarchy(
             image_shape, latent_groups, latent_channels, cell_channels, cell_bottleneck,
-            output_cells, likelihood, head["posterior"], width, activation=activation)
+            output_cells, likelihood, head["posterior"], width, activation=activation,
+            autoregressive_layers=autoregressive_layers,
+            autoregressive_channels=autoregressive_channels)
         latent_dim = enc.latent_dim
+    elif autoregressive_layers:
+        raise ValueError("autoregressive_layers needs the spatial decoder "
+                         "(encoder='resnet', decoder='resnet').")
     elif choice("encoder", encoder, NETWORKS) == "mlp":
         enc = MLPEncoder(latent_dim, enc_units, activation, dropout=dropout,
                          context_dim=width, name="encoder", **head)
@@ -176,15 +188,19 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                                  activation, name=f"top_down_{i}", **head)
                     for i, dim in enumerate(_ints("top_down_latent_dims",
                                                   top_down_latent_dims))]
-    return VAE(enc, dec, prior_layer, top_down=top_down, name="vae", **context,
-               **objective)
+    loss = losses.from_flat_options(**{name: objective.pop(name) for name in
+                                       losses.FLAT_OPTIONS if name in objective})
+    return VAE(enc, dec, prior_layer, top_down=top_down, name="vae", loss=loss,
+               **context, **objective)
 
 
 def spatial_hierarchy(image_shape, latent_groups, latent_channels=16, channels=64,
                       bottleneck=0, output_cells=1, likelihood="bernoulli",
                       posterior="gaussian", context_dim=0, kernel_size=3,
-                      activation="relu"):
-    """(encoder, decoder, top-down blocks) of a spatial hierarchy (`blocks.py`)."""
+                      activation="relu", autoregressive_layers=0,
+                      autoregressive_channels=32):
+    """(encoder, decoder, top-down blocks) of a spatial hierarchy (`blocks.py`); the
+    decoder with a PixelCNN head of `autoregressive_layers` (`pixelcnn.py`)."""
     if not latent_groups:
         raise ValueError("encoder='resnet' needs latent_groups, e.g. '7x2,14x2' (top "
                          "first: resolution x residual cells).")
@@ -205,6 +221,8 @@ def spatial_hierarchy(image_shape, latent_groups, latent_channels=16, channels=6
                                     name=f"top_down_{i}", **shared)
                 for i, (above, group) in enumerate(zip(groups, groups[1:]))]
     decoder = blocks.ResNetDecoder(image_shape, groups[-1], output_cells, likelihood,
+                                   autoregressive_layers=autoregressive_layers,
+                                   autoregressive_channels=autoregressive_channels,
                                    name="decoder", **shared)
     return encoder, decoder, top_down
 
@@ -216,10 +234,11 @@ def keyword_defaults(function):
 
 
 # Every option of `build_model` with its default: the networks' and prior's, then VAE's
-# (the context's size comes from the data).
+# and its objective's (the context's size comes from the data).
 MODEL_DEFAULTS = {name: default for name, default in {
     **keyword_defaults(build_model),
-    **{name: keyword_defaults(VAE)[name] for name in OPTIONS}}.items()
+    **{name: keyword_defaults(VAE)[name] for name in OPTIONS},
+    **losses.FLAT_DEFAULTS}.items()
     if name not in CONTEXT_ARGUMENTS}
 
 

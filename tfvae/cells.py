@@ -13,7 +13,8 @@ pixel (x -> (I + M) x), which the tests use to build linear-Gaussian hierarchies
 with a known log p(x).
 
 Between cells the resolution changes by `downsample` (average pooling, bottom-up)
-and `upsample` (nearest-neighbour copies, top-down).
+and `upsample` (nearest-neighbour copies, top-down); `fold` and `unfold` put the
+leading sample axes of [k, B, H, W, C] maps into one batch axis and back.
 """
 
 import math
@@ -105,4 +106,24 @@ def build_cells(cells, shape):
 def run_cells(cells, x):
     for cell in cells:
         x = cell(x)
+    return x
+
+
+def fold(x, rank):
+    """(x with its leading axes folded into one [N, ...rank trailing axes], the
+    leading shape) for convolutions over [k, B, ...] tensors. The trailing axes stay
+    static (TFLite converts convolutions of known channels only)."""
+    return tf.reshape(x, [-1, *x.shape[-rank:]]), tf.shape(x)[:-rank]
+
+
+def unfold(x, lead):
+    """The inverse of `fold`: [N, ...] -> [*lead, ...], trailing axes static."""
+    return with_trailing(tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0)),
+                         x.shape[1:])
+
+
+def with_trailing(x, trailing):
+    """x with its static trailing axes set to `trailing` (a reshape by a computed
+    shape loses them)."""
+    x.set_shape([None] * (x.shape.rank - len(trailing)) + list(trailing))
     return x

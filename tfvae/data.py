@@ -443,18 +443,7 @@ def check_images(dataset, image_shape, description="the dataset", num_classes=No
     Reading one batch of a `cache()`d dataset leaves a partial cache behind that can
     truncate later passes over the same object: check an uncached twin (`cache=False`)
     or `load_dataset(...).take(1)` built for the purpose, as `tfvae.train` does."""
-    want = f"float32 images of shape (batch, {', '.join(map(str, image_shape))}) in [0, 1]"
-    spec = dataset.element_spec
-    inputs = isinstance(spec, dict) and "images" in spec
-    image_spec = spec["images"] if inputs else spec
-    if not isinstance(image_spec, tf.TensorSpec):
-        raise ValueError(f"{description} yields {spec}; the model expects {want}.")
-    got_shape = tuple(image_spec.shape)
-    if image_spec.dtype != tf.float32 or len(got_shape) != 4 or any(
-            got is not None and got != int(want_dim)
-            for got, want_dim in zip(got_shape[1:], image_shape)):
-        raise ValueError(f"{description} yields {image_spec.dtype.name} images of shape "
-                         f"{got_shape}; the model expects {want}.")
+    inputs = check_image_spec(dataset, image_shape, description)
     for element in dataset.take(1):
         batch = tf.nest.map_structure(lambda tensor: tensor.numpy(), element)
         checks.check_values(batch["images"] if inputs else batch, description)
@@ -462,3 +451,27 @@ def check_images(dataset, image_shape, description="the dataset", num_classes=No
             checks.check_labels(batch["labels"], num_classes, f"the labels of {description}")
         return batch
     raise ValueError(f"{description} is empty.")
+
+
+def check_image_spec(dataset, image_shape, description="the dataset", integers=False):
+    """Checks what `dataset` declares it yields (no element is read, so a user's
+    cached pipeline stays whole): float32 images [B, H, W, C] of `image_shape`, alone
+    or as a dict's "images"; with `integers`, also integer pixels (which a `VAE` takes
+    by `integer_images`). Returns whether it yields such dicts; raises a one-line
+    ValueError."""
+    want = f"float32 images of shape (batch, {', '.join(map(str, image_shape))}) in [0, 1]"
+    spec = dataset.element_spec
+    inputs = isinstance(spec, dict) and "images" in spec
+    image_spec = spec["images"] if inputs else spec
+    if not isinstance(image_spec, tf.TensorSpec):
+        raise ValueError(f"{description} yields {spec}; the model expects {want}.")
+    got_shape = tuple(image_spec.shape) if image_spec.shape.rank is not None else None
+    dtype_ok = image_spec.dtype == tf.float32 or integers and image_spec.dtype.is_integer
+    if not dtype_ok or got_shape is not None and len(got_shape) != 4 or any(
+            got is not None and got != int(want_dim)
+            for got, want_dim in zip((got_shape or ())[1:], image_shape)):
+        hint = (" Divide 0-255 images by 255 in a map() first."
+                if image_spec.dtype.is_integer else "")
+        raise ValueError(f"{description} yields {image_spec.dtype.name} images of shape "
+                         f"{got_shape}; the model expects {want}.{hint}")
+    return inputs

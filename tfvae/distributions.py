@@ -143,8 +143,12 @@ def likelihood_parameters(likelihood):
     """The named tensor parameters of a likelihood made by `image_likelihood`.
 
     {"logits"} for Bernoulli, {"loc", "scale"} for Gaussian: what the `decode`
-    signature of an exported model returns next to the mean image.
+    signature of an exported model returns next to the mean image. A likelihood
+    of another kind names its own (`decoded_parameters`; the autoregressive one of
+    `pixelcnn.py` gives the logits along the path of its mean).
     """
+    if hasattr(likelihood, "decoded_parameters"):
+        return likelihood.decoded_parameters()
     pixels = likelihood.distribution
     if isinstance(pixels, tfd.Bernoulli):
         return {"logits": pixels.logits_parameter()}

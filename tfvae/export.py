@@ -38,6 +38,12 @@ u_k)) with u_k ~ U(0, 1), and z = m_k + s_k * eps with eps ~ N(0, I) from
 file holds two signatures, `sample` and `decode` (with `labels` when conditional);
 LiteRT raises no assertion, so there a label outside 0..K-1 gives NaN images instead.
 
+An autoregressive decoder (`pixelcnn.py`) has no closed-form mean: `sample`, `decode`
+and `reconstruct` return its `mean()`, the conditional probabilities along the greedy
+path (deterministic), and `decode`'s `logits` are those along that path. It takes one
+pass of the head per pixel in a `tf.while_loop`, which TFLite runs as its WHILE op
+with built-in ops only; `log_prob` and `elbo` stay one parallel pass.
+
 Variables: the exported module tracks the raw `tf.Variable`s behind the Keras
 weights (not the Keras layers), so the TF1 session loader that TF Serving and
 `saved_model_cli run` use finds them, and each is stored once.
@@ -385,6 +391,8 @@ def signature_summary(model):
     if model.num_layers > 1:
         z += f" (layers {', '.join(map(str, model.latent_dims))}, top first)"
     params = ("logits" if model.decoder.likelihood == "bernoulli" else "loc, scale")
+    if getattr(model.decoder, "autoregressive_layers", 0):
+        params += " along the greedy path of the autoregressive head"
     sample = f"num_samples (int32 scalar, 1 to {checks.MAX_SAMPLES}) -> images, {z}"
     rates = ", ".join(signature_name(name) for name in model.metric_names[1:])
     if model.num_layers > 1:

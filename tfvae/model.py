@@ -1,13 +1,16 @@
 """The variational autoencoder: a `keras.Model` holding encoder, decoder and prior.
 
 `call(images)` returns per-example terms (nats): `elbo`, `rate` = KL(q(z|x) || p(z)),
-`distortion` = -E_q[log p(x|z)] (and `iwae`, the k-sample bound, when that is the
-objective; `sleep` = -log q(z_d|x_d) of dreams for wake-sleep). `compute_loss` turns
-them into the scalar training loss, so the stock `fit` / `evaluate` loops,
+`distortion` = -E_q[log p(x|z)] and those the training objective adds (`iwae`, the
+k-sample bound; `sleep` = -log q(z_d|x_d) of dreams for wake-sleep). `compute_loss`
+turns them into the scalar training loss, so the stock `fit` / `evaluate` loops,
 distribution strategies, XLA and mixed precision all work unchanged; the progress
 bar shows the epoch means of `loss`, `elbo`, `rate` and `distortion`. The objective
-family (beta, warm-up, free bits, IWAE, DReG, InfoVAE, score-function gradients) and
-its wake-sleep sibling are chosen by arguments; see `objectives.py` for the maths.
+is an object (`losses.py`: ELBO with beta, warm-up, free bits, InfoVAE and
+score-function gradients; IWAE with DReG; wake-sleep) that works through the public
+seam below: `log_weight_terms`, `sampled_codes`, `bound_terms`, `free_bits_units`,
+`prior_distribution`, `prior_draws`, `dream` and the parts; the model never asks
+which objective it trains.
 
 Conditional VAEs (Sohn et al. 2015): with `num_classes` (class labels, one-hot) or
 `context_dim` (any float vector) the context c enters the encoder q(z|x, c), the
@@ -26,14 +29,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import checks, data, evaluate, heads, objectives, presets
+from tfvae import checks, data, evaluate, heads, losses, objectives, presets
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior, VampPrior
 from tfvae.version import __version__
 
-OBJECTIVES = ("elbo", "iwae", "wake_sleep")
-GRADIENT_ESTIMATORS = ("reparameterization", "score_function", "dreg")
 METRIC_NAMES = ("elbo", "rate", "distortion")
 
 
@@ -60,20 +61,12 @@ class VAE(keras.Model):
             encoder's head gives q(z_L|x), and the decoder reads [z_1, h_1].
         num_samples: samples of z per example: L for the ELBO, k for IWAE.
         kl: "analytic", "sampled" or "auto" (closed form when TFP registers one).
-        objective: "elbo", "iwae" or "wake_sleep" (Hinton et al. 1995: the decoder
-            and prior fit to z ~ q(z|x), the encoder to dreams of the model; one
-            stochastic layer, a prior of its own weights; the logged `elbo`, `rate`
-            and `distortion` are the ELBO's, `loss` the wake-sleep loss).
-        gradient_estimator: "reparameterization", "score_function" (REINFORCE with
-            a leave-one-out baseline; ELBO only) or "dreg" (IWAE only).
-        beta: weight of the rate (beta-VAE).
-        kl_warmup_steps: steps of the linear ramp of the rate weight from 0 to beta.
-        free_bits: minimum rate per latent dimension (nats), or per channel map of
-            a spatial group (`blocks.py`); 0 to disable.
-        info_alpha, info_lambda: InfoVAE weights; the loss gains
-            (alpha + lambda - 1) * MMD(q(z), p(z)) and the rate is scaled by 1 - alpha.
-            The defaults (0, 1) give the plain ELBO.
-        mmd_kernel: "imq" or "rbf".
+        loss: the training objective (`losses.py`): "elbo", "iwae", "wake_sleep"
+            or a `losses.Objective` such as `losses.IWAE(gradient_estimator="dreg")`;
+            kept as `training_objective`. The flat options of tfvae 0.1 (objective=,
+            gradient_estimator=, beta=, kl_warmup_steps=, free_bits=, info_alpha=,
+            info_lambda=, mmd_kernel=) are taken instead of it
+            (`losses.from_flat_options`), so older `.keras` files load.
         num_classes: condition on class labels 0..num_classes-1 (one-hot), the
             "labels" of the inputs; 0 for none.
         context_dim: condition on float vectors [B, context_dim], the "context" of
@@ -82,9 +75,8 @@ class VAE(keras.Model):
     """
 
     def __init__(self, encoder, decoder, prior=None, num_samples=1, kl="auto",
-                 objective="elbo", gradient_estimator="reparameterization", beta=1.0,
-                 kl_warmup_steps=0, free_bits=0.0, info_alpha=0.0, info_lambda=1.0,
-                 mmd_kernel="imq", num_classes=0, context_dim=0, top_down=(), **kwargs):
+                 loss="elbo", num_classes=0, context_dim=0, top_down=(), **kwargs):
+        flat = {name: kwargs.pop(name) for name in losses.FLAT_OPTIONS if name in kwargs}
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -94,18 +86,10 @@ class VAE(keras.Model):
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples!r}.")
         self.kl = choice("kl", kl, objectives.KL_METHODS)
-        self.objective = choice("objective", objective, OBJECTIVES)
-        self.gradient_estimator = choice("gradient_estimator", gradient_estimator,
-                                          GRADIENT_ESTIMATORS)
-        self.beta = float(beta)
-        self.kl_warmup_steps = int(kl_warmup_steps)
-        self.free_bits = float(free_bits)
-        self.info_alpha = float(info_alpha)
-        self.info_lambda = float(info_lambda)
-        self.mmd_kernel = choice("mmd_kernel", mmd_kernel, objectives.MMD_KERNELS)
+        self.training_objective = losses.resolve(loss, **flat)
         self.conditioning = Conditioning(num_classes, context_dim)
         self.num_classes, self.context_dim = int(num_classes), int(context_dim)
-        self._check_combination()
+        self.training_objective.check(self)
         self._check_context()
         self.image_shape = tuple(decoder.output_shape)
         prior_dim = getattr(self.prior, "latent_dim", encoder.latent_dim)
@@ -119,12 +103,8 @@ class VAE(keras.Model):
         if isinstance(self.prior, VampPrior) and encoder.posterior != "gaussian":
             raise ValueError("The VampPrior mixes the encoder's posteriors; it needs the "
                              "Gaussian posterior on top (use the IAF in lower layers).")
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in self.metric_names}
-        if self.objective == "iwae":
-            self.trackers["iwae"] = keras.metrics.Mean(name="iwae")
-        if self.objective == "wake_sleep":
-            self.trackers["sleep"] = keras.metrics.Mean(name="sleep")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in (
+            *self.metric_names, *self.training_objective.tracked_terms)}
         # Built here, from the decoder's image shape, so that `fit` never needs a
         # symbolic pass (which cannot carry distributions) and `.keras` files reload.
         self.build((None, *self.image_shape))
@@ -164,31 +144,10 @@ class VAE(keras.Model):
                              "'mixture' or 'conditional'.")
 
     @property
-    def mmd_weight(self):
-        return self.info_alpha + self.info_lambda - 1.0
-
-    def _check_combination(self):
-        if self.objective != "elbo" and (
-                self.beta != 1.0 or self.kl_warmup_steps or self.free_bits
-                or self.mmd_weight or self.info_alpha):
-            raise ValueError("beta, kl_warmup_steps, free_bits and the InfoVAE weights "
-                             "apply to objective='elbo' only.")
-        if self.objective == "wake_sleep" and (
-                self.top_down or isinstance(self.prior, VampPrior)):
-            raise ValueError("objective='wake_sleep' needs separate recognition and "
-                             "generative weights: no VampPrior, no top-down hierarchy.")
-        if self.gradient_estimator == "dreg" and self.objective != "iwae":
-            raise ValueError("gradient_estimator='dreg' needs objective='iwae'.")
-        if self.gradient_estimator == "score_function" and self.objective != "elbo":
-            raise ValueError("gradient_estimator='score_function' needs objective='elbo'.")
-        if self.gradient_estimator == "score_function" and self.mmd_weight:
-            raise ValueError("gradient_estimator='score_function' gives the encoder no "
-                             "gradient of the InfoVAE MMD term; use 'reparameterization'.")
-        if self.free_bits < 0 or self.beta < 0 or self.kl_warmup_steps < 0:
-            raise ValueError("beta, kl_warmup_steps and free_bits must be >= 0.")
-        if self.gradient_estimator == "score_function" and self.top_down:
-            raise ValueError("gradient_estimator='score_function' supports one "
-                             "stochastic layer; use 'reparameterization' for a hierarchy.")
+    def objective(self):
+        """The training objective's name ("elbo", "iwae", "wake_sleep"; a class name
+        for one outside `losses.LOSSES`)."""
+        return losses.name_of(self.training_objective)
 
     # -- building and checking -------------------------------------------------
 
@@ -289,7 +248,7 @@ class VAE(keras.Model):
             return self.prior(encoder=self.encoder, context=context)
         return self.prior(encoder=self.encoder)
 
-    def _prior_draws(self, prior, num_samples):
+    def prior_draws(self, prior, num_samples):
         """num_samples draws [n, D] of the top prior (one per context row if conditional)."""
         return prior.sample() if self.conditional_prior else prior.sample(num_samples)
 
@@ -346,7 +305,7 @@ class VAE(keras.Model):
 
         def choose(index, posterior, prior):
             if index == 0:
-                return self._prior_draws(prior, num_samples), None
+                return self.prior_draws(prior, num_samples), None
             return prior.sample(), None
 
         layers, inputs = self._walk(None, choose, context)
@@ -359,7 +318,7 @@ class VAE(keras.Model):
         phase's data. x is a sample of the likelihood, not its mean (binary pixels for
         a Bernoulli decoder, as in Hinton et al. 1995). One stochastic layer; a
         conditional model dreams given its contexts [N, C]."""
-        z = self._prior_draws(self.prior_distribution(context), num_dreams)
+        z = self.prior_draws(self.prior_distribution(context), num_dreams)
         x = self.decoder(join(z, context), training=training).sample()
         return tf.stop_gradient(z), tf.stop_gradient(x)
 
@@ -456,9 +415,21 @@ class VAE(keras.Model):
         """Per-example `elbo`, `rate` and `distortion` [B] (nats), and `rate/l` per
         layer for a hierarchy; of log p(x|c) for a conditional model."""
         images, context = self.split_inputs(inputs)
-        terms = self._terms(images, context, training=False, num_samples=num_samples,
-                            seed=seed, estimator="reparameterization")  # values only
+        terms = self.bound_terms(self.log_weight_terms(
+            images, num_samples or self.num_samples, training=False, seed=seed,
+            context=context))
         return {name: terms[name] for name in self.metric_names}
+
+    def bound_terms(self, core):
+        """The ELBO's terms of a `log_weight_terms` core, what every objective reports:
+        `elbo`, `rate`, `distortion` [B] and `rate/l` per layer of a hierarchy."""
+        rate = tf.add_n(core["rates"])
+        distortion = -tf.reduce_mean(core["log_px_z"], axis=0)
+        terms = {"elbo": -(distortion + rate), "rate": rate, "distortion": distortion}
+        if self.num_layers > 1:
+            for index, layer_rate in enumerate(core["rates"]):
+                terms[f"rate/{self.num_layers - index}"] = layer_rate
+        return terms
 
     @property
     def metric_names(self):
@@ -466,81 +437,7 @@ class VAE(keras.Model):
             if self.num_layers > 1 else ()
         return (*METRIC_NAMES, *layers)
 
-    # -- objective ---------------------------------------------------------------
-
-    def call(self, inputs, training=None):
-        """Per-example terms of the objective; keys with '_' are internal."""
-        images, context = self.split_inputs(inputs)
-        terms = self._terms(images, context, training=training)
-        if self.objective == "wake_sleep":  # the sleep phase: as many dreams as z's
-            dreams = tf.shape(images)[0] * self.num_samples
-            if context is not None:
-                context = tf.tile(context, [self.num_samples, 1])
-            z, x = self.dream(dreams, training, context)
-            terms["sleep"] = -self.encoder(x, context=context,
-                                           training=training).log_prob(z)
-        return terms
-
-    def _terms(self, images, context=None, training=None, num_samples=None, seed=None,
-               estimator=None):
-        k = num_samples or self.num_samples
-        features = self.encoder.features(images, training=training, context=context)
-        core, log_weights, terms = self._estimated_core(
-            images, k, seed, estimator or self.gradient_estimator,
-            training=training, features=features, context=context)
-        rate = tf.add_n(core["rates"])
-        distortion = -tf.reduce_mean(core["log_px_z"], axis=0)
-        terms.update(elbo=-(distortion + rate), rate=rate, distortion=distortion)
-        if self.num_layers > 1:
-            for index, layer_rate in enumerate(core["rates"]):
-                terms[f"rate/{self.num_layers - index}"] = layer_rate
-        if self.objective == "iwae":
-            terms["iwae"] = objectives.iwae_bound(log_weights)
-        if self.free_bits:
-            if core["rate_per_dim"] is None:
-                raise ValueError("free_bits needs a factorized posterior and prior with "
-                                 "a closed-form KL per dimension in every layer "
-                                 "(Gaussian posteriors, the standard normal prior on "
-                                 "top).")
-            terms["_rate_per_dim"] = self._free_bits_units(core["rate_per_dim"])
-        if self.mmd_weight:
-            batch = tf.shape(images)[0]
-            top = core["codes"][0][0]
-            draws = self._prior_draws(self.prior_distribution(context), batch)
-            divergence = objectives.mmd(top, draws, self.mmd_kernel)
-            terms["_mmd"] = tf.fill([batch], divergence)
-        return terms
-
-    def _estimated_core(self, images, k, seed, estimator, **core_args):
-        """(core terms, the log-weights whose gradient is taken, surrogate terms) under
-        one gradient estimator: reparameterized codes; or codes held fixed, for
-        DReG (its path terms through a tape), the wake phase and the score function."""
-        if estimator == "reparameterization" and self.objective != "wake_sleep":
-            core = self.log_weight_terms(images, k, seed=seed, **core_args)
-            return core, core["log_weights"], {}
-        codes = self._sampled_codes(core_args["features"], k, seed, core_args["context"])
-        fixed = [tf.stop_gradient(z) for z in codes]
-        if estimator == "dreg":
-            with tf.GradientTape() as tape:
-                tape.watch(fixed)
-                core = self.log_weight_terms(images, k, codes=fixed, **core_args)
-            surrogate = objectives.dreg_surrogate(tape, core["log_weights"], fixed, codes)
-            # Direct terms only: log q's parameters get DReG's path terms instead.
-            direct = core["log_px_z"] + core["log_p"] - tf.stop_gradient(core["log_q"])
-            return core, direct, {"_surrogate": surrogate}
-        core = self.log_weight_terms(images, k, codes=fixed, **core_args)
-        if estimator == "reparameterization":  # the wake phase: z is data to p
-            wake = -tf.reduce_mean(core["log_px_z"] + core["log_p"], axis=0)
-            return core, core["log_weights"], {"_wake": wake}
-        # The score function (one layer, checked at construction). A sampled rate at
-        # stopped z has no path gradient: its score term goes in f.
-        signal = core["log_px_z"]
-        if core["rate_per_dim"] is None or self.kl == "sampled":
-            signal = signal - self._rate_weight() * (core["log_q"] - core["log_p"])
-        return core, core["log_weights"], {
-            "_surrogate": objectives.score_function_surrogate(signal, core["log_q"])}
-
-    def _free_bits_units(self, rate_per_dim):
+    def free_bits_units(self, rate_per_dim):
         """[B, U] rates of the units free bits apply to, from [B, D] per dimension:
         each dimension, or what a layer's `kl_units` groups (a spatial group's
         channel maps, their KL summed over positions)."""
@@ -548,37 +445,27 @@ class VAE(keras.Model):
         return tf.concat([getattr(head, "kl_units", tf.identity)(part) for head, part
                           in zip((self.encoder, *self.top_down), parts)], axis=-1)
 
-    def _sampled_codes(self, features, num_samples, seed=None, context=None):
+    def sampled_codes(self, features, num_samples, seed=None, context=None):
+        """z_l ~ q of every layer, top first ([k, B, D_l]: k samples of the top, one
+        path below each), from the encoder's features."""
         layers, _ = self._walk(features, self._sampler(num_samples, seed), context)
         return [layer["z"] for layer in layers]
 
-    def _rate_weight(self):
-        optimizer = getattr(self, "optimizer", None)  # absent before compile()
-        step = optimizer.iterations if optimizer is not None else 0
-        return objectives.kl_weight(step, self.beta * (1.0 - self.info_alpha),
-                                    self.kl_warmup_steps)
+    # -- objective ---------------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        """Per-example terms of the training objective (`losses.Objective.terms`);
+        keys with '_' are its own."""
+        images, context = self.split_inputs(inputs)
+        return self.training_objective.terms(self, images, context, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
-        terms = y_pred
-        if self.objective == "iwae":
-            loss = -objectives.batch_mean(terms["iwae"])
-        elif self.objective == "wake_sleep":
-            loss = objectives.wake_sleep_loss(terms["_wake"], terms["sleep"])
-        else:
-            if self.free_bits:
-                rate = objectives.free_bits_rate(terms["_rate_per_dim"], self.free_bits)
-            else:
-                rate = objectives.batch_mean(terms["rate"])
-            loss = objectives.batch_mean(terms["distortion"]) + self._rate_weight() * rate
-            if self.mmd_weight:
-                loss += self.mmd_weight * objectives.batch_mean(terms["_mmd"])
-        if "_surrogate" in terms:
-            loss -= objectives.batch_mean(terms["_surrogate"])
+        loss = self.training_objective.loss(self, y_pred)
         if self.losses:
             loss += tf.add_n(self.losses)
         for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])
+            tracker.update_state(y_pred[name])
         # Keras sums gradients over replicas; scale so that the sum is the mean.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas if replicas > 1 else loss
@@ -598,9 +485,14 @@ class VAE(keras.Model):
         """`x` with numpy images (alone or a dict's "images") taken by the rules of
         `checks.as_images`: 0-255 integers divided by 255; NaN, Inf, values outside
         [0, 1] and other shapes refused in its words; a conditional model's labels
-        (`checks.as_labels`) or context checked against them. Anything else (a
-        `tf.data.Dataset`, tensors) passes unchanged: the trainer checks its data
-        (`data.check_images`)."""
+        (`checks.as_labels`) or context checked against them. A `tf.data.Dataset` has
+        its declared dtype and shape checked (`data.check_image_spec`; its values are
+        not read, which could cut a cached pipeline short; integer pixels are divided
+        by 255 per batch, `data.integer_images`). Tensors pass unchanged."""
+        if isinstance(x, tf.data.Dataset):
+            data.check_image_spec(x, self.image_shape, f"the dataset given as {what}",
+                                  integers=True)
+            return x
         inputs = x if isinstance(x, dict) else {"images": x}
         if not isinstance(inputs.get("images"), np.ndarray):
             return x
@@ -663,6 +555,7 @@ class VAE(keras.Model):
                 **{name: serialize(getattr(self, name))
                    for name in ("encoder", "decoder", "prior")},
                 "top_down": [serialize(block) for block in self.top_down],
+                "loss": serialize(self.training_objective),
                 **{name: getattr(self, name) for name in OPTIONS},
                 # The writer of a .keras file, named when another version cannot
                 # read it (checks.load_keras_model).
@@ -688,7 +581,7 @@ class VAE(keras.Model):
         return cls(**config)
 
 
-# The objective's options: VAE's keyword arguments with plain values. get_config and
-# the trainer's flags (their defaults) read them from this signature.
+# VAE's keyword arguments with plain values. get_config and the trainer's flags (their
+# defaults) read them from this signature; the objective's are `losses.FLAT_OPTIONS`.
 OPTIONS = tuple(name for name, p in inspect.signature(VAE.__init__).parameters.items()
-                if p.default is not p.empty and name not in ("prior", "top_down"))
+                if p.default is not p.empty and name not in ("prior", "top_down", "loss"))

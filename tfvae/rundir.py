@@ -7,6 +7,8 @@
     model.keras    the final model: the best.keras weights, tested and exported
     history.csv    per-epoch train and validation metrics, epoch time and images/s
     metrics.json   test ELBO / rate / distortion and a summary of the run
+    warm_start.json  with --init_from: the source file and which weights were copied,
+                   new or skipped (`tfvae.warmstart`); also in metrics.json
     curve.csv      with --curve_points_per_decade: train and test ELBO (and test
                    log p(x)) at log-spaced numbers of training examples
     logs/          TensorBoard: elbo, rate, distortion (train and validation),
@@ -36,10 +38,11 @@ FINAL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CURVE = "curve.csv"
+WARM_START = "warm_start.json"
 LOGS = "logs"
 METADATA_FILE = "metadata.json"  # beside an export's saved_model.pb
 BACKUP = "backup"
-FILES = (CONFIG, BEST, FINAL, HISTORY, METRICS, CURVE, LOGS, BACKUP)
+FILES = (CONFIG, BEST, FINAL, HISTORY, METRICS, CURVE, WARM_START, LOGS, BACKUP)
 LOCK = ".lock"
 
 

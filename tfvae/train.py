@@ -30,7 +30,6 @@ import statistics
 import sys
 import time
 import types
-import zipfile
 
 import keras
 import numpy as np
@@ -38,9 +37,9 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from tfvae import builders, callbacks as vae_callbacks, checks, data, distributions, heads
-from tfvae import evaluate, export as export_lib, model as model_lib, objectives
+from tfvae import evaluate, export as export_lib, losses, objectives
 from tfvae import projector
-from tfvae import rundir
+from tfvae import rundir, warmstart
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # Test images whose posterior codes the run writes for TensorBoard's projector.
@@ -88,28 +87,6 @@ def _check_writable(directory, what):
     except OSError as error:
         raise ValueError(f"{what} {directory} is not writable: "
                          f"{error.strerror or error}.") from None
-
-
-def _warm_start(model, path):
-    """Starts from the weights of a saved model with the same networks and prior.
-
-    The objective may differ: e.g. fine-tune an ELBO-trained model on the IWAE bound.
-    A backup of this run, when there is one, still takes precedence (it is newer).
-    """
-    if not os.path.isfile(path):
-        raise ValueError(f"--init_from {path} is not a file; give a saved model, e.g. "
-                         "a run's best.keras.")
-    if not path.endswith((".keras", ".weights.h5")):
-        raise ValueError(f"--init_from {path} is neither a .keras model nor a "
-                         ".weights.h5 file.")
-    try:
-        model.load_weights(path)
-    except zipfile.BadZipFile:
-        raise ValueError(f"--init_from {path} cannot be read as a .keras file (cut "
-                         "short or not a model).") from None
-    except ValueError as error:
-        raise ValueError(f"--init_from {path} has other networks or another prior than "
-                         f"this run: {str(error).splitlines()[0]}") from None
 
 
 def _check_same_run(directory, config, resuming, overwrite):
@@ -378,12 +355,32 @@ def _build_model(run):
             skip_threshold=o.skip_threshold, use_ema=o.use_ema,
             ema_momentum=o.ema_momentum), jit_compile=o.jit_compile,
             steps_per_execution=run.steps_per_execution)
-    if o.init_from:
-        _warm_start(model, o.init_from)
+    _warm_start(run, model)
     # A forward pass on two images finds bad option combinations now.
     model.compute_loss(y_pred=model(_head(run.first_batch["train"], 2)))
     model.reset_metrics()
     run.model = model
+
+
+def _warm_start(run, model):
+    """--init_from: the weights of another model (`warmstart`), unless the run resumes
+    (its backup is newer); the report goes to warm_start.json, and metrics.json."""
+    o, report_path = run.options, run.paths[rundir.WARM_START]
+    if run.resuming:  # its warm_start.json, if any, stays
+        if o.init_from:
+            print(f"--init_from={o.init_from} is ignored: the run resumes from its "
+                  f"backup in {run.paths[rundir.BACKUP]}.", flush=True)
+        return
+    if os.path.exists(report_path):  # an earlier run's, in this directory
+        os.remove(report_path)
+    if not o.init_from:
+        return
+    try:
+        report = warmstart.warm_start(model, o.init_from)
+    except ValueError as error:
+        raise ValueError(f"--init_from: {error}") from None
+    print(report.summary(), flush=True)
+    _write_json(report_path, report.as_dict())
 
 
 # -- callbacks and fit ----------------------------------------------------------------
@@ -397,7 +394,7 @@ def _callbacks(run):
     """Guard, timer, backup, [EMA swap], best checkpoint, [early stop], logs."""
     o, paths = run.options, run.paths
     # The bound being maximized: the k-sample IWAE bound when that is the objective.
-    bound = "iwae" if o.objective == "iwae" else "elbo"
+    bound = run.model.training_objective.bound
     run.monitor = f"val_{bound}" if "validation" in run.data else bound
     run.guard = vae_callbacks.NonFiniteGuard()
     run.timer = vae_callbacks.EpochTimer(o.batch_size)
@@ -577,6 +574,7 @@ def _summary(run, test):
         "optimizer_steps": run.optimizer_steps,
         "skipped_updates": run.skipped_updates,
         "resumed_from": run.backup.resumed_from,
+        "warm_start": rundir.read_json(run.paths[rundir.WARM_START]),
         "train_time_s": run.train_time,
         "epoch_time_s": timer.times,
         "images_per_s": timer.rates,
@@ -597,8 +595,8 @@ CHOICES = {
     "binarization": ("static", "dynamic", "none"), "encoder": builders.NETWORKS,
     "decoder": builders.NETWORKS, "posterior": heads.POSTERIORS,
     "likelihood": distributions.LIKELIHOODS, "prior": builders.PRIORS,
-    "kl": objectives.KL_METHODS, "objective": model_lib.OBJECTIVES,
-    "gradient_estimator": model_lib.GRADIENT_ESTIMATORS,
+    "kl": objectives.KL_METHODS, "objective": tuple(losses.LOSSES),
+    "gradient_estimator": losses.GRADIENT_ESTIMATORS,
     "mmd_kernel": objectives.MMD_KERNELS, "optimizer": tuple(builders.OPTIMIZERS),
     "lr_schedule": builders.LR_SCHEDULES, "strategy": builders.STRATEGIES,
     "mixed_precision": MIXED_PRECISION,
@@ -666,6 +664,12 @@ _define("cell_bottleneck", "Channels inside each residual cell (0: half of "
         "--cell_channels).", lower_bound=0)
 _define("output_cells", "Residual cells at full resolution in the resnet decoder.",
         lower_bound=0)
+_define("autoregressive_layers", "Masked convolutions of a PixelCNN head over the resnet "
+        "decoder's Bernoulli logits: each pixel then also depends on the pixels before "
+        "it (tfvae/pixelcnn.py); 0: the factorized likelihood. Starts as the factorized "
+        "model, so --init_from may name one without the head.", lower_bound=0)
+_define("autoregressive_channels", "Channels of the PixelCNN head's masked "
+        "convolutions.", lower_bound=1)
 _define("posterior", "Posterior head of every layer: diagonal Gaussian or IAF.")
 _define("flow_steps", "Autoregressive (MADE) steps of an IAF posterior.", lower_bound=1)
 _define("flow_hidden_units", "Hidden units of each IAF step.", lower_bound=1)
@@ -707,9 +711,12 @@ _define("ema_momentum", "EMA momentum.", lower_bound=0.0, upper_bound=1.0)
 _define("early_stopping_patience", "Stop after this many epochs without a better "
         "validation bound (ELBO, or the IWAE bound with --objective=iwae) (0: off).",
         lower_bound=0)
-_define("init_from", "Start from the weights of this saved model (.keras, e.g. another "
-        "run's best.keras) with the same networks and prior; the objective may differ "
-        "(fine-tune an ELBO model on the IWAE bound).")
+_define("init_from", "Start a new run from the weights of a saved model: a .keras file "
+        "or a run directory (its best.keras, else model.keras). Weights are matched by "
+        "path and shape, so the architecture may differ by added or changed layers "
+        "(which keep their initialisation) and the objective may differ (fine-tune an "
+        "ELBO model on the IWAE bound); see tfvae/warmstart.py. No optimizer state is "
+        "copied. Ignored when the run resumes from its backup.")
 # runtime
 _define("seed", "Seeds weights, shuffling and binarization.")
 _define("deterministic", "Deterministic ops (tf.config.experimental."

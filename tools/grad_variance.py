@@ -7,10 +7,11 @@ has a much higher variance than the reparameterized one, E_eps[grad_phi f(mu + s
 batch: it draws the encoder gradient of the ELBO loss `num_draws` times under each
 estimator (same weights, fresh z each draw), takes each parameter's variance across the
 draws, and prints the mean variance of each estimator and their ratio, over the whole
-encoder and per layer. Both estimators are the model's own (`VAE(gradient_estimator=...)`,
-score function with its leave-one-out baseline); they share the closed-form KL gradient
-and differ in the gradient of the distortion E_q[-log p(x|z)]. The loss is the plain
-ELBO (beta 1, no warm-up, free bits or InfoVAE term), whatever the checkpoint trained on.
+encoder and per layer. Both estimators are the model's own
+(`losses.ELBO(gradient_estimator=...)`, score function with its leave-one-out baseline);
+they share the closed-form KL gradient and differ in the gradient of the distortion
+E_q[-log p(x|z)]. The loss is the plain ELBO (beta 1, no warm-up, free bits or InfoVAE
+term), whatever the checkpoint trained on.
 As a check, it also prints how far apart the two mean gradients are, next to the
 distance that sampling noise alone would give.
 
@@ -56,12 +57,12 @@ def synthetic_batch(batch_size, image_shape=(28, 28, 1), seed=0):
 
 def with_estimator(model, estimator, num_samples):
     """A copy of `model` (same weights) whose ELBO loss uses `estimator`."""
-    from tfvae import builders  # pylint: disable=import-outside-toplevel
+    from tfvae import builders, losses  # pylint: disable=import-outside-toplevel
 
-    plain_elbo = {name: builders.MODEL_DEFAULTS[name] for name in tfvae.model.OPTIONS
-                  if name not in builders.CONTEXT_ARGUMENTS}  # the model's own context
-    config = {**model.get_config(), **plain_elbo, "gradient_estimator": estimator,
-              "num_samples": num_samples}
+    defaults = {name: builders.MODEL_DEFAULTS[name] for name in tfvae.model.OPTIONS
+                if name not in builders.CONTEXT_ARGUMENTS}  # the model's own context
+    config = {**model.get_config(), **defaults, "num_samples": num_samples,
+              "loss": losses.ELBO(gradient_estimator=estimator)}
     copy = tfvae.VAE.from_config(config)
     copy.set_weights(model.get_weights())
     return copy
