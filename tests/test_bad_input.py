@@ -269,10 +269,12 @@ def sample_outcomes(files):
 
 
 @pytest.mark.parametrize("case", list(sample_cases(NO_FILES)))
+@pytest.mark.slow
 def test_tools_sample(sample_outcomes, case):
     check_outcome(*sample_outcomes[case], "tools.sample", "samples:")
 
 
+@pytest.mark.slow
 def test_tools_sample_decodes_codes_through_litert(sample_outcomes, files):
     assert "decoded:" in sample_outcomes["tflite good"][0]["stdout"]
     assert os.path.getsize(os.path.join(files["root"], "decoded.png")) > 0
@@ -799,6 +801,7 @@ def _interrupted_after(step, monkeypatch):
     monkeypatch.setattr(train, "train_and_evaluate", interrupted)
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_the_backup_is_and_the_same_command_resumes(
         tmp_path, mock_mnist, monkeypatch, capsys):
     run = ["--epochs=2", "--backup_save_freq=2", "--use_ema", "--noexport",
@@ -1030,6 +1033,7 @@ def test_sizes_beyond_the_bounds_are_refused_before_anything_is_built(flag, word
         builders.build_model(IMAGE_SHAPE, posterior="iaf", flow_steps=65)
 
 
+@pytest.mark.slow
 def test_tflite_and_saved_model_samplers_know_their_image_shape(files):
     from tools.samplers import load_sampler
 

@@ -329,6 +329,7 @@ def test_projector_files_tie_codes_images_and_labels(tmp_path):
         projector.write_projector(str(tmp_path), codes, images, labels[:29])
 
 
+@pytest.mark.slow
 def test_a_conditional_model_fits_under_a_mirrored_strategy():
     images, labels = two_classes(64)
     strategy = tf.distribute.MirroredStrategy()

@@ -65,6 +65,7 @@ def test_posterior_maps_agree_with_the_diagonal_case():
 
 
 @pytest.mark.parametrize("w", [W, W_CORRELATED], ids=["orthogonal", "correlated"])
+@pytest.mark.slow
 def test_sleep_phase_recovers_the_posterior_of_a_linear_gaussian_model(w):
     keras.utils.set_random_seed(0)
     model = frozen_decoder_vae(w)
