@@ -14,6 +14,8 @@ setuptools.setup(
     description="Variational autoencoders on Keras 3 (TensorFlow) and TensorFlow Probability.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    # tools/ stays out: a top-level package named "tools" would clash with others in
+    # site-packages; the tools run from a clone (python -m tools.sample ...).
     packages=setuptools.find_packages(include=["tfvae", "tfvae.*"]),
     python_requires=">=3.10",
     install_requires=[

@@ -52,7 +52,8 @@ def files(tmp_path_factory):
                       tfvae.MLPDecoder(IMAGE_SHAPE, (16,)))
     gaussian = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (8,)),
                          tfvae.MLPDecoder(IMAGE_SHAPE, (8,), likelihood="gaussian"))
-    paths = export.export_model(model, str(root / "exports"), "tiny")
+    # A SavedModel without a .keras file: the tools that need one refuse it.
+    paths = export.export_model(model, str(root / "exports"), "tiny", with_keras=False)
     paths["keras"] = str(root / "model.keras")
     model.save(paths["keras"])
     paths["gaussian"] = str(root / "gaussian.keras")
@@ -218,6 +219,7 @@ def evaluate_outcomes(files):
 
 
 @pytest.mark.parametrize("case", list(evaluate_cases(NO_FILES)))
+@pytest.mark.slow
 def test_tools_evaluate(evaluate_outcomes, case):
     check_outcome(*evaluate_outcomes[case], "tools.evaluate", "NLL (k=5)")
 
@@ -267,10 +269,12 @@ def sample_outcomes(files):
 
 
 @pytest.mark.parametrize("case", list(sample_cases(NO_FILES)))
+@pytest.mark.slow
 def test_tools_sample(sample_outcomes, case):
     check_outcome(*sample_outcomes[case], "tools.sample", "samples:")
 
 
+@pytest.mark.slow
 def test_tools_sample_decodes_codes_through_litert(sample_outcomes, files):
     assert "decoded:" in sample_outcomes["tflite good"][0]["stdout"]
     assert os.path.getsize(os.path.join(files["root"], "decoded.png")) > 0
@@ -340,12 +344,13 @@ def export_cases(f):
         "base dir under a file": ([good, f"--base_dir={f['a_file']}/models"], (
             "a_file",)),
         "a SavedModel": ([f"--checkpoint={f['saved_model']}", base], (
-            "is an exported SavedModel already; give a .keras file or a trainer's run",)),
+            "is a SavedModel without a .keras file; give a .keras file, a run",)),
         "a folder of no run": ([f"--checkpoint={f['exports_base']}", base], (
             "is not a .keras file, a trainer output directory (model.keras)",)),
     }
 
 
+@pytest.mark.slow
 def test_tools_export(files):
     f = {**files, "exports_base": os.path.dirname(os.path.dirname(files["saved_model"]))}
     for outcome, words in tool_outcomes("tools.export", export_cases(f),
@@ -422,6 +427,7 @@ def visualize_outcomes(files):
 
 
 @pytest.mark.parametrize("case", list(visualize_cases(NO_FILES)))
+@pytest.mark.slow
 def test_tools_visualize(visualize_outcomes, case):
     check_outcome(*visualize_outcomes[case], "tools.visualize", "manifold.png")
 
@@ -472,12 +478,14 @@ def grad_variance_outcomes(files):
 
 
 @pytest.mark.parametrize("case", list(grad_variance_cases(NO_FILES)))
+@pytest.mark.slow
 def test_tools_grad_variance(grad_variance_outcomes, case):
     check_outcome(*grad_variance_outcomes[case], "tools.grad_variance", "var score")
 
 
 # -- tools.benchmark --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tools_benchmark(files):
     """Every case fails before any timing (a good run is in test_evaluate.py)."""
     cases = {
@@ -502,6 +510,7 @@ def test_tools_benchmark(files):
 
 # -- tools.label_consistency and tools.folder_benchmark ------------------------------------
 
+@pytest.mark.slow
 def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
     """Each case fails before any training (good runs: configs/README.md's figures)."""
     consistency = {
@@ -573,7 +582,7 @@ def test_every_tool_main_is_interruptible():
     """One wrapper for all: each tool's main is decorated with checks.interruptible."""
     tools = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
                    if name.endswith(".py") and name not in ("__init__.py", "samplers.py"))
-    assert len(tools) == 9
+    assert len(tools) == 10
     for name in tools:
         with open(os.path.join(REPO, "tools", name)) as f:
             tree = ast.parse(f.read())
@@ -583,6 +592,7 @@ def test_every_tool_main_is_interruptible():
                    for d in main.decorator_list), name
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_tool_ends_in_one_line():
     """A real SIGINT while the tool computes (here: gradient draws)."""
     process = subprocess.Popen(
@@ -686,6 +696,7 @@ def test_tflite_decode_declares_its_shape(files):
 
 # -- exports appear whole or not at all --------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_failing_conversion_leaves_no_version_folder(files, tmp_path, monkeypatch):
     model = keras.saving.load_model(files["keras"])
 
@@ -715,6 +726,7 @@ def _train(*argv):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.slow
 def test_a_mixed_precision_run_exports_whole(policy, tmp_path, mock_mnist):
     metrics = train.run(["tfvae.train", *TINY_RUN, "--epochs=1", "--use_ema",
                          f"--mixed_precision={policy}", f"--output_dir={tmp_path}/run",
@@ -789,6 +801,7 @@ def _interrupted_after(step, monkeypatch):
     monkeypatch.setattr(train, "train_and_evaluate", interrupted)
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_the_backup_is_and_the_same_command_resumes(
         tmp_path, mock_mnist, monkeypatch, capsys):
     run = ["--epochs=2", "--backup_save_freq=2", "--use_ema", "--noexport",
@@ -817,6 +830,7 @@ def test_ctrl_c_before_the_first_backup_says_so(tmp_path, mock_mnist, monkeypatc
         "starts the run again.")
 
 
+@pytest.mark.slow
 def test_ctrl_c_after_training_names_the_trained_model(tmp_path, mock_mnist, monkeypatch,
                                                       capsys):
     def interrupted(*args, **kwargs):
@@ -865,6 +879,7 @@ def test_the_weight_average_warms_up():
     assert average > 15  # the late weights dominate (w_20 = 20)
 
 
+@pytest.mark.slow
 def test_every_ema_optimizer_is_registered_and_a_keras_file_reloads(tmp_path):
     for name, plain in builders.OPTIMIZERS.items():
         optimizer = builders.build_optimizer(name, 1e-3, use_ema=True, ema_momentum=0.9)
@@ -1018,6 +1033,7 @@ def test_sizes_beyond_the_bounds_are_refused_before_anything_is_built(flag, word
         builders.build_model(IMAGE_SHAPE, posterior="iaf", flow_steps=65)
 
 
+@pytest.mark.slow
 def test_tflite_and_saved_model_samplers_know_their_image_shape(files):
     from tools.samplers import load_sampler
 
@@ -1030,6 +1046,7 @@ TOOLS = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "tools"))
 
 
 @pytest.mark.parametrize("program", [*(f"tools.{t}" for t in TOOLS), "tfvae.train"])
+@pytest.mark.slow
 def test_help_exits_with_status_0(program):
     """absl's --help exits with status 1; every command line's --help says 0."""
     done = subprocess.run([sys.executable, "-m", program, "--help"], cwd=REPO, env=ENV,

@@ -192,6 +192,7 @@ def binary(count, seed=0):
     return (np.random.default_rng(seed).random((count, 8, 8, 1)) < 0.3).astype("float32")
 
 
+@pytest.mark.slow
 def test_a_spatial_model_fits_and_its_keras_file_round_trips(tmp_path):
     model = spatial_model(free_bits=0.1, num_classes=3, prior="conditional")
     model.compile(optimizer=builders.build_optimizer("adam", 1e-3, global_clipnorm=10.0,
@@ -211,6 +212,7 @@ def test_a_spatial_model_fits_and_its_keras_file_round_trips(tmp_path):
     assert model.sample(3, labels=2).shape == (3, 8, 8, 1)
 
 
+@pytest.mark.slow
 def test_saved_model_and_tflite_of_a_spatial_hierarchy(tmp_path):
     from export_parity import check_export_parity
     from tfvae import export

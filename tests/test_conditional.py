@@ -47,6 +47,7 @@ def trained():
     return model
 
 
+@pytest.mark.slow
 def test_samples_follow_the_label(trained):
     for label, lit in ((0, slice(0, 4)), (1, slice(4, 8))):
         samples = trained.sample(200, labels=label).numpy()
@@ -73,6 +74,7 @@ def test_log_prob_with_the_right_label_beats_the_wrong_one(trained):
     dict(info_lambda=10.0), dict(free_bits=0.1, prior="conditional"),
     dict(encoder="conv", decoder="conv", encoder_filters=(4,), decoder_filters=(4,)),
 ])
+@pytest.mark.slow
 def test_every_family_trains_and_reloads_from_keras(options, tmp_path):
     images, labels = two_classes(64)
     model = build(**options)
@@ -137,6 +139,7 @@ def exported(trained, tmp_path_factory):
     return paths, tf.saved_model.load(paths["saved_model"]).signatures
 
 
+@pytest.mark.slow
 def test_saved_model_signatures_take_labels_and_match_the_model(trained, exported):
     _, signatures = exported
     images, labels = two_classes(6, seed=2)
@@ -205,6 +208,7 @@ def test_the_tflite_file_called_directly_gives_nan_images_for_labels_out_of_rang
         TFLiteSampler(exported[0]["tflite_float32"]).sample(3, [12])
 
 
+@pytest.mark.slow
 def test_tools_sample_draws_a_row_per_class_and_refuses_bad_labels(exported, tmp_path):
     folder = exported[0]["saved_model"]
     tflite = exported[0]["tflite_float32"]
@@ -220,6 +224,7 @@ def test_tools_sample_draws_a_row_per_class_and_refuses_bad_labels(exported, tmp
         assert len(result["stderr"].strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_tools_sample_refuses_label_counts_that_fit_neither_the_codes_nor_the_images(
         exported, tmp_path):
     """Two labels for three codes decoded all three with the first label; five image
@@ -274,6 +279,7 @@ def _npy(tmp_path, name, array):
     return path
 
 
+@pytest.mark.slow
 def test_the_trainer_trains_exports_and_projects_a_conditional_model(tmp_path):
     images, labels = two_classes(200)
     dataset = (f"npy:{_npy(tmp_path, 'x', images)},"
@@ -323,6 +329,7 @@ def test_projector_files_tie_codes_images_and_labels(tmp_path):
         projector.write_projector(str(tmp_path), codes, images, labels[:29])
 
 
+@pytest.mark.slow
 def test_a_conditional_model_fits_under_a_mirrored_strategy():
     images, labels = two_classes(64)
     strategy = tf.distribute.MirroredStrategy()

@@ -220,6 +220,7 @@ def test_datasets_and_report():
         ev.importance_sampled_log_px(model, images[0], 5, verbose=0, jit_compile=False)
 
 
+@pytest.mark.slow
 def test_saved_model_agrees_with_the_keras_model(tmp_path):
     export = pytest.importorskip("tfvae.export")
     model = VAE(MLPEncoder(2, hidden_units=(16,)), MLPDecoder((4, 4, 1), (16,)))
@@ -252,6 +253,7 @@ def test_saved_model_agrees_with_the_keras_model(tmp_path):
         ev.bits_per_dim(-report["nll"], 16))
 
 
+@pytest.mark.slow
 def test_evaluate_tool_on_a_run_directory(tmp_path):
     import json
     import subprocess
@@ -296,6 +298,7 @@ def test_evaluation_subsets_are_random_not_a_prefix():
     assert data.random_rows(1000, 0, seed=0) is None
 
 
+@pytest.mark.slow
 def test_benchmark_tool_takes_the_configs_model_and_steps_per_execution(tmp_path):
     import json
     import subprocess
@@ -328,9 +331,11 @@ def test_benchmark_tool_takes_the_configs_model_and_steps_per_execution(tmp_path
     assert report["results"]["jit_compile=False, float32"]["nll"]["num_samples"] == 8
 
 
+@pytest.mark.slow
 def test_import_tfvae_gives_the_modules_the_readme_names():
     """Without importing a submodule by hand (issue 27); tfvae.train on first use."""
     code = ("import tfvae; tfvae.evaluate.importance_sampled_log_px; tfvae.plots; "
+            "tfvae.presets.list_presets; "
             "tfvae.objectives; print(tfvae.train.train_and_evaluate.__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)

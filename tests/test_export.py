@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfvae
-from tfvae import export
+from tfvae import checks, export
 
 IMAGE_SHAPE = (8, 8, 1)
 LATENT_DIM = 3
@@ -189,6 +189,7 @@ def test_log_prob_chunks_count_every_sample_once():
         np.testing.assert_allclose(got, exact, rtol=1e-5, err_msg=f"k={k}")
 
 
+@pytest.mark.slow
 def test_saved_model_cli_runs_the_tf1_loader(bernoulli_export, tmp_path):
     np.save(tmp_path / "images.npy", binary_images(4))
     np.save(tmp_path / "num_samples.npy", np.array(20, np.int32))
@@ -224,6 +225,28 @@ def test_metadata_describes_the_model(bernoulli_model, bernoulli_export):
     assert info["version"] == 1 and info["tflite"] == {"float32": "tiny.tflite"}
     rebuilt = tfvae.VAE.from_config(info["model_config"])
     assert rebuilt.count_params() == bernoulli_model.count_params()
+    assert info["keras"] == "tiny.keras"
+
+
+def test_the_version_folder_is_a_preset(bernoulli_model, bernoulli_export):
+    """Its .keras file holds the weights without the optimizer, and records the
+    version that wrote it."""
+    again = tfvae.VAE.from_preset(bernoulli_export["saved_model"])
+    for ours, theirs in zip(bernoulli_model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    assert getattr(again, "optimizer", None) is None  # not compiled: no state
+    assert checks.keras_writer(bernoulli_export["keras"]) == f"tfvae {tfvae.__version__}"
+
+
+def test_metadata_of_an_older_export_carries_its_figures_only(bernoulli_model, tmp_path):
+    older = {"tfvae_version": "0.1.0", "version": 7, "test_nll": 88.7, "name": "old"}
+    paths = export.export_model(bernoulli_model, str(tmp_path), "vae", tflite=(),
+                                metadata=older, with_keras=False)
+    with open(paths["metadata"], encoding="utf-8") as f:
+        info = json.load(f)
+    assert (info["tfvae_version"], info["version"], info["name"], info["test_nll"]) == (
+        tfvae.__version__, 1, "vae", 88.7)
+    assert "keras" not in info and "keras" not in paths
 
 
 # -- bad input at serving time -------------------------------------------------------------
@@ -277,6 +300,7 @@ def test_export_model_layout_errors(bernoulli_model, tmp_path):
         export.export_model(bernoulli_model, str(tmp_path), "vae", tflite=("int4",))
 
 
+@pytest.mark.slow
 def test_the_version_folder_has_the_umask_mode(bernoulli_model, tmp_path):
     """Not mkdtemp's 0700: a TF Serving running as another user must read it."""
     umask = os.umask(0o027)
@@ -330,6 +354,7 @@ def read_png(path):
     return tf.io.decode_png(tf.io.read_file(str(path))).numpy()
 
 
+@pytest.mark.slow
 def test_export_and_sample_tools(bernoulli_model, bernoulli_export, tmp_path):
     """.keras -> SavedModel + float16 and int8 TFLite -> PNG grids."""
     checkpoint = str(tmp_path / "model.keras")

@@ -31,6 +31,8 @@ import pytest
 from tfvae import train
 from pattern_data import generated_data
 
+pytestmark = pytest.mark.slow  # killed and resumed command lines: seconds each
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--dataset=mnist", "--binarization=static", "--validation_split=test",
          "--encoder_hidden_units=16", "--decoder_hidden_units=16", "--latent_dim=2",

@@ -203,6 +203,7 @@ def binary(count, seed=0):
     {"posterior": "iaf", "flow_hidden_units": 8},
     {"objective": "iwae", "num_samples": 3, "gradient_estimator": "dreg"},
 ])
+@pytest.mark.slow
 def test_fit_reports_layer_rates_and_keras_files_round_trip(options, tmp_path):
     model = deep_model(**options)
     model.compile(optimizer="adam", jit_compile=True)
@@ -243,6 +244,7 @@ def test_dreg_through_a_hierarchy_equals_the_iwae_gradient_in_expectation():
     assert np.abs(a.mean(0)).max() > 10 * se.max() / 5  # the gradient is not ~0
 
 
+@pytest.mark.slow
 def test_saved_model_and_tflite_of_a_hierarchy(tmp_path):
     model = deep_model()
     paths = export.export_model(model, str(tmp_path), name="deep")
@@ -251,6 +253,7 @@ def test_saved_model_and_tflite_of_a_hierarchy(tmp_path):
     assert model.latent_dim == 7
 
 
+@pytest.mark.slow
 def test_the_tools_work_unchanged_on_a_deep_model(tmp_path):
     import json
     import os

@@ -125,6 +125,7 @@ def _idx(path):
 
 
 @needs_debian_files
+@pytest.mark.slow
 def test_fashion_mnist_prepares_offline_from_the_debian_files(tmp_path):
     """About a minute: TFDS prepares all 70,000 images into a fresh data_dir."""
     info = data.dataset_info("fashion_mnist", data_dir=str(tmp_path),

@@ -269,6 +269,7 @@ def test_evaluate_iwae_metric_matches_the_bound_by_hand():
     assert shown["iwae"] >= shown["elbo"]
 
 
+@pytest.mark.slow
 def test_jit_compiled_fit():
     keras.utils.set_random_seed(3)
     x = prototype_images(64)
@@ -335,6 +336,7 @@ json.dump({"replicas": strategy.num_replicas_in_sync, "plain": plain, "mirrored"
 """
 
 
+@pytest.mark.slow
 def test_two_replicas_take_the_same_step_as_one_device():
     """Gradients summed over replicas must equal the one-device batch-mean gradient.
 

@@ -27,6 +27,8 @@ import numpy as np
 import pytest
 from pattern_data import generated_data, pattern_images
 
+pytestmark = pytest.mark.slow  # two worker processes: seconds each
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES, BATCH_SIZE, EPOCHS = 64, 16, 2
 STEPS_PER_EPOCH = NUM_EXAMPLES // BATCH_SIZE

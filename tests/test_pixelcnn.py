@@ -210,6 +210,7 @@ def test_a_model_with_the_head_trains_and_its_head_leaves_zero(trained):
     assert np.any(model.decoder.autoregressive.out.get_weights()[0] != 0.0)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_trains_with_float32_log_probs():
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -247,6 +248,7 @@ def test_the_keras_file_round_trips(trained, tmp_path):
     np.testing.assert_allclose(clone.decode(z).mean(), model.decode(z).mean(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_and_tflite_sample_of_the_head(trained, tmp_path):
     from export_parity import check_export_parity
     model, _ = trained
@@ -257,6 +259,7 @@ def test_saved_model_and_tflite_sample_of_the_head(trained, tmp_path):
     check_export_parity(model, paths, binary(5))
 
 
+@pytest.mark.slow
 def test_the_trainer_warm_starts_the_head_from_a_factorized_run(tmp_path):
     """--autoregressive_layers through the trainer: a run with the head starts from
     a factorized run's model.keras, logs sampled images and exports (TFLite too)."""

@@ -162,6 +162,7 @@ def test_learning_curves_from_log_spaced_curves_in_a_panel_per_latent_size(tmp_p
     with pytest.raises(ValueError, match="no config.json option 'prior'"):
         plots.save_learning_curves(runs, str(tmp_path / "x.png"), panel_by="prior")
 
+@pytest.mark.slow
 def test_visualize_tool_writes_every_figure(tmp_path, model, images):
     pytest.importorskip("matplotlib")
     import subprocess

@@ -55,6 +55,7 @@ def build(options):
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"], indirect=True)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.slow
 def test_every_family_trains_in_16_bits_and_reports_float32(family, policy):
     options = FAMILIES[family]
     model = build(options)
@@ -75,6 +76,7 @@ TOLERANCE = {"mixed_bfloat16": 0.1, "mixed_float16": 0.02}
 
 @pytest.mark.parametrize("family", ["hierarchy_vampprior", "spatial"])
 @pytest.mark.parametrize("precision", sorted(TOLERANCE))
+@pytest.mark.slow
 def test_16_bit_weights_give_the_float32_log_px_within_tolerance(family, precision):
     options = FAMILIES[family]
     keras.mixed_precision.set_global_policy(precision)
@@ -110,6 +112,7 @@ def test_an_outlier_gradient_is_skipped_and_a_normal_one_applied():
 
 
 @pytest.mark.parametrize("threshold, skipped", [(1e-3, 4), (1e6, 0)])
+@pytest.mark.slow
 def test_skipping_works_under_a_mirrored_strategy(threshold, skipped):
     """The skip decision is taken across replicas (a cond around the optimizer's
     merge_call would fail in a replica context)."""

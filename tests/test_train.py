@@ -146,6 +146,7 @@ def test_flagfile_is_read_and_the_command_line_overrides_it(cli_run):
     assert keras.saving.load_model(output_dir / "model.keras").encoder.latent_dim == 2
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_weights(cli_run, tmp_path):
     output_dir, _ = cli_run
     with open(output_dir / "config.json") as f:
@@ -195,6 +196,7 @@ class _Kill(keras.callbacks.Callback):
             raise KeyboardInterrupt("killed")
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_the_backup(tmp_path, capsys):
     options = {**TINY, "epochs": 3, "backup_save_freq": 2}
     output_dir = tmp_path / "run"
@@ -234,6 +236,7 @@ class _AscendInLastEpoch(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(-1.0)
 
 
+@pytest.mark.slow
 def test_metrics_count_every_step_when_the_best_epoch_is_not_the_last(tmp_path):
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
         metrics = train.train_and_evaluate(str(tmp_path / "run"), callbacks=[
@@ -247,6 +250,7 @@ def test_log_spaced_points():
     assert vae_callbacks.log_spaced(192, 4, first=16) == [16, 18, 32, 56, 100, 178, 192]
 
 
+@pytest.mark.slow
 def test_the_bound_curve_is_log_spaced_and_a_resumed_run_appends_to_it(tmp_path):
     # 4 epochs of 3 steps of 16 images: points 16, 18, 32, 56, 100, 178, 192.
     options = {**TINY, "epochs": 4, "backup_save_freq": 1, "curve_points_per_decade": 4,
@@ -295,6 +299,7 @@ def test_a_backup_of_another_model_is_refused(tmp_path):
     assert "pass --overwrite to replace it" in message
 
 
+@pytest.mark.slow
 def test_a_run_directory_belongs_to_one_run(tmp_path):
     """A finished run is neither overwritten by another configuration (it was,
     silently) nor kept from --overwrite; the same configuration runs again there."""
@@ -314,6 +319,7 @@ def test_a_run_directory_belongs_to_one_run(tmp_path):
     assert not (output_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_second_trainer_on_one_directory_is_refused_until_the_first_ends(tmp_path):
     output_dir = tmp_path / "run"
     output_dir.mkdir()
@@ -419,6 +425,7 @@ def test_every_option_is_a_flag_with_the_same_default():
         assert options[name] == expected, name
 
 
+@pytest.mark.slow
 def test_the_module_entry_point_reports_a_bad_flag_in_one_line():
     result = subprocess.run(
         [sys.executable, "-m", "tfvae.train", "--nosuchflag"], cwd=ROOT,
@@ -438,6 +445,7 @@ def test_main_returns_nothing_so_that_app_run_exits_with_0(monkeypatch):
     assert train.run(["tfvae.train"]) == {"test": {}}
 
 
+@pytest.mark.slow
 def test_an_iwae_run_keeps_the_checkpoint_of_the_best_iwae_bound(tmp_path):
     output_dir = tmp_path / "iwae"
     metrics = _run(*_argv(**{**TINY, "epochs": 2, "objective": "iwae",
@@ -448,6 +456,7 @@ def test_an_iwae_run_keeps_the_checkpoint_of_the_best_iwae_bound(tmp_path):
     assert "best_val_elbo" not in metrics
 
 
+@pytest.mark.slow
 def test_init_from_starts_an_iwae_run_from_an_elbo_model(tmp_path):
     base = tmp_path / "elbo"
     _run(*_argv(**{**TINY, "epochs": 1})[1:], f"--output_dir={base}")
@@ -463,6 +472,7 @@ def test_init_from_starts_an_iwae_run_from_an_elbo_model(tmp_path):
     assert np.isfinite(metrics["test"]["iwae"])
 
 
+@pytest.mark.slow
 def test_a_spatial_hierarchy_in_bfloat16_resumes_after_a_kill(tmp_path):
     """The deep config's settings on a tiny spatial model: killed after step 4,
     resumed by the same call; the export is float32."""
@@ -485,6 +495,7 @@ def test_a_spatial_hierarchy_in_bfloat16_resumes_after_a_kill(tmp_path):
     assert loaded.signatures["reconstruct"](images=images)["images"].dtype == tf.float32
 
 
+@pytest.mark.slow
 def test_steps_per_execution_beyond_an_epoch_is_capped_at_the_epoch(tmp_path, capsys):
     """It showed 20/10 in the progress bar, with a negative time."""
     metrics = _run(*_argv(**{**TINY, "epochs": 2, "steps_per_execution": 20,

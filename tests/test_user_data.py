@@ -254,6 +254,7 @@ TINY_CONV = ["--encoder=conv", "--decoder=conv", "--encoder_filters=4,8",
              "--nojit_compile", "--nolog_images", "--verbose=0", "--noexport"]
 
 
+@pytest.mark.slow
 def test_the_trainer_runs_on_a_folder_of_32x32x3_images_and_on_npy(pets, tmp_path):
     metrics = train.run(["tfvae.train", f"--dataset=folder:{pets}", *TINY_CONV,
                          f"--output_dir={tmp_path / 'folder'}"])
@@ -314,6 +315,7 @@ def test_npy_images_of_other_than_1_or_3_channels_are_refused(tmp_path):
     assert "4 channels; npy: takes greyscale (1) or RGB (3)" in _one_line(error)
 
 
+@pytest.mark.slow
 def test_a_failing_projector_is_a_warning_and_metrics_json_is_written(
         pets, tmp_path, monkeypatch):
     def broken(*args, **kwargs):

@@ -65,6 +65,7 @@ def test_posterior_maps_agree_with_the_diagonal_case():
 
 
 @pytest.mark.parametrize("w", [W, W_CORRELATED], ids=["orthogonal", "correlated"])
+@pytest.mark.slow
 def test_sleep_phase_recovers_the_posterior_of_a_linear_gaussian_model(w):
     keras.utils.set_random_seed(0)
     model = frozen_decoder_vae(w)
@@ -130,6 +131,7 @@ def test_dreams_are_samples_of_the_model():
     assert set(np.unique(x.numpy())) <= {0.0, 1.0}  # Bernoulli samples, not means
 
 
+@pytest.mark.slow
 def test_short_xla_fit_raises_the_elbo_and_logs_finite_metrics(tmp_path):
     keras.utils.set_random_seed(3)
     x = prototype_images()

@@ -192,6 +192,7 @@ def base_run(tmp_path_factory):
     return output_dir
 
 
+@pytest.mark.slow
 def test_a_run_with_an_extra_layer_starts_from_another_run(base_run, tmp_path, capsys):
     output_dir = tmp_path / "deeper"
     # Two steps at a negligible learning rate: the saved model is the one it started
@@ -220,6 +221,7 @@ def test_a_run_with_an_extra_layer_starts_from_another_run(base_run, tmp_path, c
         np.testing.assert_allclose(trained[path], value, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ignores_init_from(base_run, tmp_path, capsys):
     options = {**TINY, "epochs": 2, "backup_save_freq": 2, "prior": "mixture",
                "init_from": str(base_run)}

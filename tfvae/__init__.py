@@ -2,7 +2,8 @@
 
 Encoders and decoders are Keras layers that return `tfp.distributions` objects; the
 `VAE` model assembles the evidence lower bound from their `log_prob` and the KL
-divergence, and trains with the stock `model.fit`.
+divergence, and trains with the stock `model.fit`. `VAE.from_preset(name)` loads a
+trained model (`tfvae.presets`).
 
 Without TensorFlow only `tfvae.checks` imports (for the LiteRT path of tools.sample).
 """
@@ -24,7 +25,7 @@ else:
     from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
     from tfvae.priors import ConditionalPrior, MixturePrior, StandardNormalPrior, VampPrior
     # The modules the README names, as attributes of `import tfvae`.
-    from tfvae import evaluate, losses, objectives, plots, warmstart  # noqa: F401
+    from tfvae import evaluate, losses, objectives, plots, presets, warmstart  # noqa: F401
 
 
 def __getattr__(name):

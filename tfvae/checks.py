@@ -35,6 +35,7 @@ installed.
 """
 
 import functools
+import json
 import os
 import pickle
 import signal
@@ -43,6 +44,8 @@ import zipfile
 
 import numpy as np
 from absl import flags, logging
+
+from tfvae.version import __version__
 
 # Most images one `sample` call draws. Memory grows linearly: 10**6 MNIST samples took
 # 7.9 GB in the SavedModel; 10**4 take about 80 MB (a 100 x 100 grid of 28 x 28 images),
@@ -248,11 +251,36 @@ def load_keras_model(path):
     try:
         model = keras.saving.load_model(path)
     except (zipfile.BadZipFile, ValueError, TypeError, KeyError) as error:
+        writer = keras_writer(path)
+        if writer:  # an intact tfvae file: another version's layout
+            raise InputError(
+                f"{path} cannot be read as a tfvae .keras model by tfvae {__version__}: "
+                f"it was written by {writer} ({first_line(error)}); see CHANGELOG.md, "
+                "0.2.0, to move it (tools.upgrade for a 0.1.0 file).") from None
         raise InputError(f"{path} cannot be read as a tfvae .keras model (cut short "
                          f"or another model: {first_line(error)}).") from None
     if not hasattr(model, "image_shape"):
         raise InputError(f"{path} holds a {type(model).__name__}, not a tfvae VAE.")
     return model
+
+
+def keras_writer(path):
+    """Which tfvae wrote the .keras file `path`, in words: "tfvae 0.2.0" from the
+    version its VAE config records (since 0.2.0), else "tfvae before 0.2.0 (no
+    version recorded; saved <date>)". None when `path` is not an intact .keras
+    archive of a tfvae model."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+            saved = json.loads(archive.read("metadata.json")).get("date_saved", "?")
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+        return None
+    if not (isinstance(config, dict) and str(config.get("module")).startswith("tfvae")):
+        return None
+    version = (config.get("config") or {}).get("tfvae_version")
+    if version:
+        return f"tfvae {version}"
+    return f"tfvae before 0.2.0 (no version recorded; saved {saved})"
 
 
 def check_writable(path, flag="--output"):

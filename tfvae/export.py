@@ -2,9 +2,10 @@
 
 Layout (TF Serving): `<base_dir>/<name>/<version>/` holds the SavedModel
 (`saved_model.pb`, `variables/`), `metadata.json` (config, image shape, likelihood,
-date, tfvae version) and the TFLite files `<name>.tflite` (float32),
-`<name>_float16.tflite`, `<name>_int8.tflite` (dynamic-range int8 weights).
-TF Serving ignores the extra files. A version folder appears whole or not at all
+date, tfvae version), the TFLite files `<name>.tflite` (float32),
+`<name>_float16.tflite`, `<name>_int8.tflite` (dynamic-range int8 weights) and
+`<name>.keras` (config and weights: a preset, `tfvae.presets`). TF Serving ignores
+the extra files. A version folder appears whole or not at all
 (`export_model` writes a hidden temporary folder and renames it).
 
 SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1], z
@@ -476,15 +477,26 @@ def float32_copy(model):
     """
     if all(layer.compute_dtype == "float32" for layer in model._flatten_layers()):
         return model
-    config = _float32_policies(model.get_config())
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")  # for sublayers made in __init__
     try:
-        copy = type(model).from_config(config)
+        return _rebuilt(model, _float32_policies(model.get_config()))
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _rebuilt(model, config):
+    """A new model of `model`'s class from `config`, holding `model`'s weights (and
+    no optimizer)."""
+    copy = type(model).from_config(config)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def save_keras(model, path):
+    """`model` as a `.keras` file of its config and weights, without the optimizer's
+    state (which would double or triple the file): what `VAE.from_preset` loads."""
+    _rebuilt(model, model.get_config()).save(path)
 
 
 def _float32_policies(config):
@@ -499,7 +511,7 @@ def _float32_policies(config):
 
 
 def export_model(model, base_dir="saved_models", name="vae", version=None,
-                 tflite=("float32",), metadata=None):
+                 tflite=("float32",), metadata=None, with_keras=True):
     """Exports `model` to `<base_dir>/<name>/<version>/` (TF Serving layout).
 
     The version folder appears whole or not at all: everything is written to a
@@ -513,10 +525,16 @@ def export_model(model, base_dir="saved_models", name="vae", version=None,
         version: positive integer; None for the next free one.
         tflite: quantizations of the TFLite files to write beside the SavedModel,
             any of "float32", "float16", "int8"; () for none.
-        metadata: extra entries for `metadata.json` (e.g. training figures).
+        metadata: extra entries for `metadata.json` (e.g. training figures); the
+            entries that describe the model and the export (`model_metadata`, name,
+            version, files) are this export's, so an older export's metadata.json
+            may be passed to carry its measured figures over.
+        with_keras: also write `<name>.keras` (`save_keras`), which makes the
+            version folder a preset (`tfvae.presets`).
 
     Returns:
-        dict of written paths: "saved_model", "metadata" and "tflite_<quantization>".
+        dict of written paths: "saved_model", "metadata", "tflite_<quantization>"
+        and "keras" (with_keras).
     """
     tflite = (tflite,) if isinstance(tflite, str) else tuple(tflite)
     for quantization in tflite:
@@ -529,10 +547,14 @@ def export_model(model, base_dir="saved_models", name="vae", version=None,
     staging = os.path.join(model_dir, f".{version}.incomplete-{uuid.uuid4().hex[:8]}")
     os.mkdir(staging)
     try:
+        files = {"tflite": {q: os.path.basename(tflite_path("", name, q))
+                            for q in tflite}}
+        if with_keras:
+            files["keras"] = f"{name}.keras"
+            save_keras(model, os.path.join(staging, files["keras"]))
         _write_version(float32_copy(model), staging, name, tflite, {
-            **model_metadata(model), "name": name, "version": version,
-            "tflite": {q: os.path.basename(tflite_path("", name, q)) for q in tflite},
-            **(metadata or {})})
+            **(metadata or {}), **model_metadata(model), "name": name,
+            "version": version, **files})
         if os.path.isdir(version_dir):
             os.rmdir(version_dir)  # empty (checked above); rename needs it gone
         os.rename(staging, version_dir)
@@ -543,6 +565,8 @@ def export_model(model, base_dir="saved_models", name="vae", version=None,
              "metadata": os.path.join(version_dir, METADATA_FILE)}
     for quantization in tflite:
         paths[f"tflite_{quantization}"] = tflite_path(version_dir, name, quantization)
+    if with_keras:
+        paths["keras"] = os.path.join(version_dir, f"{name}.keras")
     return paths
 
 

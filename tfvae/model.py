@@ -29,10 +29,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import checks, data, evaluate, heads, losses, objectives
+from tfvae import checks, data, evaluate, heads, losses, objectives, presets
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior, VampPrior
+from tfvae.version import __version__
 
 METRIC_NAMES = ("elbo", "rate", "distortion")
 
@@ -555,11 +556,24 @@ class VAE(keras.Model):
                    for name in ("encoder", "decoder", "prior")},
                 "top_down": [serialize(block) for block in self.top_down],
                 "loss": serialize(self.training_objective),
-                **{name: getattr(self, name) for name in OPTIONS}}
+                **{name: getattr(self, name) for name in OPTIONS},
+                # The writer of a .keras file, named when another version cannot
+                # read it (checks.load_keras_model).
+                "tfvae_version": __version__}
+
+    @classmethod
+    def from_preset(cls, preset, saved_models=None):
+        """The trained model of a shipped model by name, e.g.
+        `VAE.from_preset("hvae_binarized_mnist")` (its highest version with a `.keras`
+        file), or of a version folder, run directory or `.keras` file; names are
+        looked up in `saved_models` (a folder or a list), by default as
+        `tfvae.presets` says. Raises `tfvae.checks.InputError` in one line."""
+        return presets.load(preset, saved_models)
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        config.pop("tfvae_version", None)  # files before 0.2.0 record none
         for key in ("encoder", "decoder", "prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         config["top_down"] = [keras.saving.deserialize_keras_object(block)

@@ -211,33 +211,75 @@ def examples_per_epoch(run, history=None):
     return None
 
 
-def locate_model(path):
-    """Where a trained model lies: a `.keras` file, a run directory (its model.keras,
-    else best.keras) or an exported SavedModel directory.
+def locate_model(path, prefer="saved_model"):
+    """Where a trained model lies: a preset name (`tfvae.presets`), a `.keras` file, a
+    run directory (its model.keras, else best.keras) or an export's version folder
+    (its SavedModel, or the `.keras` file beside it).
+
+    Args:
+        path: one of the above.
+        prefer: "saved_model" or "keras", the kind returned when a version folder
+            holds both.
 
     Returns:
         {"kind": "keras" | "saved_model", "path": file or directory,
          "config": the trainer's config.json beside a .keras file, or {},
          "metadata": an export's metadata.json, or {}}.
     """
-    kind, run_dir = None, None
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            kind = "saved_model"
-        else:
-            for name in (FINAL, BEST):
-                if os.path.isfile(os.path.join(path, name)):
-                    kind, run_dir, path = "keras", path, os.path.join(path, name)
-                    break
-    elif path.endswith(".keras") and os.path.isfile(path):
-        kind, run_dir = "keras", os.path.dirname(path) or "."
-    if kind is None:
+    from tfvae import presets  # noqa: PLC0415 -- presets.load locates through here
+
+    path = presets.resolve(path)
+    found = _models_in(path)
+    if not found:
         raise FileNotFoundError(f"{path} is not a .keras file, a trainer output "
                                 f"directory ({FINAL}) or a SavedModel directory.")
-    metadata = read_json(os.path.join(path, METADATA_FILE), {}) \
-        if kind == "saved_model" else {}
-    return {"kind": kind, "path": path, "config": read_config(run_dir) if run_dir else {},
-            "metadata": metadata}
+    kind = prefer if prefer in found else next(iter(found))
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    return {"kind": kind, "path": found[kind],
+            "config": read_config(folder) if kind == "keras" else {},
+            "metadata": read_json(os.path.join(folder, METADATA_FILE), {})}
+
+
+def locate_keras(path):
+    """`locate_model(path)` of the `.keras` file; InputError (one line) when `path` is
+    a SavedModel without one."""
+    location = locate_model(path, prefer="keras")
+    if location["kind"] != "keras":
+        from tfvae import checks  # noqa: PLC0415
+
+        raise checks.InputError(
+            f"{location['path']} is a SavedModel without a .keras file; give a .keras "
+            "file, a run directory, a preset name or a version folder holding a .keras "
+            "file (tools.sample and tools.evaluate read SavedModels).")
+    return location
+
+
+def keras_path(path):
+    """The `.keras` file of a model given as in `locate_model`; a path that is no
+    folder is returned as it is (`checks.load_keras_model` names a missing file)."""
+    from tfvae import presets  # noqa: PLC0415
+
+    path = presets.resolve(path)
+    return locate_keras(path)["path"] if os.path.isdir(path) else path
+
+
+def _models_in(path):
+    """{kind: path} of the models at `path` (see `locate_model`), in the order a
+    caller without a preference takes them."""
+    from tfvae import presets  # noqa: PLC0415
+
+    if not os.path.isdir(path):
+        is_keras = path.endswith(".keras") and os.path.isfile(path)
+        return {"keras": path} if is_keras else {}
+    found = {}
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        found["saved_model"] = path
+    candidates = (os.path.join(path, FINAL), os.path.join(path, BEST),
+                  presets.keras_file(path))
+    keras_file = next((f for f in candidates if f and os.path.isfile(f)), None)
+    if keras_file:
+        found["keras"] = keras_file
+    return found
 
 
 def machine_info():

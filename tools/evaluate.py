@@ -7,7 +7,8 @@ r"""Evaluate a trained VAE: test NLL (k importance samples), ELBO, active units.
         --binarization=none
     python -m tools.evaluate runs/mnist/model.keras --images_npy=my_images.npy
 
-MODEL is a `.keras` file, a trainer output directory (its model.keras), or an
+MODEL is a `.keras` file, a trainer output directory (its model.keras), a preset name
+(`tfvae.presets`: the SavedModel of its newest version holding a `.keras` file) or an
 exported SavedModel directory (evaluated through its `log_prob`, `elbo` and `encode`
 signatures; no KL per dimension then). Data: a split of a TFDS dataset through
 `tfvae.data.load_dataset`, or a .npy of images [N, H, W, C] (floats in [0, 1] or
@@ -191,7 +192,7 @@ def print_report(report, description):
 @checks.interruptible(PROGRAM, "no report was written.")
 def main(argv):
     checks.start_tool(PROGRAM, argv, 1, "python -m tools.evaluate MODEL [flags]; MODEL "
-                      "is a .keras file, a run directory or a SavedModel directory.")
+                      "is a .keras file, a run directory, a SavedModel directory or a preset.")
     import tensorflow as tf
 
     from tfvae import data, evaluate, rundir

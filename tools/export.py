@@ -1,28 +1,36 @@
-r"""Export a trained `.keras` checkpoint or run directory: SavedModel (TF Serving layout) + TFLite.
+r"""Export a trained `.keras` file, run directory or preset: SavedModel (TF Serving) + TFLite.
 
     python -m tools.export --checkpoint=runs/mnist --base_dir=saved_models \
         --name=mnist_vae --tflite=float32,float16,int8
 
 writes saved_models/mnist_vae/<version>/ (next free integer unless --version) holding
-the SavedModel, metadata.json and mnist_vae.tflite, mnist_vae_float16.tflite,
-mnist_vae_int8.tflite. The signatures are listed in tfvae/export.py. The version
-folder appears whole or not at all. Bad input (a missing or unreadable checkpoint or
---metadata file, a taken --version) ends with one line `tools.export: error: ...`
-and status 1, Ctrl-C with one line and status 130.
+the SavedModel, metadata.json, mnist_vae.keras and mnist_vae.tflite,
+mnist_vae_float16.tflite, mnist_vae_int8.tflite. Re-export a shipped model with this
+version, keeping its measured figures (--metadata: an older metadata.json's entries,
+refreshed where they describe the model and the export):
+
+    python -m tools.export --checkpoint=hvae_binarized_mnist --name=hvae_binarized_mnist \
+        --metadata=saved_models/hvae_binarized_mnist/2/metadata.json \
+        --tflite=float32,float16,int8
+
+The signatures are listed in tfvae/export.py. The version folder appears whole or not
+at all. Bad input (a missing or unreadable checkpoint or --metadata file, a taken
+--version) ends with one line `tools.export: error: ...` and status 1, Ctrl-C with
+one line and status 130.
 """
 
 import json
-import os
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, rundir
 
 PROGRAM = "tools.export"
 FLAGS = flags.FLAGS
 parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
-flags.DEFINE_string("checkpoint", None, "The .keras file of a trained tfvae.VAE, or a "
-                    "trainer's run directory (its model.keras, else best.keras).")
+flags.DEFINE_string("checkpoint", None, "The .keras file of a trained tfvae.VAE, a "
+                    "trainer's run directory (its model.keras, else best.keras), a "
+                    "version folder holding a .keras file or a preset name.")
 flags.DEFINE_string("base_dir", "saved_models",
                     "Models land in <base_dir>/<name>/<version>.")
 flags.DEFINE_string("name", "vae",
@@ -33,7 +41,8 @@ flags.DEFINE_list("tflite", ["float32"],
                   "TFLite files to write: any of float32, float16, int8; empty for none.")
 flags.DEFINE_string("metadata", None,
                     "Optional JSON file whose entries are added to metadata.json "
-                    "(e.g. test ELBO and NLL of the run).")
+                    "(e.g. test ELBO and NLL of the run, or an older export's "
+                    "metadata.json: its model and export entries are replaced).")
 flags.mark_flag_as_required("checkpoint")
 
 
@@ -43,7 +52,7 @@ def main(argv):
     checks.start_tool(PROGRAM, argv)
     try:
         extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
-        model = checks.load_keras_model(keras_file(FLAGS.checkpoint))
+        model = checks.load_keras_model(rundir.keras_path(FLAGS.checkpoint))
     except (OSError, ValueError) as error:  # InputError too
         checks.fail(PROGRAM, error)
     from tfvae import export
@@ -56,19 +65,6 @@ def main(argv):
         checks.fail(PROGRAM, f"{error} (nothing was written)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
-
-
-def keras_file(path):
-    """The .keras file `path`, or the one of the run directory `path`."""
-    if not os.path.isdir(path):
-        return path
-    from tfvae import rundir
-
-    located = rundir.locate_model(path)  # FileNotFoundError: what it looked for
-    if located["kind"] != "keras":
-        raise checks.InputError(f"{path} is an exported SavedModel already; give a "
-                                ".keras file or a trainer's run directory.")
-    return located["path"]
 
 
 def read_metadata(path):

@@ -39,7 +39,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import tfvae
-from tfvae import checks
+from tfvae import checks, rundir
 
 PROGRAM = "tools.grad_variance"
 FLAGS = flags.FLAGS
@@ -211,7 +211,8 @@ def load_batch(image_shape, num_classes=0):
 def load_model():
     """(model, its description): --checkpoint, else a fresh MLP VAE."""
     if FLAGS.checkpoint:
-        return checks.load_keras_model(FLAGS.checkpoint), FLAGS.checkpoint
+        model = checks.load_keras_model(rundir.keras_path(FLAGS.checkpoint))
+        return model, FLAGS.checkpoint
     try:
         hidden = tuple(int(u) for u in FLAGS.hidden_units)
     except ValueError:
@@ -260,7 +261,8 @@ def define_flags():
     """The command line's flags; defined only when run as a script (or by
     tests/cli_driver.py), so that importing this module next to tfvae.train (as the
     tests do) cannot define a flag twice."""
-    flags.DEFINE_string("checkpoint", None, "A trained .keras model; default: a fresh MLP VAE.")
+    flags.DEFINE_string("checkpoint", None, "A trained .keras model, run directory or "
+                        "preset; default: a fresh MLP VAE.")
     flags.DEFINE_string("images", None, ".npy file of images [N, H, W, C] in [0, 1].")
     flags.DEFINE_string("image_labels", None, "Class-conditional --checkpoint: a .npy of "
                         "the --images' labels (one per image, or one for all).")

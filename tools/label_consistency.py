@@ -8,7 +8,7 @@ A small convolutional classifier (two 3x3 conv + max-pool stages, a 128-unit lay
 is trained on the grey-level training images of --dataset (or loaded from
 --classifier when that file exists, else saved there) and scored on its test split.
 It then classifies --samples_per_class samples of each class of MODEL (a SavedModel
-folder, .tflite file, .keras file or run directory): the
+folder, .tflite file, .keras file, run directory or preset name): the
 label consistency is the fraction whose predicted class is the requested one. The
 samples are the means of p(x|z, y) (for a Bernoulli model of binarized images, the
 probability of each pixel being on: a grey-level image, the classifier's own kind).
@@ -90,13 +90,14 @@ def classifier_and_accuracy(info, load):
 
 def conditional_sampler(path):
     """sample(n, labels) -> images of a conditional model, and its number of classes."""
-    from tfvae import rundir
+    from tfvae import presets, rundir
 
+    path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
         return sampler.sample, sampler.num_classes, sampler.image_shape
-    model = checks.load_keras_model(rundir.locate_model(path)["path"])
+    model = checks.load_keras_model(rundir.keras_path(path))
 
     def sample(count, labels):
         return model.sample(count, labels=labels).numpy()

@@ -4,7 +4,7 @@ r"""What conditioning on the label buys: -log p(x) - (-log p(x|y)) on the same i
         --num_samples=5000 --output=gap.json
 
 CONDITIONAL is a class-conditional model and UNCONDITIONAL a model of the same images
-(`.keras` files or run directories; the data options default to CONDITIONAL's
+(`.keras` files, run directories or preset names; the data options default to CONDITIONAL's
 config.json, as in tools.evaluate). On every image x of --split, with label y, both
 give importance-sampled estimates with k = --num_samples (`tfvae.evaluate`), and the
 tool prints the mean paired difference
@@ -77,10 +77,7 @@ def load_models(conditional_path, unconditional_path):
     from tfvae import rundir
     models = []
     for path in (conditional_path, unconditional_path):
-        location = rundir.locate_model(path)
-        if location["kind"] != "keras":
-            raise checks.InputError(f"{path} is a SavedModel; give a .keras file or a "
-                                    "run directory.")
+        location = rundir.locate_keras(path)
         models.append((checks.load_keras_model(location["path"]), location["config"]))
     (conditional, config), (unconditional, _) = models
     if not conditional.num_classes or unconditional.context_width:

@@ -1,6 +1,7 @@
-r"""Sample images from an exported VAE (SavedModel folder or .tflite file) into a PNG.
+r"""Sample images from an exported VAE (SavedModel folder, .tflite file or preset) into a PNG.
 
     python -m tools.sample saved_models/mnist_vae/1 --output=samples.png
+    python -m tools.sample hvae_binarized_mnist --output=samples.png   # a preset's SavedModel
     python -m tools.sample saved_models/mnist_vae/1/mnist_vae.tflite --output=samples.png
     python -m tools.sample saved_models/mnist_vae/1 --images=test.npy \
         --reconstructions=reconstructions.png           # or --dataset=binarized_mnist
@@ -156,7 +157,7 @@ def decode_labels(labels, num_codes):
 @checks.interruptible(PROGRAM, "only the files printed above were written.")
 def main(argv):
     checks.start_tool(PROGRAM, argv, 1,
-                      "python -m tools.sample MODEL_DIR_OR_TFLITE [flags]")
+                      "python -m tools.sample MODEL_DIR_OR_TFLITE_OR_PRESET [flags]")
     if (FLAGS.images or FLAGS.dataset) and argv[1].endswith(".tflite"):
         checks.fail(PROGRAM, "a .tflite file holds only `sample` and `decode`; pass the "
                              "SavedModel folder to reconstruct --images or --dataset.")

@@ -132,7 +132,11 @@ class TFLiteSampler(_Conditional):
 
 
 def load_sampler(path):
-    """A `TFLiteSampler` for a .tflite file, else a `SavedModelSampler`."""
+    """A `TFLiteSampler` for a .tflite file, else a `SavedModelSampler` (of a version
+    folder, or of a preset name: `tfvae.presets`)."""
+    from tfvae import presets
+
+    path = presets.resolve(path)
     if path.endswith(".tflite"):
         if not os.path.isfile(path):
             raise checks.InputError(f"No TFLite file at {path}.")

@@ -26,7 +26,7 @@ Writes to --output_dir (default: <run directory>/figures):
                           from a run's curve.csv when it has one (train and test at
                           log-spaced points), else from its history.csv
 
---checkpoint is a .keras file or a trainer output directory; dataset, binarization,
+--checkpoint is a .keras file, a trainer output directory or a preset name; dataset, binarization,
 seed and TFDS directories default to that run's config.json. Each figure's path is
 printed as it is written. Bad input (a missing or unreadable model or .npy, images
 of another shape or with NaN, too few images, a bad --manifold_dims or --curves)
@@ -44,7 +44,8 @@ from tfvae import checks
 PROGRAM = "tools.visualize"
 FLAGS = flags.FLAGS
 parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
-flags.DEFINE_string("checkpoint", None, "A .keras file or a trainer output directory.")
+flags.DEFINE_string("checkpoint", None, "A .keras file, a trainer output directory or "
+                    "a preset name (tfvae.presets).")
 flags.DEFINE_list("curves", [], "Run directories or history.csv files whose learning "
                   "curves to draw; default: the checkpoint's run directory.")
 flags.DEFINE_string("output_dir", None, "Where the PNGs go; default: "
@@ -143,10 +144,6 @@ def manifold_dims(latent_dim):
 def load_inputs(location):
     """(model, images, labels, manifold dims, class names) of the checkpoint, all
     checked."""
-    if location["kind"] != "keras":
-        raise checks.InputError(f"{location['path']} is a SavedModel; tools.visualize "
-                                "needs a .keras checkpoint or run directory (for a "
-                                "SavedModel use python -m tools.sample).")
     model = checks.load_keras_model(location["path"])
     dims = manifold_dims(model.latent_dim)
     count = max(FLAGS.num_reconstructions, 2 * FLAGS.interpolation_pairs,
@@ -223,7 +220,7 @@ def main(argv):
     run_dir, inputs = None, None
     try:
         if checkpoint:
-            location = rundir.locate_model(checkpoint)
+            location = rundir.locate_keras(checkpoint)
             run_dir = os.path.dirname(location["path"])
             inputs = load_inputs(location)
         output_dir = FLAGS.output_dir or os.path.join(run_dir or ".", "figures")
