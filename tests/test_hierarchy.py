@@ -120,11 +120,12 @@ def test_other_posteriors_stay_below_and_iwae_rises_toward_log_evidence():
 
 def test_layer_rates_add_up_to_the_rate_and_the_elbo_matches_the_log_weights():
     model = linear_hierarchy(top_shift=0.8)
-    terms = model.elbo(images(X), num_samples=20000)
+    terms = model.elbo(images(X), num_samples=20000, seed=[3, 4])  # seeded: the
+    # tolerance is ~2.5 standard errors of the two Monte Carlo means, which missed once
     np.testing.assert_allclose(terms["rate"], terms["rate/1"] + terms["rate/2"],
                                rtol=1e-5)
     # Analytic layer KLs + sampled distortion agree with the mean log-weight.
-    mean_log_w = model.log_importance_weights(images(X), 20000).numpy().mean(0)
+    mean_log_w = model.log_importance_weights(images(X), 20000, seed=[5, 6]).numpy().mean(0)
     np.testing.assert_allclose(terms["elbo"], mean_log_w, atol=0.05)
 
 

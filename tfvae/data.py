@@ -461,6 +461,8 @@ def check_image_spec(dataset, image_shape, description="the dataset", integers=F
     ValueError."""
     want = f"float32 images of shape (batch, {', '.join(map(str, image_shape))}) in [0, 1]"
     spec = dataset.element_spec
+    if isinstance(spec, tuple) and spec:
+        spec = spec[0]  # Keras's (x, y) or (x, y, weights): x is the images
     inputs = isinstance(spec, dict) and "images" in spec
     image_spec = spec["images"] if inputs else spec
     if not isinstance(image_spec, tf.TensorSpec):
