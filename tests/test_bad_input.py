@@ -582,7 +582,7 @@ def test_every_tool_main_is_interruptible():
     """One wrapper for all: each tool's main is decorated with checks.interruptible."""
     tools = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
                    if name.endswith(".py") and name not in ("__init__.py", "samplers.py"))
-    assert len(tools) == 10
+    assert len(tools) == 11
     for name in tools:
         with open(os.path.join(REPO, "tools", name)) as f:
             tree = ast.parse(f.read())
@@ -965,6 +965,38 @@ def test_a_dataset_of_the_wrong_dtype_or_shape_is_refused_in_one_line(method):
         getattr(model, method)(small, verbose=0)
     good = tf.data.Dataset.from_tensor_slices(binary_images(8)).batch(4)
     assert getattr(model, method)(good, verbose=0) is not None
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict", "log_px"])
+@pytest.mark.parametrize("bad", [np.nan, 2.0, -1.0])
+def test_a_dataset_with_bad_values_stops_with_one_line(method, bad):
+    model = _compiled()
+    images = binary_images(16)
+    images[9, 2, 3, 0] = bad  # in the third batch of four: found as it is read
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(4)
+    with pytest.raises(ValueError, match=r"^the dataset given as (x|data) holds a batch "
+                       r"with NaN, Inf or values outside \[0, 1\] \(0..255 for integer "
+                       r"pixels\); images must be float32 in \[0, 1\]\.$"):
+        if method == "log_px":
+            model.log_px(dataset, num_samples=2)
+        else:
+            getattr(model, method)(dataset, verbose=0)
+    pixels = tf.data.Dataset.from_tensor_slices(
+        (binary_images(16) * 255).astype(np.uint8)).batch(4)  # integers up to 255 pass
+    assert model.evaluate(pixels, verbose=0) is not None
+
+
+def test_a_gaussian_model_takes_any_finite_values_from_a_dataset_but_not_nan():
+    keras.utils.set_random_seed(0)
+    model = tfvae.VAE(tfvae.MLPEncoder(2, (8,)),
+                      tfvae.MLPDecoder(IMAGE_SHAPE, (8,), likelihood="gaussian"))
+    model.compile(optimizer="adam", jit_compile=False)
+    values = np.random.default_rng(0).normal(0, 3, (8, *IMAGE_SHAPE)).astype(np.float32)
+    assert model.evaluate(tf.data.Dataset.from_tensor_slices(values).batch(4), verbose=0)
+    values[5, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^the dataset given as x holds a batch with NaN "
+                       r"or Inf; images must be finite\.$"):
+        model.fit(tf.data.Dataset.from_tensor_slices(values).batch(4), verbose=0)
 
 
 ARRAY_CASES = {  # name: (images, labels or None, words of the ValueError)

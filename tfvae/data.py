@@ -453,6 +453,44 @@ def check_images(dataset, image_shape, description="the dataset", num_classes=No
     raise ValueError(f"{description} is empty.")
 
 
+# Marks the one line of a failed `checked_values` check inside TensorFlow's error text.
+_VALUE_CHECK = "<tfvae-value-check>"
+
+
+def checked_values(dataset, description="the dataset", unit_range=True):
+    """`dataset` whose image batches are checked as they are read: finite and, with
+    `unit_range` (binary likelihoods), in [0, 1] (integer pixels in 0..255). A bad
+    batch stops the pass with TensorFlow's InvalidArgumentError carrying one line,
+    which `value_check_error` finds. The check runs in the input pipeline, beside the
+    training step, not in it."""
+    line = (f"{description} holds a batch with NaN, Inf or values outside [0, 1] "
+            f"(0..255 for integer pixels); {checks.RANGE}." if unit_range else
+            f"{description} holds a batch with NaN or Inf; images must be finite.")
+
+    def check(*element):
+        element = element[0] if len(element) == 1 else element
+        images = element[0] if isinstance(element, tuple) else element
+        images = images["images"] if isinstance(images, dict) else images
+        values = tf.cast(images, tf.float32)
+        if unit_range:
+            high = 255.0 if images.dtype.is_integer else 1.0
+            valid = tf.reduce_all((values >= 0.0) & (values <= high))  # NaN: False
+        else:
+            valid = tf.reduce_all(tf.math.is_finite(values))
+        with tf.control_dependencies(
+                [tf.debugging.Assert(valid, [_VALUE_CHECK + line + _VALUE_CHECK])]):
+            return tf.nest.map_structure(tf.identity, element)
+
+    return dataset.map(check)
+
+
+def value_check_error(error):
+    """The one-line ValueError of a failed `checked_values` check in `error` (a
+    TensorFlow error), else None."""
+    found = re.search(f"{_VALUE_CHECK}(.*?){_VALUE_CHECK}", str(error), re.S)
+    return ValueError(found.group(1)) if found else None
+
+
 def check_image_spec(dataset, image_shape, description="the dataset", integers=False):
     """Checks what `dataset` declares it yields (no element is read, so a user's
     cached pipeline stays whole): float32 images [B, H, W, C] of `image_shape`, alone

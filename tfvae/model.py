@@ -23,6 +23,7 @@ with a `ConditionalPrior`, the prior p(z|c). Every term above is then conditiona
 and ignores the rest.
 """
 
+import contextlib
 import inspect
 
 import keras
@@ -44,6 +45,19 @@ def in_multi_worker_mode(strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode())
+
+
+@contextlib.contextmanager
+def _one_line_data_errors():
+    """A dataset batch that fails `data.checked_values` surfaces from TensorFlow as an
+    InvalidArgumentError with a traceback: raise its one line as a ValueError."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        line = data.value_check_error(error)
+        if line is None:
+            raise
+        raise line from None
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -486,13 +500,15 @@ class VAE(keras.Model):
         `checks.as_images`: 0-255 integers divided by 255; NaN, Inf, values outside
         [0, 1] and other shapes refused in its words; a conditional model's labels
         (`checks.as_labels`) or context checked against them. A `tf.data.Dataset` has
-        its declared dtype and shape checked (`data.check_image_spec`; its values are
-        not read, which could cut a cached pipeline short; integer pixels are divided
-        by 255 per batch, `data.integer_images`). Tensors pass unchanged."""
+        its declared dtype and shape checked up front (`data.check_image_spec`) and
+        its values batch by batch as they are read (`data.checked_values`; reading one
+        up front could cut a cached pipeline short; integer pixels are divided by 255
+        per batch, `data.integer_images`). Tensors pass unchanged."""
         if isinstance(x, tf.data.Dataset):
-            data.check_image_spec(x, self.image_shape, f"the dataset given as {what}",
-                                  integers=True)
-            return x
+            what = f"the dataset given as {what}"
+            data.check_image_spec(x, self.image_shape, what, integers=True)
+            binary = getattr(self.decoder, "likelihood", "bernoulli") == "bernoulli"
+            return data.checked_values(x, what, unit_range=binary)
         inputs = x if isinstance(x, dict) else {"images": x}
         if not isinstance(inputs.get("images"), np.ndarray):
             return x
@@ -516,14 +532,17 @@ class VAE(keras.Model):
         if "validation_data" in kwargs:
             kwargs["validation_data"] = self._checked_arrays(
                 kwargs["validation_data"], "validation_data")
-        return super().fit(self._checked_arrays(x), y, *args, **kwargs)
+        with _one_line_data_errors():
+            return super().fit(self._checked_arrays(x), y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._refuse_targets(x, y)
-        return super().evaluate(self._checked_arrays(x), y, *args, **kwargs)
+        with _one_line_data_errors():
+            return super().evaluate(self._checked_arrays(x), y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        return super().predict(self._checked_arrays(x), *args, **kwargs)
+        with _one_line_data_errors():
+            return super().predict(self._checked_arrays(x), *args, **kwargs)
 
     def log_px(self, data, num_samples=1000, batch_size=100, seed=0, verbose=0):
         """Importance-sampled log p(x) (log p(x|c) when conditional) in nats, with
@@ -531,9 +550,10 @@ class VAE(keras.Model):
         (0-255 integers are divided by 255), a dict of a conditional model's inputs,
         or a `tf.data.Dataset`. Returns an `evaluate.Estimate`: `.mean` nats per
         image, `.stderr` its standard error, `.values` per image."""
-        return evaluate.importance_sampled_log_px(
-            self, self._checked_arrays(data, "data"), num_samples, batch_size,
-            seed=seed, verbose=verbose)
+        with _one_line_data_errors():
+            return evaluate.importance_sampled_log_px(
+                self, self._checked_arrays(data, "data"), num_samples, batch_size,
+                seed=seed, verbose=verbose)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         results = super().compute_metrics(x, y, y_pred, sample_weight)
