@@ -58,7 +58,7 @@ def generative_jacobians(model):
         def choose(index, posterior, prior):
             return prior.mean() + prior.stddev() * parts[index], None
 
-        layers, inputs = model._walk(None, choose)
+        layers, inputs = model.walk(None, choose)
         likelihood = model.decoder(inputs)
         z = tf.concat([tf.reshape(l["z"], [1, -1]) for l in layers], -1)
         return z, tf.reshape(likelihood.mean(), [1, -1]), tf.reshape(

@@ -174,6 +174,7 @@ class ResNetEncoder(_Spatial):
     """
 
     posterior = "gaussian"
+    diagonal_gaussian = True
 
     def __init__(self, image_shape, groups, context_dim=0, **kwargs):
         super().__init__(**kwargs)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfvae import blocks, losses
 from tfvae.checks import InputError, check_count, choice, first_line
-from tfvae.heads import POSTERIORS
+from tfvae.heads import POSTERIORS, posterior_head
 from tfvae.hierarchy import TopDownBlock
 from tfvae.model import OPTIONS, VAE
 from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -133,8 +133,12 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                                "autoregressive_layers")})
     context = dict(num_classes=int(num_classes), context_dim=int(context_dim))
     width = context["num_classes"] or context["context_dim"]
-    head = dict(posterior=choice("posterior", posterior, POSTERIORS),
-                flow_steps=flow_steps, flow_hidden_units=flow_hidden_units)
+    posterior = choice("posterior", posterior, POSTERIORS)
+
+    def head(dim, name="head"):  # every layer's posterior head
+        return posterior_head(dim, posterior, flow_steps=flow_steps,
+                              flow_hidden_units=flow_hidden_units, name=name)
+
     enc_units = _ints("encoder_hidden_units", encoder_hidden_units)
     dec_units = _ints("decoder_hidden_units", decoder_hidden_units)
     if float(dropout) and (encoder, decoder) != ("mlp", "mlp"):
@@ -149,7 +153,7 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                              "top_down_latent_dims empty.")
         enc, dec, top_down = spatial_hierarchy(
             image_shape, latent_groups, latent_channels, cell_channels, cell_bottleneck,
-            output_cells, likelihood, head["posterior"], width, activation=activation,
+            output_cells, likelihood, posterior, width, activation=activation,
             autoregressive_layers=autoregressive_layers,
             autoregressive_channels=autoregressive_channels)
         latent_dim = enc.latent_dim
@@ -158,10 +162,11 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                          "(encoder='resnet', decoder='resnet').")
     elif choice("encoder", encoder, NETWORKS) == "mlp":
         enc = MLPEncoder(latent_dim, enc_units, activation, dropout=dropout,
-                         context_dim=width, name="encoder", **head)
+                         context_dim=width, name="encoder", head=head(latent_dim))
     else:
         enc = ConvEncoder(latent_dim, _ints("encoder_filters", encoder_filters), enc_units,
-                          activation, context_dim=width, name="encoder", **head)
+                          activation, context_dim=width, name="encoder",
+                          head=head(latent_dim))
     if decoder == "resnet":
         pass
     elif decoder == "mlp":
@@ -185,7 +190,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
         prior_layer = ConditionalPrior(latent_dim, width, name="prior")
     if encoder != "resnet":
         top_down = [TopDownBlock(dim, _ints("top_down_hidden_units", top_down_hidden_units),
-                                 activation, name=f"top_down_{i}", **head)
+                                 activation, name=f"top_down_{i}",
+                                 posterior_head=head(dim, "posterior_head"))
                     for i, dim in enumerate(_ints("top_down_latent_dims",
                                                   top_down_latent_dims))]
     loss = losses.from_flat_options(**{name: objective.pop(name) for name in

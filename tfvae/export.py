@@ -64,7 +64,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import checks, distributions, heads, objectives
+from tfvae import checks, distributions, heads, objectives, priors
 from tfvae.rundir import METADATA_FILE
 from tfvae.version import __version__
 
@@ -80,28 +80,11 @@ LOG_PROB_ROWS = 8192
 
 # -- the prior as a mixture of diagonal Gaussians, sampled with built-in ops ----------
 
-def prior_mixture(prior):
-    """p(z) as (logits [K], loc [K, D], scale [K, D]) of a diagonal Gaussian mixture.
-
-    Works for `StandardNormalPrior` (K = 1), `MixturePrior` and `VampPrior`.
-    """
-    if isinstance(prior, tfd.MixtureSameFamily):
-        logits = prior.mixture_distribution.logits_parameter()
-        loc, scale = _diagonal_normal(prior.components_distribution)
-        return logits, loc, scale
-    loc, scale = _diagonal_normal(prior)
-    return tf.zeros([1]), loc[None], scale[None]
-
-
-def _diagonal_normal(dist):
-    normal = dist.distribution if isinstance(dist, tfd.Independent) else dist
-    if not isinstance(normal, tfd.Normal):
-        raise NotImplementedError(
-            f"Export supports priors that are diagonal Gaussians or mixtures of them, "
-            f"got {dist.name} ({type(normal).__name__}).")
-    loc = tf.convert_to_tensor(normal.loc)
-    scale = tf.convert_to_tensor(normal.scale)
-    return loc + tf.zeros_like(scale), scale + tf.zeros_like(loc)
+def prior_mixture(model, prior):
+    """The top prior distribution `prior` as (logits [K], loc [K, D], scale [K, D]), as
+    the model's prior declares (`priors.Prior.mixture_parameters`)."""
+    declared = getattr(model.prior, "mixture_parameters", priors.mixture_parameters)
+    return declared(prior)
 
 
 def sample_mixture(logits, loc, scale, num_samples):
@@ -200,7 +183,7 @@ def _nan_outside_classes(images, labels, num_classes):
 
 def _normal_draw(prior):
     """One draw per batch entry of a diagonal Gaussian prior (built-in ops only)."""
-    loc, scale = _diagonal_normal(prior)
+    loc, scale = priors.diagonal_normal(prior)
     return loc + scale * tf.random.normal(tf.shape(loc))
 
 
@@ -267,10 +250,10 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
 
         def choose(index, posterior, prior):
             if index == 0 and not model.conditional_prior:
-                return sample_mixture(*prior_mixture(prior), num_samples), None
+                return sample_mixture(*prior_mixture(model, prior), num_samples), None
             return _normal_draw(prior), None
 
-        layers, inputs = model._walk(None, choose, context)
+        layers, inputs = model.walk(None, choose, context)
         images = model.decoder(inputs, training=False).mean()
         if model.num_classes:
             images = _nan_outside_classes(images, labels, model.num_classes)
@@ -400,7 +383,7 @@ def signature_summary(model):
                    f"= 1 (next to x) .. {model.num_layers}")
     else:
         encoded = f"loc, scale [batch, {model.latent_dim}]"
-        if model.encoder.posterior != "gaussian":
+        if not model.encoder.diagonal_gaussian:
             encoded += " (of the flow's base Gaussian), code"
     summary = {
         "sample": sample,

@@ -21,6 +21,13 @@ Every head also names the code a person looks at (`code`): the point of z that
   the first j coordinates are exact. log s is soft-clipped to (-3, 3) for stability.
   No closed-form KL exists, so the rate is sampled. The code is the flow's image of
   the base mean, f(mu).
+
+A head is a part handed to the encoder or to a top-down block (`head=`), which then
+knows nothing of posterior options; `resolve` builds the default Gaussian head, reads
+a serialized one from a `.keras` file, and the flat options (`posterior`,
+`flow_steps`, `flow_hidden_units`) that files written before 0.2 carry. A head says
+what it is: `kind` (its name in `POSTERIORS` and metadata) and `diagonal_gaussian`
+(its posterior is a diagonal Gaussian, as a VampPrior's mixture needs).
 """
 
 import keras
@@ -44,6 +51,9 @@ class GaussianPosterior(keras.layers.Layer):
 
     Call: features [..., F] -> `tfd.Independent(Normal)`, event [latent_dim].
     """
+
+    kind = "gaussian"
+    diagonal_gaussian = True
 
     def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
@@ -229,6 +239,9 @@ class IAFPosterior(keras.layers.Layer):
     Call: features [..., F] -> `IAFDistribution`, event [latent_dim].
     """
 
+    kind = "iaf"
+    diagonal_gaussian = False
+
     def __init__(self, latent_dim, flow_steps=2, flow_hidden_units=256, context_dim=64,
                  min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
@@ -272,6 +285,30 @@ def posterior_head(latent_dim, posterior="gaussian", min_scale=1e-4, flow_steps=
         return GaussianPosterior(latent_dim, min_scale, name=name)
     return IAFPosterior(latent_dim, flow_steps, flow_hidden_units, min_scale=min_scale,
                         name=name)
+
+
+# The posterior options of encoders and top-down blocks in files written before 0.2.
+LEGACY_OPTIONS = ("posterior", "flow_steps", "flow_hidden_units")
+
+
+def pop_legacy_options(layer_kwargs):
+    """Remove and return the flat head options of an older file's layer config."""
+    return {name: layer_kwargs.pop(name) for name in LEGACY_OPTIONS
+            if name in layer_kwargs}
+
+
+def resolve(head, latent_dim, min_scale=1e-4, name="head", **legacy):
+    """The posterior head of a body over a `latent_dim`-vector: `head` itself (a head
+    layer, or its serialized config from a `.keras` file), else the Gaussian, or the
+    head an older file's flat options name (`legacy`)."""
+    if head is None:
+        return posterior_head(latent_dim, min_scale=min_scale, name=name, **legacy)
+    if isinstance(head, dict):
+        head = keras.saving.deserialize_keras_object(head)
+    if getattr(head, "latent_dim", None) != latent_dim:
+        raise ValueError(f"The posterior head is over {getattr(head, 'latent_dim', '?')} "
+                         f"dimensions, its body's latent_dim is {latent_dim}.")
+    return head
 
 
 def is_diagonal_gaussian(dist):

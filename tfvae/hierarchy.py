@@ -50,7 +50,8 @@ class TopDownBlock(keras.layers.Layer):
             posterior's merge of h_l with the bottom-up features d_l).
         activation: their activation.
         min_scale: floor on the standard deviations.
-        posterior, flow_steps, flow_hidden_units: the posterior head (see `heads.py`).
+        posterior_head: the head of q(z_l | .) (a layer of `heads.py` over latent_dim;
+            default: Gaussian).
 
     `state(z, h, c)` maps [z_{l+1}, h_{l+1}, c] [..., A] to h_l [..., H] (h_{l+1} is
     None under the top, c None for an unconditional model);
@@ -60,8 +61,8 @@ class TopDownBlock(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, hidden_units=(300, 300), activation="relu",
-                 min_scale=1e-4, posterior="gaussian", flow_steps=2,
-                 flow_hidden_units=256, **kwargs):
+                 min_scale=1e-4, posterior_head=None, **kwargs):
+        legacy = heads.pop_legacy_options(kwargs)
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
         if self.latent_dim < 1 or not hidden_units:
@@ -70,16 +71,12 @@ class TopDownBlock(keras.layers.Layer):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = activation
         self.min_scale = float(min_scale)
-        self.posterior = posterior
-        self.flow_steps = int(flow_steps)
-        self.flow_hidden_units = int(flow_hidden_units)
         self.state_net = dense_stack(self.hidden_units, activation, "state")
         self.merge_net = dense_stack(self.hidden_units, activation, "merge")
         self.prior_head = heads.GaussianPosterior(self.latent_dim, self.min_scale,
                                                   name="prior_head")
-        self.posterior_head = heads.posterior_head(
-            self.latent_dim, posterior, self.min_scale, self.flow_steps,
-            self.flow_hidden_units, name="posterior_head")
+        self.posterior_head = heads.resolve(posterior_head, self.latent_dim,
+                                            self.min_scale, "posterior_head", **legacy)
 
     @property
     def state_dim(self):
@@ -98,7 +95,8 @@ class TopDownBlock(keras.layers.Layer):
         for layer in self.merge_net:
             layer.build(shape)
             shape = (None, layer.units)
-        self.posterior_head.build(shape)
+        if not self.posterior_head.built:  # a head from a file arrives built
+            self.posterior_head.build(shape)
 
     def state(self, z, state, context=None):
         h = join(z if state is None else concat([z, state]), context)
@@ -132,6 +130,6 @@ class TopDownBlock(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
                 "hidden_units": self.hidden_units, "activation": self.activation,
-                "min_scale": self.min_scale, "posterior": self.posterior,
-                "flow_steps": self.flow_steps,
-                "flow_hidden_units": self.flow_hidden_units}
+                "min_scale": self.min_scale,
+                "posterior_head": keras.saving.serialize_keras_object(
+                    self.posterior_head)}

@@ -37,7 +37,6 @@ import tensorflow as tf
 
 from tfvae import objectives
 from tfvae.checks import choice
-from tfvae.priors import VampPrior
 
 
 def arguments(cls):
@@ -282,7 +281,7 @@ class WakeSleep(Objective):
     tracked_terms = ("sleep",)
 
     def check(self, model):
-        if model.top_down or isinstance(model.prior, VampPrior):
+        if model.top_down or model.prior_uses_encoder:
             raise ValueError("objective='wake_sleep' needs separate recognition and "
                              "generative weights: no VampPrior, no top-down hierarchy.")
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 from tfvae import checks, data, evaluate, heads, losses, objectives, presets
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
-from tfvae.priors import StandardNormalPrior, VampPrior
+from tfvae.priors import StandardNormalPrior
 from tfvae.version import __version__
 
 METRIC_NAMES = ("elbo", "rate", "distortion")
@@ -114,9 +114,10 @@ class VAE(keras.Model):
         if prior_images != self.image_shape:
             raise ValueError(f"The prior's pseudo-inputs have shape {prior_images}, the "
                              f"model's images {self.image_shape}.")
-        if isinstance(self.prior, VampPrior) and encoder.posterior != "gaussian":
-            raise ValueError("The VampPrior mixes the encoder's posteriors; it needs the "
-                             "Gaussian posterior on top (use the IAF in lower layers).")
+        if self.prior_uses_encoder and not getattr(encoder, "diagonal_gaussian", False):
+            raise ValueError(f"{type(self.prior).__name__} mixes the encoder's posteriors; "
+                             "it needs the Gaussian posterior on top (use the IAF in "
+                             "lower layers).")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (
             *self.metric_names, *self.training_objective.tracked_terms)}
         # Built here, from the decoder's image shape, so that `fit` never needs a
@@ -140,7 +141,13 @@ class VAE(keras.Model):
 
     @property
     def conditional_prior(self):
+        """The prior takes the context: p(z|c) (`priors.Prior.conditional`)."""
         return bool(getattr(self.prior, "conditional", False))
+
+    @property
+    def prior_uses_encoder(self):
+        """The prior is built from the encoder's posteriors (`Prior.uses_encoder`)."""
+        return bool(getattr(self.prior, "uses_encoder", False))
 
     def _check_context(self):
         if getattr(self.encoder, "context_dim", 0) != self.context_width:
@@ -152,10 +159,10 @@ class VAE(keras.Model):
                 self.prior, "context_dim", None) != self.context_width:
             raise ValueError("A conditional prior needs the model's context: give "
                              "num_classes or context_dim of the prior's size.")
-        if self.context_width and isinstance(self.prior, VampPrior):
-            raise ValueError("The VampPrior mixes unconditional posteriors; a "
-                             "conditional model takes prior='standard_normal', "
-                             "'mixture' or 'conditional'.")
+        if self.context_width and self.prior_uses_encoder:
+            raise ValueError(f"{type(self.prior).__name__} mixes unconditional "
+                             "posteriors; a conditional model takes "
+                             "prior='standard_normal', 'mixture' or 'conditional'.")
 
     @property
     def objective(self):
@@ -266,7 +273,7 @@ class VAE(keras.Model):
         """num_samples draws [n, D] of the top prior (one per context row if conditional)."""
         return prior.sample() if self.conditional_prior else prior.sample(num_samples)
 
-    def _walk(self, features, choose, context=None):
+    def walk(self, features, choose, context=None):
         """The stochastic layers, top first, each z_l chosen by `choose`.
 
         Args:
@@ -322,7 +329,7 @@ class VAE(keras.Model):
                 return self.prior_draws(prior, num_samples), None
             return prior.sample(), None
 
-        layers, inputs = self._walk(None, choose, context)
+        layers, inputs = self.walk(None, choose, context)
         images = self.decoder(inputs).mean()
         codes = tf.concat([layer["z"] for layer in layers], axis=-1)
         return (images, codes) if return_codes else images
@@ -344,12 +351,12 @@ class VAE(keras.Model):
 
     def _decode(self, z, context, training=None):
         codes = self._split_codes(z)
-        _, inputs = self._walk(None, lambda index, posterior, prior: (codes[index], None),
+        _, inputs = self.walk(None, lambda index, posterior, prior: (codes[index], None),
                                context)
         return self.decoder(inputs, training=training)
 
     def posterior_codes(self, inputs, training=None):
-        """(codes [B, latent_dim], the layers as `_walk` lists them, the decoder's
+        """(codes [B, latent_dim], the layers as `walk` lists them, the decoder's
         input) at the posterior's code of each layer (a Gaussian's mean), top first."""
         images, context = self.split_inputs(inputs)
         features = self.encoder.features(images, training=training, context=context)
@@ -358,7 +365,7 @@ class VAE(keras.Model):
             head = self.encoder if index == 0 else self.top_down[index - 1]
             return head.code(posterior), None
 
-        layers, decoder_input = self._walk(features, choose, context)
+        layers, decoder_input = self.walk(features, choose, context)
         return tf.concat([layer["z"] for layer in layers], axis=-1), layers, decoder_input
 
     def code(self, inputs):
@@ -402,7 +409,7 @@ class VAE(keras.Model):
         else:
             def choose(index, posterior, prior):
                 return codes[index], posterior.log_prob(codes[index])
-        layers, inputs = self._walk(features, choose, context)
+        layers, inputs = self.walk(features, choose, context)
         log_px_z = self.decoder(inputs, training=training).log_prob(images)
         rates, per_dims, log_p = [], [], 0.0
         for layer in layers:
@@ -462,7 +469,7 @@ class VAE(keras.Model):
     def sampled_codes(self, features, num_samples, seed=None, context=None):
         """z_l ~ q of every layer, top first ([k, B, D_l]: k samples of the top, one
         path below each), from the encoder's features."""
-        layers, _ = self._walk(features, self._sampler(num_samples, seed), context)
+        layers, _ = self.walk(features, self._sampler(num_samples, seed), context)
         return [layer["z"] for layer in layers]
 
     # -- objective ---------------------------------------------------------------

@@ -39,22 +39,29 @@ class _Encoder(keras.layers.Layer):
     `features(images)` lists the body's intermediate features, bottom to top (the
     bottom-up path of a hierarchical VAE); the head reads the last of them. With
     `context_dim` > 0 every call takes the context c [B, context_dim] too, joined to
-    the flattened images (see the module docstring).
+    the flattened images (see the module docstring). `head`: the posterior head (a
+    layer of `heads.py` over latent_dim; default: Gaussian with floor `min_scale`).
     """
 
-    def __init__(self, latent_dim, min_scale=1e-4, posterior="gaussian", flow_steps=2,
-                 flow_hidden_units=256, context_dim=0, **kwargs):
+    def __init__(self, latent_dim, min_scale=1e-4, head=None, context_dim=0, **kwargs):
+        legacy = heads.pop_legacy_options(kwargs)
         super().__init__(**kwargs)
         self.latent_dim = check_count(latent_dim, "latent_dim")
         self.context_dim = int(context_dim)
         if self.context_dim < 0:
             raise ValueError(f"context_dim must be >= 0, got {context_dim!r}.")
         self.min_scale = float(min_scale)
-        self.posterior = posterior
-        self.flow_steps = int(flow_steps)
-        self.flow_hidden_units = int(flow_hidden_units)
-        self.head = heads.posterior_head(self.latent_dim, posterior, self.min_scale,
-                                         self.flow_steps, self.flow_hidden_units)
+        self.head = heads.resolve(head, self.latent_dim, self.min_scale, **legacy)
+
+    @property
+    def posterior(self):
+        """The posterior head's kind ("gaussian", "iaf")."""
+        return self.head.kind
+
+    @property
+    def diagonal_gaussian(self):
+        """q(z|x) is a diagonal Gaussian (`heads`' declaration)."""
+        return self.head.diagonal_gaussian
 
     def body_layers(self):
         raise NotImplementedError
@@ -69,7 +76,8 @@ class _Encoder(keras.layers.Layer):
             shape = tuple(layer.compute_output_shape(shape))
             if layer is self.flatten:  # the context joins here (`with_context`)
                 shape = (*shape[:-1], shape[-1] + self.context_dim)
-        self.head.build(shape)
+        if not self.head.built:  # a head from a file arrives built
+            self.head.build(shape)
 
     def with_context(self, flat, context):
         """Flat image features [B, F] joined with the context: [B, F + context_dim]."""
@@ -95,9 +103,8 @@ class _Encoder(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
-                "min_scale": self.min_scale, "posterior": self.posterior,
-                "flow_steps": self.flow_steps,
-                "flow_hidden_units": self.flow_hidden_units,
+                "min_scale": self.min_scale,
+                "head": keras.saving.serialize_keras_object(self.head),
                 "context_dim": self.context_dim}
 
 

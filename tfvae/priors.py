@@ -16,6 +16,13 @@ batch shape [] and event shape [latent_dim]; a conditional one (`conditional` Tr
 is called as `prior(encoder=encoder, context=c)` with c [B, C] and has batch [B].
 Priors compute in float32 whatever the global mixed-precision policy: their weights
 are few and their densities enter the loss.
+
+A prior says what it is, so that the model and the export never ask for its class:
+`conditional` (it takes the context), `uses_encoder` (it is built from the encoder's
+posteriors, as the VampPrior: it needs a Gaussian posterior on top, and no context),
+and `mixture_parameters(p)`, the way it exports: p(z) as a mixture of K diagonal
+Gaussians (logits [K], loc [K, D], scale [K, D]) that `sample` draws from with
+TFLite's built-in ops.
 """
 
 import keras
@@ -33,8 +40,45 @@ def float32(layer_kwargs):
     return {"dtype": "float32", **layer_kwargs}
 
 
+def mixture_parameters(prior):
+    """A prior distribution, a diagonal Gaussian or a mixture of them, as (logits [K],
+    loc [K, D], scale [K, D]); K = 1 for a Gaussian."""
+    if isinstance(prior, tfd.MixtureSameFamily):
+        logits = prior.mixture_distribution.logits_parameter()
+        loc, scale = diagonal_normal(prior.components_distribution)
+        return logits, loc, scale
+    loc, scale = diagonal_normal(prior)
+    return tf.zeros([1]), loc[None], scale[None]
+
+
+def diagonal_normal(dist):
+    normal = dist.distribution if isinstance(dist, tfd.Independent) else dist
+    if not isinstance(normal, tfd.Normal):
+        raise NotImplementedError(
+            f"Export supports priors that are diagonal Gaussians or mixtures of them, "
+            f"got {dist.name} ({type(normal).__name__}).")
+    loc = tf.convert_to_tensor(normal.loc)
+    scale = tf.convert_to_tensor(normal.scale)
+    return loc + tf.zeros_like(scale), scale + tf.zeros_like(loc)
+
+
+class Prior(keras.layers.Layer):
+    """What every prior declares (see the module docstring); priors compute in float32."""
+
+    conditional = False
+    uses_encoder = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**float32(kwargs))
+
+    @staticmethod
+    def mixture_parameters(prior):
+        """The prior's distribution as a diagonal Gaussian mixture, for the export."""
+        return mixture_parameters(prior)
+
+
 @keras.saving.register_keras_serializable(package="tfvae")
-class ConditionalPrior(keras.layers.Layer):
+class ConditionalPrior(Prior):
     """p(z|c): a diagonal Gaussian whose mean and log-scale are affine in c [B, C].
 
     Starts as N(0, I) for every c (zero weights), so training begins from the
@@ -44,7 +88,7 @@ class ConditionalPrior(keras.layers.Layer):
     conditional = True
 
     def __init__(self, latent_dim, context_dim, min_scale=1e-4, **kwargs):
-        super().__init__(**float32(kwargs))
+        super().__init__(**kwargs)
         self.latent_dim = check_count(latent_dim, "latent_dim")
         self.context_dim = check_count(context_dim, "context_dim")
         self.min_scale = float(min_scale)
@@ -71,11 +115,11 @@ class ConditionalPrior(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class StandardNormalPrior(keras.layers.Layer):
+class StandardNormalPrior(Prior):
     """p(z) = N(0, I) over a `latent_dim`-vector. Owns no weights."""
 
     def __init__(self, latent_dim, **kwargs):
-        super().__init__(**float32(kwargs))
+        super().__init__(**kwargs)
         self.latent_dim = check_count(latent_dim, "latent_dim")
 
     def build(self, input_shape=None):
@@ -90,7 +134,7 @@ class StandardNormalPrior(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class MixturePrior(keras.layers.Layer):
+class MixturePrior(Prior):
     """Learnable mixture of `num_components` diagonal Gaussians.
 
     Means start spread as N(0, 1) draws and scales at 1, so at initialisation the
@@ -98,7 +142,7 @@ class MixturePrior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, num_components=10, **kwargs):
-        super().__init__(**float32(kwargs))
+        super().__init__(**kwargs)
         self.latent_dim = check_count(latent_dim, "latent_dim")
         self.num_components = check_count(num_components, "num_components")
 
@@ -124,7 +168,7 @@ class MixturePrior(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class VampPrior(keras.layers.Layer):
+class VampPrior(Prior):
     """VampPrior: p(z) = 1/K sum_k q(z | u_k) with K learnable pseudo-inputs u_k.
 
     Args:
@@ -132,8 +176,10 @@ class VampPrior(keras.layers.Layer):
         num_pseudo_inputs: K (500 in the paper's MNIST experiments).
     """
 
+    uses_encoder = True
+
     def __init__(self, image_shape, num_pseudo_inputs=500, **kwargs):
-        super().__init__(**float32(kwargs))
+        super().__init__(**kwargs)
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_pseudo_inputs = check_count(num_pseudo_inputs, "num_pseudo_inputs")
 
