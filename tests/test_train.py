@@ -225,6 +225,9 @@ def test_a_killed_run_resumes_from_the_backup(tmp_path, capsys):
     metrics = _run(*_argv(**options)[1:], f"--output_dir={truncated}")
     assert metrics["resumed_from"] == {"epoch": 0, "step": 2}
     assert metrics["optimizer_steps"] == 2 + 3 * 3
+    # Epoch 0, logged before the kill and trained again, is logged once.
+    assert [row["epoch"] for row in _history(truncated / "history.csv")] == \
+        ["0", "1", "2"]
 
 
 

@@ -97,6 +97,16 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
                 self.best_epoch = epoch + 1
 
 
+class History(keras.callbacks.CSVLogger):
+    """`CSVLogger` of history.csv that, when a run resumes from its backup (`append`),
+    first drops the epochs logged after that backup: they are trained again."""
+
+    def on_train_begin(self, logs=None):
+        if self.append:  # after `Backup.on_train_begin` restored the epoch
+            rundir.drop_history_from(self.filename, self.model._initial_epoch or 0)
+        super().on_train_begin(logs)
+
+
 class BackupError(RuntimeError):
     """Neither the latest backup nor the previous copy can be read."""
 

@@ -161,6 +161,21 @@ def history_rows(path):
         return list(csv.DictReader(f))
 
 
+def drop_history_from(path, epoch):
+    """Rewrite history.csv without the rows of epochs >= `epoch` (0-based): those a run
+    resumed from its backup trains again, so that each epoch is logged once."""
+    rows = history_rows(path)
+    kept = [row for row in rows if int(row["epoch"]) < epoch]
+    if len(kept) == len(rows):
+        return
+    partial = f"{path}.partial"
+    with open(partial, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(partial, path)
+
+
 def read_history(path):
     """Columns of a per-epoch CSV as {name: float array} (NaN where a cell is empty)."""
     import numpy as np  # noqa: PLC0415 -- the trainer reads rows without numpy

@@ -423,7 +423,7 @@ def _callbacks(run):
                                                   run.first_batch["train"]), 8)
             cbs.append(vae_callbacks.ImageGrid(
                 os.path.join(paths[rundir.LOGS], "images"), reference))
-    cbs.append(keras.callbacks.CSVLogger(paths[rundir.HISTORY], append=run.resuming))
+    cbs.append(vae_callbacks.History(paths[rundir.HISTORY], append=run.resuming))
     if run.curve:
         cbs.append(run.curve)
     return cbs
