@@ -20,7 +20,7 @@ import tensorflow_probability as tfp
 
 from tfvae import VAE, MLPDecoder, MLPEncoder, MixturePrior, VampPrior
 from tfvae import evaluate as ev
-from tfvae import objectives
+from tfvae import objectives, resumable
 from tfvae import data
 
 tfd = tfp.distributions
@@ -282,9 +282,43 @@ def test_evaluate_tool_on_a_run_directory(tmp_path):
     stdout, report = evaluate()
     assert "NLL (k=20)" in stdout
     assert report["num_images"] == 30 and report["k"] == 20
+    assert not os.path.exists(f"{output}.partial.npz")  # deleted with the report
     assert np.isfinite(report["nll"]) and report["machine"]["cpu_cores"] >= 1
     stdout, report = evaluate("--num_images=10")
     assert report["num_images"] == 10 and "10 of 30 drawn with seed 0" in stdout
+
+
+def test_a_killed_nll_evaluation_resumes_from_its_kept_batches(tmp_path):
+    model = linear_gaussian_vae(mean_shift=0.3)  # inexact: estimates depend on the seed
+    images = sample_images(50)
+    run = dict(num_samples=10, batch_size=10, jit_compile=False, verbose=0)
+    whole = ev.importance_sampled_log_px(model, images, **run)
+    path, key = str(tmp_path / "nll.partial.npz"), {"model": "linear", "k": 10}
+
+    class Killed(Exception):
+        pass
+
+    kept = resumable.BatchResults(path, key, every_s=0)  # written after every batch
+    keep = kept.add
+
+    def add_then_die_after_three(index, values, seconds):
+        keep(index, values, seconds)
+        if len(kept.done) == 3:
+            raise Killed
+
+    kept.add = add_then_die_after_three
+    with pytest.raises(Killed):
+        ev.importance_sampled_log_px(model, images, **run, kept=kept)
+    again = resumable.BatchResults(path, key)
+    assert sorted(again.done) == [0, 1, 2]
+    resumed = ev.importance_sampled_log_px(model, images, **run, kept=again)
+    np.testing.assert_allclose(resumed.values, whole.values, rtol=1e-6)
+    with pytest.raises(ValueError, match="another computation"):
+        resumable.BatchResults(path, {"model": "another", "k": 10})
+    with open(path, "wb") as f:
+        f.write(b"not a npz")
+    with pytest.raises(ValueError, match="cannot be read.*delete it"):
+        resumable.BatchResults(path, key)
 
 
 def test_evaluation_subsets_are_random_not_a_prefix():

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import data, objectives
+from tfvae import data, objectives, resumable
 
 tfd = tfp.distributions
 
@@ -244,7 +244,8 @@ def default_chunk_size(batch_size, num_samples, max_rows=DEFAULT_MAX_ROWS):
 
 
 def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
-                              chunk_size=None, seed=0, jit_compile=True, verbose=1):
+                              chunk_size=None, seed=0, jit_compile=True, verbose=1,
+                              kept=None):
     """Per-image importance-sampled estimates of log p(x) (nats).
 
     Args:
@@ -261,9 +262,12 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
         seed: integer seed of the stateless sampler (VAE path; reproducible).
         jit_compile: compile the VAE path with XLA.
         verbose: 1 shows a progress bar.
+        kept: a `resumable.BatchResults` whose batches are taken as done and which
+            keeps the new ones (a long evaluation resumes after a kill); None: none.
 
     Returns:
-        An `Estimate`: `.values` [N] per image, `.mean`, `.stderr`, `.seconds`.
+        An `Estimate`: `.values` [N] per image, `.mean`, `.stderr`, `.seconds` (of
+        all the batches' computation, earlier calls' kept batches included).
         The test NLL is -mean.
     """
     num_samples, batch_size = int(num_samples), int(batch_size)
@@ -279,17 +283,24 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
         log_px = _callable_log_px_fn(model, num_samples, chunk_size)
     else:
         raise TypeError(f"Expected a VAE or a callable, got {type(model).__name__}.")
+    kept = kept or resumable.BatchResults(None, None)
+    if kept.done and verbose:
+        print(f"Resuming from {kept.path}: {len(kept.done)} batches of {batch_size} "
+              "images done.", flush=True)
     bar = _progbar(data, verbose, "image")
-    values, start = [], time.perf_counter()
+    values = []
     for index, images in enumerate(batches(data, batch_size)):
-        padded, n = _padded(images, batch_size)
-        result = log_px(padded, tf.constant([seed, index], tf.int32)).numpy()[:n]
-        values.append(result)
+        if index not in kept.done:
+            padded, n = _padded(images, batch_size)
+            start = time.perf_counter()
+            result = log_px(padded, tf.constant([seed, index], tf.int32)).numpy()[:n]
+            kept.add(index, result, time.perf_counter() - start)
+        values.append(kept.done[index])
         if bar:
-            bar.add(n, [("log_px", float(np.mean(result)))])
+            bar.add(len(values[-1]), [("log_px", float(np.mean(values[-1])))])
     if not values:
         raise ValueError("No images to evaluate.")
-    return Estimate(np.concatenate(values).astype(np.float64), time.perf_counter() - start)
+    return Estimate(np.concatenate(values).astype(np.float64), kept.seconds)
 
 
 # -- ELBO --------------------------------------------------------------------------
@@ -455,7 +466,7 @@ def saved_model_functions(loaded):
 
 
 def evaluate(model, data, num_samples=5000, batch_size=100, chunk_size=None, seed=0,
-             jit_compile=True, num_levels=256, verbose=1):
+             jit_compile=True, num_levels=256, verbose=1, kept=None):
     """The test report: NLL (k samples), ELBO, rate, distortion, active units.
 
     Args:
@@ -485,7 +496,7 @@ def evaluate(model, data, num_samples=5000, batch_size=100, chunk_size=None, see
     report["elbo_seconds"] = terms["elbo"].seconds
     if num_samples:
         log_px = importance_sampled_log_px(log_prob_fn, data, num_samples, batch_size,
-                                           chunk_size, seed, jit_compile, verbose)
+                                           chunk_size, seed, jit_compile, verbose, kept)
         report.update(nll=-log_px.mean, nll_stderr=log_px.stderr, k=int(num_samples),
                       nll_seconds=log_px.seconds)
     if likelihood == "gaussian":

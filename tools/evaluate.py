@@ -20,8 +20,9 @@ log p(x|y) of each image's label (the dataset's labels, or --labels_npy).
 Prints the NLL (= -mean log p(x), nats) with its standard error over images and
 the wall time, the ELBO, rate and distortion, the active units, and for Gaussian
 likelihoods bits per dimension (see tfvae/evaluate.py for the formulas); writes all
-of it, the KL per dimension and the machine to --output as JSON (at the end: Ctrl-C
-leaves none).
+of it, the KL per dimension and the machine to --output as JSON (at the end). With
+--output, the NLL's finished batches are kept beside it (OUTPUT.partial.npz, written
+every minute) and the same command resumes an interrupted evaluation from them.
 
 Images follow the rules of `tfvae.checks` (shape, range, no NaN). A Bernoulli model
 is refused grey-level images (values strictly between 0 and 1): its "log-likelihood"
@@ -175,6 +176,23 @@ def load_model(location, tf, evaluate):
     return functions, functions["image_shape"], functions["likelihood"], classes
 
 
+def kept_batches(location, description, seed):
+    """With --output, the NLL's finished batches kept in OUTPUT.partial.npz, so that
+    the same command resumes a long evaluation (`tfvae.resumable`)."""
+    from tfvae import resumable
+
+    path = f"{FLAGS.output}.partial.npz" if FLAGS.output and FLAGS.num_samples else None
+    key = {"model": os.path.abspath(location["path"]),
+           "model_mtime": os.path.getmtime(location["path"]), "data": description,
+           "k": FLAGS.num_samples, "batch_size": FLAGS.batch_size,
+           "chunk_size": FLAGS.chunk_size, "seed": seed, "precision": FLAGS.precision}
+    kept = resumable.BatchResults(path, key)
+    if path:
+        print(f"The NLL's finished batches are kept in {path}: after an interruption "
+              "the same command goes on from them.", flush=True)
+    return kept
+
+
 def print_report(report, description):
     nll = (f"NLL (k={report['k']}): {report['nll']:.3f} +- {report['nll_stderr']:.3f} "
            f"nats in {report['nll_seconds']:.1f} s" if "nll" in report else "")
@@ -208,10 +226,20 @@ def main(argv):
     except (ValueError, OSError, data.DataUnavailableError) as error:
         checks.fail(PROGRAM, error)
     seed = option("seed", config, default=0)
-    report = evaluate.evaluate(
-        model, images, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
-        chunk_size=FLAGS.chunk_size or None, seed=seed, jit_compile=FLAGS.jit_compile,
-        num_levels=FLAGS.num_levels, verbose=FLAGS.verbose)
+    try:
+        kept = kept_batches(location, description, seed)
+    except ValueError as error:
+        checks.fail(PROGRAM, error)
+    try:
+        report = evaluate.evaluate(
+            model, images, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
+            chunk_size=FLAGS.chunk_size or None, seed=seed,
+            jit_compile=FLAGS.jit_compile, num_levels=FLAGS.num_levels,
+            verbose=FLAGS.verbose, kept=kept)
+    except KeyboardInterrupt:
+        if kept.path:
+            kept.write()
+        raise
     report.update(model=argv[1], data=description, machine=rundir.machine_info(),
                   date=time.strftime("%Y-%m-%d %H:%M:%S"))
     print_report(report, description)
@@ -220,6 +248,7 @@ def main(argv):
             os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
         with open(FLAGS.output, "w") as f:
             json.dump(report, f, indent=2)
+        kept.delete()
         print("report:", FLAGS.output)
 
 
