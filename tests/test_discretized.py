@@ -296,3 +296,126 @@ def test_gradients_are_finite_at_every_level(raw):
         log_p = DiscretizedLogisticMixture.from_params(params, channels).log_prob(images)
     gradient = tape.gradient(log_p, params).numpy()
     assert np.isfinite(log_p.numpy()).all() and np.isfinite(gradient).all()
+
+
+# -- the likelihood head: decoders, model, bits per dimension ---------------------------
+
+import keras  # noqa: E402
+
+import tfvae  # noqa: E402
+from tfvae import builders, distributions, objectives  # noqa: E402
+from tfvae import evaluate as ev  # noqa: E402
+
+DISCRETIZED_DECODERS = {
+    "mlp": lambda shape: tfvae.MLPDecoder(shape, (8,), likelihood="discretized_logistic",
+                                          likelihood_components=3),
+    "conv": lambda shape: tfvae.ConvDecoder(shape, (4,), (8,),
+                                            likelihood="discretized_logistic",
+                                            likelihood_components=3),
+}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", DISCRETIZED_DECODERS)
+def test_decoders_give_the_discretized_likelihood(name, channels):
+    shape = (4, 4, channels)
+    decoder = DISCRETIZED_DECODERS[name](shape)
+    assert decoder.params_per_pixel == distributions.params_per_pixel(
+        "discretized_logistic", channels, 3) == 3 * (1 + 2 * channels + (
+            3 if channels == 3 else 0))
+    decoder.build((None, 3))
+    z = np.zeros((2, 5, 3), np.float32)  # [k, B, D]
+    p = decoder(z)
+    assert isinstance(p, DiscretizedLogisticMixture) and p.num_components == 3
+    assert p.batch_shape == [2, 5] and p.event_shape == list(shape)
+    assert decoder.parameters(z[0]).shape == (5, 4, 4, decoder.params_per_pixel)
+    log_p = p.log_prob(np.full((5, *shape), 0.5, np.float32)).numpy()
+    assert log_p.shape == (2, 5) and (log_p <= 0).all()
+    config = decoder.get_config()
+    assert config["likelihood_components"] == 3
+    again = type(decoder).from_config(config)
+    assert again.params_per_pixel == decoder.params_per_pixel
+
+
+def test_the_resnet_decoder_and_a_bad_component_count():
+    model = builders.build_model((4, 4, 3), encoder="resnet", decoder="resnet",
+                                 latent_groups="2x1,4x1", cell_channels=8,
+                                 latent_channels=2, likelihood="discretized_logistic",
+                                 likelihood_components=2)
+    assert model.decoder.params_per_pixel == 20
+    assert isinstance(model.decode(np.zeros((3, model.latent_dim), np.float32)),
+                      DiscretizedLogisticMixture)
+    with pytest.raises(ValueError, match="likelihood_components"):
+        tfvae.MLPDecoder((4, 4, 1), (8,), likelihood="discretized_logistic",
+                         likelihood_components=0)
+    with pytest.raises(ValueError, match="autoregressive_layers > 0 needs"):
+        builders.build_model((4, 4, 1), encoder="resnet", decoder="resnet",
+                             latent_groups="2x1,4x1", autoregressive_layers=1,
+                             likelihood="discretized_logistic")
+
+
+def fixed_model(shape, loc, scale):
+    """A VAE with q(z|x) = p(z) = N(0, I) and a decoder that ignores z: one logistic
+    (K = 1) of `loc`, `scale` at every value. Every log-weight is log p(x|z) = log p(x)
+    exactly, so the ELBO and log p(x) (any k) are the hand computation's."""
+    model = tfvae.VAE(tfvae.MLPEncoder(2, (4,)),
+                      tfvae.MLPDecoder(shape, (4,), likelihood="discretized_logistic",
+                                       likelihood_components=1))
+    head = model.encoder.head.params
+    head.kernel.assign(tf.zeros_like(head.kernel))
+    unit = float(np.log(np.expm1(1.0 - 1e-4)))  # softplus + the 1e-4 floor = 1
+    head.bias.assign(np.array([0.0, 0.0, unit, unit], np.float32))
+    out = model.decoder.out
+    out.kernel.assign(tf.zeros_like(out.kernel))
+    channels = shape[-1]
+    raw_scale = float(np.log(np.expm1(scale - discretized.MIN_SCALE)))
+    per_pixel = [0.0] + [loc] * channels + [raw_scale] * channels + [0.0] * (
+        discretized.num_coefficients(channels))  # the coefficients: tanh(0) = 0
+    out.bias.assign(np.tile(np.array(per_pixel, np.float32), shape[0] * shape[1]))
+    return model
+
+
+def test_bits_per_dim_is_minus_log_p_over_d_ln_2_of_the_same_model():
+    shape, loc, scale = (2, 2, 1), 0.5, 0.1
+    model = fixed_model(shape, loc, scale)
+    levels = np.array([[0, 128, 140, 255], [127, 100, 30, 250], [64, 128, 192, 255]])
+    images = (levels.reshape(3, *shape) / 255.0).astype(np.float32)
+    by_hand = np.array([sum(np.log(bin_probability(l, loc, scale)) for l in row)
+                        for row in levels])  # log p(x), nats
+    bits_by_hand = -by_hand / (4 * math.log(2.0))
+    terms = model.elbo(images)
+    np.testing.assert_allclose(terms["elbo"], by_hand, rtol=1e-5)
+    np.testing.assert_allclose(terms["bits_per_dim"], bits_by_hand, rtol=1e-5)
+    report = ev.evaluate(model, images, num_samples=7, batch_size=3, verbose=0,
+                         jit_compile=False)
+    assert report["nll"] == pytest.approx(-by_hand.mean(), rel=1e-5)
+    assert report["nll_bits_per_dim"] == pytest.approx(bits_by_hand.mean(), rel=1e-5)
+    assert report["elbo_bits_per_dim"] == pytest.approx(bits_by_hand.mean(), rel=1e-5)
+    assert report["nll_bits_per_dim"] == pytest.approx(
+        objectives.bits_per_dim(-report["nll"], 4))
+    assert "bits_per_dim" not in report and "log-probabilities" in report["figures"]
+    assert model.metric_names[-1] == "bits_per_dim"
+
+
+def test_a_model_of_uniform_noise_cannot_score_below_8_bits_per_dim():
+    """Uniform random levels have entropy 8 bits per value; held-out images cost a
+    model at least that in expectation (cross-entropy >= entropy), and the bounds
+    (ELBO, IWAE) cost more."""
+    keras.utils.set_random_seed(0)
+    shape = (4, 4, 1)
+    rng = np.random.default_rng(0)
+    train_images, test_images = [(rng.integers(0, 256, (n, *shape)) / 255.0).astype(
+        np.float32) for n in (2000, 1000)]
+    model = builders.build_model(shape, encoder_hidden_units=(32,),
+                                 decoder_hidden_units=(32,), latent_dim=2,
+                                 likelihood="discretized_logistic")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False)
+    before = model.evaluate(test_images, batch_size=500, verbose=0, return_dict=True)
+    model.fit(train_images, batch_size=100, epochs=10, verbose=0)
+    report = ev.evaluate(model, test_images, num_samples=20, batch_size=500, verbose=0,
+                         jit_compile=False)
+    stderr = report["nll_bits_per_dim_stderr"]
+    assert before["bits_per_dim"] > report["elbo_bits_per_dim"] + 0.5  # it trained
+    assert report["nll_bits_per_dim"] > 8.0 - 4 * stderr
+    assert report["elbo_bits_per_dim"] > report["nll_bits_per_dim"] - 4 * stderr
+    assert report["nll_bits_per_dim"] < 8.3  # and close to the entropy
