@@ -419,3 +419,20 @@ def test_a_model_of_uniform_noise_cannot_score_below_8_bits_per_dim():
     assert report["nll_bits_per_dim"] > 8.0 - 4 * stderr
     assert report["elbo_bits_per_dim"] > report["nll_bits_per_dim"] - 4 * stderr
     assert report["nll_bits_per_dim"] < 8.3  # and close to the entropy
+
+
+def test_a_bfloat16_model_scores_in_float32():
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = builders.build_model((4, 4, 3), encoder="conv", decoder="conv",
+                                     encoder_filters=(4,), decoder_filters=(4,),
+                                     encoder_hidden_units=(8,), decoder_hidden_units=(8,),
+                                     latent_dim=2, likelihood="discretized_logistic")
+        assert model.decoder.out.compute_dtype == "bfloat16"
+        images = (np.random.default_rng(0).integers(0, 256, (3, 4, 4, 3)) / 255.0)
+        terms = model.elbo(images.astype(np.float32))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    for name in ("elbo", "bits_per_dim"):
+        assert terms[name].dtype == tf.float32 and np.isfinite(terms[name]).all()
