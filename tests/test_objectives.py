@@ -54,6 +54,18 @@ def test_iwae_bound_is_log_mean_exp():
     np.testing.assert_allclose(objectives.iwae_bound(one), [-3.0, 2.0])
 
 
+def test_bits_per_dim_of_log_probabilities():
+    # Uniform 8-bit levels: log p = -D ln 256, 8 bits per value; numbers, arrays and
+    # tensors alike.
+    assert objectives.bits_per_dim(-784 * np.log(256.0), 784) == pytest.approx(8.0)
+    np.testing.assert_allclose(objectives.bits_per_dim(np.array([-np.log(2.0), 0.0]), 1),
+                               [1.0, 0.0])
+    tensor = objectives.bits_per_dim(tf.constant([-3 * np.log(4.0)], tf.float32), 3)
+    np.testing.assert_allclose(tensor.numpy(), [2.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="num_dims > 0"):
+        objectives.bits_per_dim(0.0, 0)
+
+
 def test_leave_one_out_baseline():
     np.testing.assert_allclose(objectives.leave_one_out_baseline(tf.constant(
         [[1.0, 2.0], [3.0, 6.0], [5.0, 1.0]])), [[4.0, 3.5], [3.0, 1.5], [2.0, 4.0]])

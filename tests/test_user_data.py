@@ -267,6 +267,46 @@ def test_the_trainer_runs_on_a_folder_of_32x32x3_images_and_on_npy(pets, tmp_pat
     assert np.isfinite(metrics["test"]["elbo"])
 
 
+@pytest.mark.slow
+def test_an_rgb_folder_trains_on_its_levels_and_reports_bits_per_dim(pets, tmp_path):
+    """The discretized likelihood end to end: fit logs, test figures, export and
+    tools.evaluate in bits per dimension (-log p / (D ln 2), D = 32 * 32 * 3)."""
+    import csv
+    import json
+    import math
+    import subprocess
+    import sys
+
+    flags = [flag for flag in TINY_CONV if not flag.startswith(("--likelihood",
+                                                                "--noexport"))]
+    run = tmp_path / "run"
+    metrics = train.run(["tfvae.train", f"--dataset=folder:{pets}", *flags,
+                         "--likelihood=discretized_logistic", "--likelihood_components=2",
+                         f"--output_dir={run}", f"--export_dir={tmp_path / 'models'}"])
+    test = metrics["test"]
+    assert test["bits_per_dim"] == pytest.approx(-test["elbo"] / (3072 * math.log(2.0)),
+                                                 rel=1e-4)
+    with open(run / "history.csv", encoding="utf-8") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["bits_per_dim"]) > 0 and float(row["val_bits_per_dim"]) > 0
+    with open(os.path.join(metrics["export"]["metadata"]), encoding="utf-8") as f:
+        info = json.load(f)
+    assert (info["likelihood"], info["num_dims"]) == ("discretized_logistic", 3072)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.evaluate", str(run), "--num_samples=5",
+         "--nojit_compile", "--verbose=0", f"--output={tmp_path / 'report.json'}"],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "nll_bits_per_dim" in result.stdout and "log-probabilities" in result.stdout
+    with open(tmp_path / "report.json", encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["nll_bits_per_dim"] == pytest.approx(
+        report["nll"] / (3072 * math.log(2.0)))
+    assert 0 < report["nll_bits_per_dim"] < 12
+
+
 def test_the_trainer_reports_bad_user_data_in_one_line(tmp_path):
     _write_image(str(tmp_path / "mixed" / "0.png"), np.zeros((8, 8, 1), np.uint8))
     _write_image(str(tmp_path / "mixed" / "1.png"), np.zeros((9, 8, 1), np.uint8))

@@ -348,8 +348,7 @@ class ResNetDecoder(_CellOptions, _Decoder):
                                                    "autoregressive_channels")
         self.merge = _conv(self.channels, 1, "merge")
         self.stage = self.cells(self.num_output_cells, "out")
-        self.out = _conv(self.output_shape[-1] * self.params_per_pixel, self.kernel_size,
-                         "likelihood_params")
+        self.out = _conv(self.params_per_pixel, self.kernel_size, "likelihood_params")
         self.autoregressive = self._autoregressive_head()
 
     def _autoregressive_head(self):

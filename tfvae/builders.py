@@ -14,7 +14,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfvae import blocks, losses
+from tfvae import blocks, discretized, losses
 from tfvae.checks import InputError, check_count, choice, first_line
 from tfvae.heads import POSTERIORS, posterior_head
 from tfvae.hierarchy import TopDownBlock
@@ -89,9 +89,10 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
                 encoder_filters=(32, 64), decoder_filters=(64, 32), activation="relu",
                 dropout=0.0, latent_dim=50, top_down_latent_dims=(),
                 top_down_hidden_units=(300, 300), posterior="gaussian", flow_steps=2,
-                flow_hidden_units=256, likelihood="bernoulli", prior="standard_normal",
-                prior_components=0, latent_groups="", latent_channels=16,
-                cell_channels=64, cell_bottleneck=0, output_cells=1,
+                flow_hidden_units=256, likelihood="bernoulli",
+                likelihood_components=discretized.DEFAULT_COMPONENTS,
+                prior="standard_normal", prior_components=0, latent_groups="",
+                latent_channels=16, cell_channels=64, cell_bottleneck=0, output_cells=1,
                 autoregressive_layers=0, autoregressive_channels=32, num_classes=0,
                 context_dim=0, **objective):
     """A built `VAE` for images of `image_shape` (H, W, C).
@@ -105,6 +106,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
     top_down_hidden_units: Dense layers of each top-down block (see `hierarchy.py`).
     posterior: "gaussian" or "iaf" (`flow_steps` MADE steps of `flow_hidden_units`
     units; see `heads.py`), for every layer's posterior.
+    likelihood: "bernoulli", "gaussian" or "discretized_logistic" (8-bit levels, a
+    mixture of likelihood_components logistics per pixel; `discretized.py`).
     prior: "standard_normal", "mixture" (prior_components
     Gaussians, default 10) or "vampprior" (prior_components pseudo-inputs, default
     500), the prior of the top layer; "conditional" (p(z|c), `ConditionalPrior`) needs
@@ -155,7 +158,8 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
             image_shape, latent_groups, latent_channels, cell_channels, cell_bottleneck,
             output_cells, likelihood, posterior, width, activation=activation,
             autoregressive_layers=autoregressive_layers,
-            autoregressive_channels=autoregressive_channels)
+            autoregressive_channels=autoregressive_channels,
+            likelihood_components=likelihood_components)
         latent_dim = enc.latent_dim
     elif autoregressive_layers:
         raise ValueError("autoregressive_layers needs the spatial decoder "
@@ -171,10 +175,11 @@ def build_model(image_shape, *, encoder="mlp", decoder="mlp",
         pass
     elif decoder == "mlp":
         dec = MLPDecoder(image_shape, dec_units, likelihood, activation, dropout=dropout,
-                         name="decoder")
+                         likelihood_components=likelihood_components, name="decoder")
     else:
         dec = ConvDecoder(image_shape, _ints("decoder_filters", decoder_filters), dec_units,
-                          likelihood, activation, name="decoder")
+                          likelihood, activation,
+                          likelihood_components=likelihood_components, name="decoder")
     prior = choice("prior", prior, PRIORS)
     components = int(prior_components)
     if prior == "standard_normal":
@@ -204,7 +209,8 @@ def spatial_hierarchy(image_shape, latent_groups, latent_channels=16, channels=6
                       bottleneck=0, output_cells=1, likelihood="bernoulli",
                       posterior="gaussian", context_dim=0, kernel_size=3,
                       activation="relu", autoregressive_layers=0,
-                      autoregressive_channels=32):
+                      autoregressive_channels=32,
+                      likelihood_components=discretized.DEFAULT_COMPONENTS):
     """(encoder, decoder, top-down blocks) of a spatial hierarchy (`blocks.py`); the
     decoder with a PixelCNN head of `autoregressive_layers` (`pixelcnn.py`)."""
     if not latent_groups:
@@ -229,6 +235,7 @@ def spatial_hierarchy(image_shape, latent_groups, latent_channels=16, channels=6
     decoder = blocks.ResNetDecoder(image_shape, groups[-1], output_cells, likelihood,
                                    autoregressive_layers=autoregressive_layers,
                                    autoregressive_channels=autoregressive_channels,
+                                   likelihood_components=likelihood_components,
                                    name="decoder", **shared)
     return encoder, decoder, top_down
 

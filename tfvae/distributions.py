@@ -10,7 +10,13 @@ A head turns an unconstrained tensor of parameters into a distribution:
     (numerically exact log-probabilities, no clipping of sigmoid outputs);
     log Ber(x; sigmoid(l)) = x l - softplus(l), one softplus per pixel (TFP's own
     Bernoulli evaluates two; the value is the same for x in {0, 1});
-  - "gaussian":  p(x|z) = prod_i N(x_i; mu_i, sigma_i^2), sigma_i = softplus + floor.
+  - "gaussian":  p(x|z) = prod_i N(x_i; mu_i, sigma_i^2), sigma_i = softplus + floor:
+    a density of real-valued pixels (it can exceed 1; its log is not the log of a
+    probability of 8-bit levels);
+  - "discretized_logistic": a mixture of K discretized logistics per pixel over the
+    256 levels of 8-bit images, channels coupled as in PixelCNN++ (`discretized.py`):
+    log p(x|z) is a log-probability <= 0, and -log p(x) / (D ln 2) is bits per
+    dimension (`objectives.bits_per_dim`).
   A likelihood with batch [k, B] scores images [B, H, W, C] by broadcasting: the k
   samples of z never need a tiled copy of the images.
 * mixtures of diagonal Gaussians (the mixture prior, the VampPrior),
@@ -30,14 +36,23 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae.checks import choice
+from tfvae import discretized
+from tfvae.checks import check_count, choice
 
 tfd = tfp.distributions
 
-LIKELIHOODS = ("bernoulli", "gaussian")
-
-# Number of network outputs per pixel that each likelihood needs.
-_PARAMS_PER_PIXEL = {"bernoulli": 1, "gaussian": 2}
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
+# Likelihoods of 8-bit levels, whose figures are also given in bits per dimension.
+DISCRETIZED = ("discretized_logistic",)
+# What log p(x) of each likelihood is: the words reports and metadata.json carry.
+FIGURES = {
+    "bernoulli": "log-probabilities of binary pixels (nats per image)",
+    "gaussian": "log-densities of pixels in [0, 1] (nats per image; a density, not a "
+                "probability: it can exceed 1, and its bits/dim assume dequantized "
+                "8-bit data)",
+    "discretized_logistic": "log-probabilities of the 256 levels of every pixel (nats "
+                            "per image; bits/dim = -log p / (D ln 2))",
+}
 
 
 def check_likelihood(name):
@@ -45,8 +60,26 @@ def check_likelihood(name):
     return choice("likelihood", name, LIKELIHOODS)
 
 
-def params_per_pixel(likelihood):
-    return _PARAMS_PER_PIXEL[check_likelihood(likelihood)]
+def is_discretized(likelihood):
+    """True for a likelihood of 8-bit levels (figures also in bits per dimension)."""
+    return likelihood in DISCRETIZED
+
+
+def check_components(components):
+    """The number of mixture components of a discretized likelihood, 1 to
+    `discretized.MAX_COMPONENTS`."""
+    return check_count(components, "likelihood_components", discretized.MAX_COMPONENTS)
+
+
+def params_per_pixel(likelihood, channels=1, components=discretized.DEFAULT_COMPONENTS):
+    """Network outputs per pixel of `channels` channels that `likelihood` needs:
+    C (Bernoulli logits), 2C (Gaussian loc and raw scale) or K (1 + 2C + C(C-1)/2)
+    (a discretized logistic mixture of K components, `discretized.params_per_pixel`)."""
+    if check_likelihood(likelihood) == "bernoulli":
+        return channels
+    if likelihood == "gaussian":
+        return 2 * channels
+    return discretized.params_per_pixel(channels, check_components(components))
 
 
 def positive_scale(raw, min_scale):
@@ -125,13 +158,20 @@ def _flat(tensor):
     return tf.reshape(tensor, tf.concat([tf.shape(tensor)[:-3], [-1]], axis=0))
 
 
-def image_likelihood(likelihood, params, min_scale):
-    """Likelihood p(x|z) over images from `params` of shape [B, H, W, C * k].
+def image_likelihood(likelihood, params, min_scale, channels=None):
+    """Likelihood p(x|z) over images from `params` of shape [B, H, W, P].
 
-    k is `params_per_pixel(likelihood)`; the result has event shape [H, W, C].
+    P is `params_per_pixel(likelihood, C, K)`; the result has event shape [H, W, C].
+    A discretized likelihood needs the image's `channels` C (K follows from P); the
+    others read C from P. `min_scale` floors the Gaussian's scale (the discretized
+    logistic has its own floor, `discretized.MIN_SCALE`).
     """
     params = tf.cast(params, tf.float32)
-    if check_likelihood(likelihood) == "bernoulli":
+    if check_likelihood(likelihood) == "discretized_logistic":
+        if channels is None:
+            raise ValueError("The discretized likelihood needs the images' channels.")
+        return discretized.DiscretizedLogisticMixture.from_params(params, channels)
+    if likelihood == "bernoulli":
         pixels = BernoulliLogits(logits=params, dtype=tf.float32)
     else:
         loc, raw_scale = tf.split(params, 2, axis=-1)
@@ -145,7 +185,9 @@ def likelihood_parameters(likelihood):
     {"logits"} for Bernoulli, {"loc", "scale"} for Gaussian: what the `decode`
     signature of an exported model returns next to the mean image. A likelihood
     of another kind names its own (`decoded_parameters`; the autoregressive one of
-    `pixelcnn.py` gives the logits along the path of its mean).
+    `pixelcnn.py` gives the logits along the path of its mean; the discretized
+    logistic mixture "mixture_logits", "loc", "scale" and for colour images
+    "coefficients", `discretized.DiscretizedLogisticMixture.decoded_parameters`).
     """
     if hasattr(likelihood, "decoded_parameters"):
         return likelihood.decoded_parameters()

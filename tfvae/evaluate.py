@@ -19,7 +19,9 @@ callable `log_prob(images, num_samples) -> [B]` (e.g. the `log_prob` signature o
 exported SavedModel) each chunk's estimate L_c over s_c samples is combined as
 log p(x) ~= logsumexp_c(L_c + log s_c) - log k.
 
-Bits per dimension for continuous (Gaussian-likelihood) models of 8-bit data
+Bits per dimension. A discretized likelihood (8-bit levels, `discretized.py`) gives
+log-probabilities, so bits/dim = -log p(x) / (D ln 2) (`objectives.bits_per_dim`), of
+the NLL and of the ELBO. For continuous (Gaussian-likelihood) models of 8-bit data
 (Theis et al. 2016): when pixels x in {0..255} were dequantized and rescaled,
 y = (x + u) / 256 with u ~ U[0, 1)^D, a density p(y) on [0, 1]^D gives the density
 p(y) / 256^D on the original [0, 256)^D scale, whose negative log is an upper bound
@@ -43,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import data, objectives, resumable
+from tfvae import data, distributions, objectives, resumable
 
 tfd = tfp.distributions
 
@@ -81,13 +83,16 @@ def bits_per_dim(log_px, num_dims, num_levels=256):
 
     (-log_px + num_dims * log(num_levels)) / (num_dims * log 2): valid for data
     dequantized as y = (x + u) / num_levels, x in {0, ..., num_levels - 1}.
-    `log_px` may be a number or an array (log p(x) or the ELBO, in nats).
+    `log_px` may be a number or an array (log p(x) or the ELBO, in nats) of a
+    density; a log-probability (a discretized likelihood) takes
+    `objectives.bits_per_dim` directly.
     """
     if num_dims <= 0 or num_levels <= 1:
         raise ValueError(f"bits_per_dim needs num_dims > 0 and num_levels > 1, got "
                          f"{num_dims} and {num_levels}.")
     log_px = np.asarray(log_px, np.float64)
-    return (-log_px + num_dims * math.log(num_levels)) / (num_dims * math.log(2.0))
+    # The density on the scale of the levels, p(y) / num_levels^D, is a log-probability.
+    return objectives.bits_per_dim(log_px - num_dims * math.log(num_levels), num_dims)
 
 
 # -- data ------------------------------------------------------------------------
@@ -433,7 +438,8 @@ def saved_model_functions(loaded):
 
     Uses the `log_prob`, `elbo` and `encode` signatures (see DESIGN.md), the image
     shape from `sample`'s output, the likelihood family from the `decode`
-    signature's outputs ("loc"/"scale": Gaussian) and, as "context_key", the
+    signature's outputs ("mixture_logits": discretized logistic, else "loc"/"scale":
+    Gaussian) and, as "context_key", the
     conditioning input ("labels", "context" or None). The callables take images or
     a conditional model's inputs {"images", "labels"}.
     """
@@ -454,7 +460,10 @@ def saved_model_functions(loaded):
         return outputs["code"] if "code" in outputs else outputs["loc"]
 
     likelihood = "bernoulli"
-    if "decode" in signatures and "loc" in signatures["decode"].structured_outputs:
+    decoded = signatures["decode"].structured_outputs if "decode" in signatures else {}
+    if "mixture_logits" in decoded:
+        likelihood = "discretized_logistic"
+    elif "loc" in decoded:
         likelihood = "gaussian"
     # The sampled images have the model's image shape (so do the declared inputs).
     image_shape = tuple(signatures["sample"].structured_outputs["images"].shape[1:])
@@ -478,7 +487,10 @@ def evaluate(model, data, num_samples=5000, batch_size=100, chunk_size=None, see
         Others as for `importance_sampled_log_px`.
 
     Returns:
-        A JSON-serializable dict; nats per image unless named `*_bits_per_dim`.
+        A JSON-serializable dict; nats per image unless named `*_bits_per_dim`, and
+        "likelihood" and "figures", what its log p(x) is (`distributions.FIGURES`:
+        a log-probability, or for the Gaussian a log-density). For a discretized
+        likelihood and a Gaussian one, `elbo_bits_per_dim` and `nll_bits_per_dim`.
     """
     if _is_vae(model):
         log_prob_fn = elbo_fn = latent_fn = model
@@ -487,9 +499,11 @@ def evaluate(model, data, num_samples=5000, batch_size=100, chunk_size=None, see
         log_prob_fn, elbo_fn = model["log_prob"], model["elbo"]
         latent_fn = model["posterior_mean"]
         likelihood, image_shape = model["likelihood"], model["image_shape"]
-    report = {}
+    report = {"likelihood": likelihood,
+              "figures": distributions.FIGURES.get(likelihood, "nats per image")}
     terms = evaluate_elbo(elbo_fn, data, batch_size=max(batch_size, 100), seed=seed,
                           jit_compile=jit_compile)
+    terms.pop("bits_per_dim", None)  # a discretized model's; elbo_bits_per_dim below
     for name, estimate in terms.items():
         report[name], report[f"{name}_stderr"] = estimate.mean, estimate.stderr
     report["num_images"] = int(len(terms["elbo"].values))
@@ -499,8 +513,16 @@ def evaluate(model, data, num_samples=5000, batch_size=100, chunk_size=None, see
                                            chunk_size, seed, jit_compile, verbose, kept)
         report.update(nll=-log_px.mean, nll_stderr=log_px.stderr, k=int(num_samples),
                       nll_seconds=log_px.seconds)
-    if likelihood == "gaussian":
-        dims = int(np.prod(image_shape))
+    dims = int(np.prod(image_shape))
+    if distributions.is_discretized(likelihood):
+        for name, log_px in (("elbo", report["elbo"]),
+                             ("nll", -report["nll"] if num_samples else None)):
+            if log_px is not None:
+                report[f"{name}_bits_per_dim"] = float(objectives.bits_per_dim(log_px,
+                                                                               dims))
+                report[f"{name}_bits_per_dim_stderr"] = float(
+                    report[f"{name}_stderr"] / (dims * math.log(2.0)))
+    elif likelihood == "gaussian":
         report["elbo_bits_per_dim"] = float(bits_per_dim(report["elbo"], dims, num_levels))
         if num_samples:
             report["nll_bits_per_dim"] = float(bits_per_dim(-report["nll"], dims,

@@ -12,9 +12,13 @@ SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1], 
 [batch, D]; the signatures declare these shapes with a free batch):
 
     serving_default = sample  num_samples (int32 scalar, 1 to checks.MAX_SAMPLES)
-                                 -> images (mean of p(x|z)), z
+                                 -> images (mean of p(x|z)), z; and for a
+                                    discretized likelihood draws, images drawn
+                                    from p(x|z) (levels / 255)
     encode       images              -> loc, scale of q(z|x)
-    decode       z                   -> images, and logits (Bernoulli) or loc, scale
+    decode       z                   -> images, and logits (Bernoulli), loc, scale
+                                        (Gaussian) or mixture_logits, loc, scale
+                                        [, coefficients] (discretized logistic)
     reconstruct  images              -> images: decode of the posterior mean
     log_prob     images, num_samples -> log_prob, the IWAE bound (Burda et al. 2016)
                      log p(x) >= log 1/k sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x)
@@ -34,7 +38,9 @@ Sampling uses built-in ops only, so that the TFLite file needs no Flex delegate:
 p(z) is written as a mixture sum_k pi_k N(m_k, diag(s_k^2)) (one component for the
 standard normal), a component is drawn by Gumbel-max, k = argmax_k(log pi_k - log(-log
 u_k)) with u_k ~ U(0, 1), and z = m_k + s_k * eps with eps ~ N(0, I) from
-`tf.random.normal`; a conditional prior p(z|c) is one Gaussian per sample. The TFLite
+`tf.random.normal`; a conditional prior p(z|c) is one Gaussian per sample. The draws
+of a discretized likelihood take the same built-in ops (`discretized.py`: Gumbel-max
+over the mixture logits, logistic noise log u - log(1 - u), rounding). The TFLite
 file holds two signatures, `sample` and `decode` (with `labels` when conditional);
 LiteRT raises no assertion, so there a label outside 0..K-1 gives NaN images instead.
 
@@ -254,11 +260,14 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
             return _normal_draw(prior), None
 
         layers, inputs = model.walk(None, choose, context)
-        images = model.decoder(inputs, training=False).mean()
+        likelihood = model.decoder(inputs, training=False)
+        outputs = {"images": likelihood.mean()}
+        if model.discretized:
+            outputs["draws"] = likelihood.sample()  # unseeded: TFLite built-in ops
         if model.num_classes:
-            images = _nan_outside_classes(images, labels, model.num_classes)
-        return {"images": images,
-                "z": tf.concat([layer["z"] for layer in layers], axis=-1)}
+            outputs = {name: _nan_outside_classes(images, labels, model.num_classes)
+                       for name, images in outputs.items()}
+        return {**outputs, "z": tf.concat([layer["z"] for layer in layers], axis=-1)}
 
     def encode(images, labels=None):
         codes, layers, _ = model.posterior_codes(checked(images, labels), training=False)
@@ -376,7 +385,10 @@ def signature_summary(model):
     params = ("logits" if model.decoder.likelihood == "bernoulli" else "loc, scale")
     if getattr(model.decoder, "autoregressive_layers", 0):
         params += " along the greedy path of the autoregressive head"
+    params += f" (each {image_dims})"
     sample = f"num_samples (int32 scalar, 1 to {checks.MAX_SAMPLES}) -> images, {z}"
+    if model.discretized:
+        params, sample = _discretized_summary(model, image_dims, sample)
     rates = ", ".join(signature_name(name) for name in model.metric_names[1:])
     if model.num_layers > 1:
         encoded = (f"code [batch, {model.latent_dim}], and loc_l, scale_l of layer l "
@@ -388,7 +400,7 @@ def signature_summary(model):
     summary = {
         "sample": sample,
         "encode": f"{images} -> {encoded}",
-        "decode": f"{z} -> images, {params} (each {image_dims})",
+        "decode": f"{z} -> images, {params}",
         "reconstruct": f"{images} -> images",
         "log_prob": f"{images}, num_samples (int32 scalar) -> log_prob [batch]",
         "elbo": f"{images} -> elbo, {rates} [batch]",
@@ -402,6 +414,32 @@ def signature_summary(model):
     return {"serving_default": summary["sample"], **summary}
 
 
+def _discretized_summary(model, image_dims, sample):
+    """`decode`'s parameters and `sample`'s outputs for a discretized likelihood."""
+    height, width, channels = model.image_shape
+    k = model.decoder.likelihood_components
+    params = (f"mixture_logits [batch, {height}, {width}, {k}], loc, scale [batch, "
+              f"{height}, {width}, {channels}, {k}] (on the [0, 1] scale)")
+    if channels > 1:
+        params += (f", coefficients [batch, {height}, {width}, "
+                   f"{channels * (channels - 1) // 2}, {k}]")
+    sample = sample.replace(" -> images, ", f" -> images (the mean), draws {image_dims}"
+                            " (drawn from p(x|z): levels / 255), ", 1)
+    return params, sample
+
+
+def likelihood_metadata(model):
+    """What `metadata.json` says about the likelihood and the units of its figures;
+    for a discretized likelihood how they convert to bits per dimension."""
+    info = {"likelihood": model.decoder.likelihood,
+            "figures": distributions.FIGURES[model.decoder.likelihood]}
+    if model.discretized:
+        dims = int(np.prod(model.image_shape))
+        info.update(likelihood_components=model.decoder.likelihood_components,
+                    num_dims=dims, bits_per_dim=f"-log_prob / ({dims} ln 2)")
+    return info
+
+
 def model_metadata(model):
     """A JSON-serializable description of `model` for `metadata.json`."""
     return {
@@ -410,7 +448,7 @@ def model_metadata(model):
         "export_date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
         "image_shape": list(model.image_shape),
-        "likelihood": model.decoder.likelihood,
+        **likelihood_metadata(model),
         "latent_dim": model.latent_dim,
         "latent_dims": list(model.latent_dims),
         "posterior": model.encoder.posterior,

@@ -5,7 +5,8 @@
 k-sample bound; `sleep` = -log q(z_d|x_d) of dreams for wake-sleep). `compute_loss`
 turns them into the scalar training loss, so the stock `fit` / `evaluate` loops,
 distribution strategies, XLA and mixed precision all work unchanged; the progress
-bar shows the epoch means of `loss`, `elbo`, `rate` and `distortion`. The objective
+bar shows the epoch means of `loss`, `elbo`, `rate` and `distortion` (and, for a
+likelihood of 8-bit levels, `bits_per_dim` = -elbo / (D ln 2)). The objective
 is an object (`losses.py`: ELBO with beta, warm-up, free bits, InfoVAE and
 score-function gradients; IWAE with DReG; wake-sleep) that works through the public
 seam below: `log_weight_terms`, `sampled_codes`, `bound_terms`, `free_bits_units`,
@@ -30,7 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import checks, data, evaluate, heads, losses, objectives, presets
+from tfvae import checks, data, distributions, evaluate, heads, losses, objectives
+from tfvae import presets
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior
@@ -443,20 +445,30 @@ class VAE(keras.Model):
 
     def bound_terms(self, core):
         """The ELBO's terms of a `log_weight_terms` core, what every objective reports:
-        `elbo`, `rate`, `distortion` [B] and `rate/l` per layer of a hierarchy."""
+        `elbo`, `rate`, `distortion` [B], `rate/l` per layer of a hierarchy and, for
+        a discretized likelihood, `bits_per_dim` of the ELBO (`objectives.bits_per_dim`)."""
         rate = tf.add_n(core["rates"])
         distortion = -tf.reduce_mean(core["log_px_z"], axis=0)
         terms = {"elbo": -(distortion + rate), "rate": rate, "distortion": distortion}
         if self.num_layers > 1:
             for index, layer_rate in enumerate(core["rates"]):
                 terms[f"rate/{self.num_layers - index}"] = layer_rate
+        if self.discretized:
+            terms["bits_per_dim"] = objectives.bits_per_dim(
+                terms["elbo"], int(np.prod(self.image_shape)))
         return terms
+
+    @property
+    def discretized(self):
+        """True for a likelihood of 8-bit levels: its bound is also in bits/dim."""
+        return distributions.is_discretized(getattr(self.decoder, "likelihood", None))
 
     @property
     def metric_names(self):
         layers = (f"rate/{l}" for l in range(1, self.num_layers + 1)) \
             if self.num_layers > 1 else ()
-        return (*METRIC_NAMES, *layers)
+        bits = ("bits_per_dim",) if self.discretized else ()
+        return (*METRIC_NAMES, *layers, *bits)
 
     def free_bits_units(self, rate_per_dim):
         """[B, U] rates of the units free bits apply to, from [B, D] per dimension:
@@ -514,8 +526,9 @@ class VAE(keras.Model):
         if isinstance(x, tf.data.Dataset):
             what = f"the dataset given as {what}"
             data.check_image_spec(x, self.image_shape, what, integers=True)
-            binary = getattr(self.decoder, "likelihood", "bernoulli") == "bernoulli"
-            return data.checked_values(x, what, unit_range=binary)
+            # Pixels in [0, 1] for Bernoulli and discretized (8-bit) likelihoods.
+            unit = getattr(self.decoder, "likelihood", "bernoulli") != "gaussian"
+            return data.checked_values(x, what, unit_range=unit)
         inputs = x if isinstance(x, dict) else {"images": x}
         if not isinstance(inputs.get("images"), np.ndarray):
             return x

@@ -19,7 +19,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tfvae import distributions, heads
+from tfvae import discretized, distributions, heads
 from tfvae.checks import check_count
 from tfvae.conditioning import join
 
@@ -197,7 +197,8 @@ class ConvEncoder(_Encoder):
 class _Decoder(keras.layers.Layer):
     """Shared head: features -> per-pixel parameters -> image likelihood."""
 
-    def __init__(self, output_shape, likelihood="bernoulli", min_scale=1e-3, **kwargs):
+    def __init__(self, output_shape, likelihood="bernoulli", min_scale=1e-3,
+                 likelihood_components=discretized.DEFAULT_COMPONENTS, **kwargs):
         super().__init__(**kwargs)
         if len(output_shape) != 3:
             raise ValueError(
@@ -206,10 +207,13 @@ class _Decoder(keras.layers.Layer):
                                   for d in output_shape)
         self.likelihood = distributions.check_likelihood(likelihood)
         self.min_scale = float(min_scale)
-        self.params_per_pixel = distributions.params_per_pixel(likelihood)
+        self.likelihood_components = distributions.check_components(likelihood_components)
+        # Parameter maps of the whole pixel, all its channels.
+        self.params_per_pixel = distributions.params_per_pixel(
+            likelihood, self.output_shape[-1], self.likelihood_components)
 
     def parameters(self, z, training=None):
-        """z [B, latent_dim] -> unconstrained parameters [B, H, W, C * k]."""
+        """z [B, latent_dim] -> unconstrained parameters [B, H, W, params_per_pixel]."""
         raise NotImplementedError
 
     # Axes of one input: 1 for codes [..., D]; 3 for maps [..., h, w, c].
@@ -226,11 +230,13 @@ class _Decoder(keras.layers.Layer):
         lead = tf.shape(z)[:-rank]
         params = self.parameters(tf.reshape(z, [-1, *z.shape[-rank:]]), training=training)
         params = tf.reshape(params, tf.concat([lead, tf.shape(params)[1:]], axis=0))
-        return distributions.image_likelihood(self.likelihood, params, self.min_scale)
+        return distributions.image_likelihood(self.likelihood, params, self.min_scale,
+                                              self.output_shape[-1])
 
     def get_config(self):
         return {**super().get_config(), "output_shape": self.output_shape,
-                "likelihood": self.likelihood, "min_scale": self.min_scale}
+                "likelihood": self.likelihood, "min_scale": self.min_scale,
+                "likelihood_components": self.likelihood_components}
 
 
 def _build_chain(layers, shape):
@@ -247,10 +253,13 @@ class MLPDecoder(_Decoder):
     Args:
         output_shape: image shape (H, W, C).
         hidden_units: sizes of the hidden Dense layers.
-        likelihood: "bernoulli" (binary pixels) or "gaussian" (continuous pixels).
+        likelihood: "bernoulli" (binary pixels), "gaussian" (continuous pixels) or
+            "discretized_logistic" (8-bit levels, `discretized.py`).
         activation: hidden activation.
         min_scale: floor on the Gaussian pixel standard deviation.
         dropout: dropout rate after each hidden layer during training.
+        likelihood_components: K of the discretized logistic mixture (a keyword of
+            every decoder; unused by the other likelihoods).
 
     Call: z [B, latent_dim] -> `tfd.Independent`, batch [B], event [H, W, C].
     """
@@ -264,10 +273,9 @@ class MLPDecoder(_Decoder):
         self.hidden = dense_stack(self.hidden_units, activation, "hidden")
         self.drop = keras.layers.Dropout(self.dropout)
         height, width, channels = self.output_shape
-        self.out = keras.layers.Dense(height * width * channels * self.params_per_pixel,
+        self.out = keras.layers.Dense(height * width * self.params_per_pixel,
                                       name="likelihood_params")
-        self.reshape = keras.layers.Reshape(
-            (height, width, channels * self.params_per_pixel))
+        self.reshape = keras.layers.Reshape((height, width, self.params_per_pixel))
 
     def build(self, input_shape):
         _build_chain([*self.hidden, self.out, self.reshape], tuple(input_shape))
@@ -318,7 +326,7 @@ class ConvDecoder(_Decoder):
                                          activation=activation, name=f"deconv_{i}")
             for i, f in enumerate(self.filters)
         ]
-        self.out = keras.layers.Conv2D(channels * self.params_per_pixel, 3,
+        self.out = keras.layers.Conv2D(self.params_per_pixel, 3,
                                        padding="same", name="likelihood_params")
 
     def stack(self):

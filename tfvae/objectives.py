@@ -47,9 +47,19 @@ gradient w.r.t. theta and the sleep gradient w.r.t. phi, so one optimizer step d
 both phases at once. No common objective is being followed; the ELBO is reported
 alongside, estimated the same way as for AEVB.
 
+Bits per dimension of a model of discrete data (8-bit levels): with log p(x) the
+log-probability of an image of D = H * W * C values, in nats,
+
+    bits/dim = -log p(x) / (D ln 2),
+
+for the ELBO (an upper bound in bits) or the importance-sampled log p(x) alike.
+Uniform levels take 8 bits/dim; no model of such data scores below its entropy.
+
 Functions that return a gradient estimator return a *surrogate* whose value is zero and
 whose gradient is the estimator, so the loss shown in logs stays the true objective.
 """
+
+import math
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -119,6 +129,17 @@ def iwae_bound(log_weights):
     """log 1/k sum_i exp(log_weights_i) over axis 0: [k, B] -> [B]."""
     k = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
     return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
+
+
+def bits_per_dim(log_px, num_dims):
+    """-log_px / (num_dims ln 2): nats per image of discrete data -> bits per dimension.
+
+    `log_px` is a log-probability (the ELBO or log p(x), not a log-density), a number,
+    a numpy array or a tensor; `num_dims` is D = H * W * C.
+    """
+    if int(num_dims) <= 0:
+        raise ValueError(f"bits_per_dim needs num_dims > 0, got {num_dims}.")
+    return -log_px / (int(num_dims) * math.log(2.0))
 
 
 def log_add_exp(a, b):

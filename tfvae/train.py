@@ -673,7 +673,12 @@ _define("autoregressive_channels", "Channels of the PixelCNN head's masked "
 _define("posterior", "Posterior head of every layer: diagonal Gaussian or IAF.")
 _define("flow_steps", "Autoregressive (MADE) steps of an IAF posterior.", lower_bound=1)
 _define("flow_hidden_units", "Hidden units of each IAF step.", lower_bound=1)
-_define("likelihood", "Pixel likelihood p(x|z).")
+_define("likelihood", "Pixel likelihood p(x|z): bernoulli (binary pixels), gaussian "
+        "(a density of real values) or discretized_logistic (the 256 levels of 8-bit "
+        "images, reported also in bits/dim; tfvae/discretized.py).")
+_define("likelihood_components", "Mixture components of the discretized logistic "
+        "likelihood (per pixel; 10 as PixelCNN++ and VDVAE).", lower_bound=1,
+        upper_bound=256)
 _define("prior", "Prior p(z).")
 _define("prior_components", "Mixture components (default 10) or VampPrior "
         "pseudo-inputs (default 500); 0 for the default.", lower_bound=0)

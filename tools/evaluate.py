@@ -18,11 +18,13 @@ split is binarized exactly as during training. A conditional model is evaluated 
 log p(x|y) of each image's label (the dataset's labels, or --labels_npy).
 
 Prints the NLL (= -mean log p(x), nats) with its standard error over images and
-the wall time, the ELBO, rate and distortion, the active units, and for Gaussian
-likelihoods bits per dimension (see tfvae/evaluate.py for the formulas); writes all
-of it, the KL per dimension and the machine to --output as JSON (at the end). With
---output, the NLL's finished batches are kept beside it (OUTPUT.partial.npz, written
-every minute) and the same command resumes an interrupted evaluation from them.
+the wall time, the ELBO, rate and distortion, the active units, what the figures are
+(log-probabilities, or for a Gaussian log-densities), and for discretized (8-bit) and
+Gaussian likelihoods bits per dimension (see tfvae/evaluate.py for the formulas;
+a discretized model's are -log p / (D ln 2) of the levels); writes all of it, the KL
+per dimension and the machine to --output as JSON (at the end). With --output, the
+NLL's finished batches are kept beside it (OUTPUT.partial.npz, written every minute)
+and the same command resumes an interrupted evaluation from them.
 
 Images follow the rules of `tfvae.checks` (shape, range, no NaN). A Bernoulli model
 is refused grey-level images (values strictly between 0 and 1): its "log-likelihood"
@@ -203,7 +205,10 @@ def print_report(report, description):
           f"(rate {report['rate']:.3f}, distortion {report['distortion']:.3f})")
     for name in ("nll_bits_per_dim", "elbo_bits_per_dim"):
         if name in report:
-            print(f"{name}: {report[name]:.4f}")
+            stderr = report.get(f"{name}_stderr")
+            print(f"{name}: {report[name]:.4f}" + (f" +- {stderr:.4f}" if stderr else ""))
+    if "figures" in report:
+        print(f"figures: {report['figures']}")
     print(f"active units: {report['active_units']} of {len(report['activity'])}")
 
 
