@@ -26,9 +26,10 @@ NaN, a count of 0 or 10**7, a label out of range, ...) gets HTTP 400 and
 It binds 127.0.0.1, this machine only, unless --host names another address
 (--host=0.0.0.0: every interface); KServe's own default is 0.0.0.0. --port=0 takes a
 free port; the line 'tools.serve: serving ... on http://HOST:PORT/...' names it once
-the model is loaded. Ctrl-C (or SIGTERM) shuts down gracefully: in-flight requests
-are answered, then 'tools.serve: interrupted; ...' and status 130 (started with
-SIGINT ignored, as by nohup: 'tools.serve: stopped.' and status 0). A bad --model_dir
+the model is loaded. Ctrl-C shuts down gracefully (uvicorn's shutdown: in-flight
+requests are answered), then 'tools.serve: interrupted; ...' and status 130; started
+with SIGINT ignored (nohup), 'tools.serve: stopped.' and status 0; SIGTERM shuts down
+the same way, then ends the process as SIGTERM does (status 143). A bad --model_dir
 (no version folder, not a SavedModel), a port in use, a host that is not this
 machine's, or KServe not installed: one line 'tools.serve: error: ...' and status 1.
 """
