@@ -37,6 +37,10 @@ setuptools.setup(
         "litert": ["ai-edge-litert"],
         # Figures (latent scatter, learning curves); image grids need nothing extra.
         "plots": ["matplotlib"],
+        # tools.serve: TF Serving's REST protocol through KServe's ModelServer. Pinned
+        # to the minor version tried: tools.serve subclasses kserve.Model and reads its
+        # v1 request handling. kserve needs protobuf < 7 (TensorFlow takes 6.x too).
+        "serve": ["kserve>=0.21.0,<0.22"],
         "test": ["pytest", "ai-edge-litert", "matplotlib"],
     },
 )
