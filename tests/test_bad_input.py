@@ -22,10 +22,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 import tfvae
 from tfvae import builders, checks, export, train
+from pattern_data import binary_images
 
 IMAGE_SHAPE = (8, 8, 1)
 LATENT_DIM = 3
@@ -34,13 +34,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
 TINY_RUN = ["--dataset=mnist", "--binarization=dynamic", "--validation_split=test",
             "--encoder_hidden_units=16", "--decoder_hidden_units=16", "--latent_dim=2",
             "--batch_size=16", "--nojit_compile", "--nolog_images", "--verbose=0"]
-NUM_EXAMPLES = 48  # 3 steps of 16 per epoch
 NO_FILES = collections.defaultdict(str)  # to list a table's case names
-
-
-def binary_images(count, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.random((count, *IMAGE_SHAPE)) < 0.3).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -711,12 +705,6 @@ def test_a_failing_conversion_leaves_no_version_folder(files, tmp_path, monkeypa
     paths = export.export_model(model, str(tmp_path), "vae")
     assert paths["saved_model"] == str(tmp_path / "vae" / "1")
     assert sorted(os.listdir(tmp_path / "vae")) == ["1"]
-
-
-@pytest.fixture()
-def mock_mnist():
-    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-        yield
 
 
 def _train(*argv):

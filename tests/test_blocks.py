@@ -21,6 +21,8 @@ import tensorflow_probability as tfp
 import keras
 import tfvae
 from tfvae import blocks, builders, cells
+from pattern_data import binary_images as binary
+from tiny_models import tiny_spatial_model as spatial_model
 
 tfd = tfp.distributions
 
@@ -169,17 +171,6 @@ def test_spatial_layers_round_trip_their_config(layer):
 
 
 # -- a spatial model end to end ------------------------------------------------------
-
-def spatial_model(**options):
-    keras.utils.set_random_seed(3)
-    return builders.build_model((8, 8, 1), encoder="resnet", decoder="resnet",
-                                latent_groups="2x1,4x1", latent_channels=2,
-                                cell_channels=8, **options)
-
-
-def binary(count, seed=0):
-    return (np.random.default_rng(seed).random((count, 8, 8, 1)) < 0.3).astype("float32")
-
 
 @pytest.mark.slow
 def test_a_spatial_model_fits_and_its_keras_file_round_trips(tmp_path):

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfvae
 from tfvae import blocks, builders, heads, losses, networks, priors
 from tfvae.checks import InputError
 from tfvae.hierarchy import TopDownBlock
+from tiny_models import tiny_vae
 
 IMAGE = (8, 8, 1)
 SMALL = dict(latent_dim=3, encoder_hidden_units=(16,), decoder_hidden_units=(12,),
@@ -296,7 +296,7 @@ def test_every_ema_optimizer_is_registered_and_a_keras_file_reloads(tmp_path):
         restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
         assert type(restored) is type(optimizer) and isinstance(restored, plain), name
         assert restored.use_ema and restored.ema_momentum == pytest.approx(0.9)
-    model = tfvae.VAE(tfvae.MLPEncoder(2, (4,)), tfvae.MLPDecoder((4, 4, 1), (4,)))
+    model = tiny_vae((4, 4, 1), hidden_units=(4,))
     model.compile(optimizer=builders.build_optimizer("adam", 1e-3, use_ema=True))
     model.fit(np.zeros((8, 4, 4, 1), np.float32), epochs=1, verbose=0)
     model.save(tmp_path / "model.keras")

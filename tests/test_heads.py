@@ -18,12 +18,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import heads
+from tiny_models import softplus
 
 tfd = tfp.distributions
-
-
-def softplus(x):
-    return np.log1p(np.exp(x))
 
 
 # -- the Gaussian posterior ------------------------------------------------------------

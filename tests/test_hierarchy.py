@@ -22,6 +22,8 @@ import tfvae
 from tfvae import builders, export
 from tfvae.hierarchy import TopDownBlock
 from export_parity import check_export_parity
+from pattern_data import binary_images as binary
+from tiny_models import inverse_softplus
 
 tfd = tfp.distributions
 
@@ -33,10 +35,6 @@ A = np.array([[1.2], [-0.7]])  # [D_1, 1]
 A0 = np.array([0.3, -0.2])
 X = B + _rng.normal(size=(3, D_X)) * 1.5
 MIN_SCALE = 1e-4
-
-
-def inverse_softplus(y):
-    return np.log(np.expm1(y))
 
 
 def log_evidence(x):
@@ -139,11 +137,6 @@ def deep_model(**options):
     options = {"latent_dim": 3, "top_down_latent_dims": (4,), "encoder_hidden_units": (16, 16),
                "decoder_hidden_units": (16,), "top_down_hidden_units": (8,), **options}
     return builders.build_model(IMAGE_SHAPE, **options)
-
-
-def binary(count, seed=0):
-    return (np.random.default_rng(seed).random((count, *IMAGE_SHAPE)) < 0.3).astype(
-        "float32")
 
 
 @pytest.mark.parametrize("options", [

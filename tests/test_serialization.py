@@ -32,6 +32,7 @@ import tensorflow_probability as tfp
 
 import tfvae
 from pattern_data import binary_images
+from tiny_models import tiny_vae
 from tfvae import blocks, builders, cells, heads, hierarchy, losses, networks, pixelcnn
 from tfvae import priors
 
@@ -74,9 +75,7 @@ def encoder():
 @cache
 def small_vae():
     """The model the objectives' terms are computed on."""
-    keras.utils.set_random_seed(0)
-    return tfvae.VAE(networks.MLPEncoder(2, (8,)), networks.MLPDecoder(IMAGE, (8,)),
-                     num_samples=2)
+    return tiny_vae(IMAGE, seed=0, num_samples=2)
 
 
 # -- how each class runs: (instance) -> outputs --------------------------------------
