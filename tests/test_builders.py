@@ -29,6 +29,12 @@ def build(**options):
     return builders.build_model(IMAGE, **{**SMALL, **options})
 
 
+def assert_refused_in_one_line(words, function, *args, **kwargs):
+    with pytest.raises(ValueError) as error:
+        function(*args, **kwargs)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
 # -- build_model: what each option builds ---------------------------------------------
 
 def test_the_default_is_the_mlp_vae_of_kingma_and_welling():
@@ -162,9 +168,7 @@ RESNET = dict(encoder="resnet", decoder="resnet")
      "leave top_down_latent_dims empty"),
 ], ids=lambda value: None if isinstance(value, dict) else value[:30])
 def test_bad_options_are_refused_in_one_line(options, words):
-    with pytest.raises(ValueError) as error:
-        build(**options)
-    assert words in str(error.value) and "\n" not in str(error.value)
+    assert_refused_in_one_line(words, build, **options)
 
 
 @pytest.mark.parametrize("options, words", [
@@ -209,9 +213,7 @@ def test_the_schedules_at_known_steps():
     ((0.1, "exponential"), dict(steps_per_epoch=10, decay_epochs=0), "lr_decay_epochs > 0"),
 ])
 def test_bad_schedules_are_refused_in_one_line(args, kwargs, words):
-    with pytest.raises(ValueError) as error:
-        builders.build_learning_rate(*args, **kwargs)
-    assert words in str(error.value) and "\n" not in str(error.value)
+    assert_refused_in_one_line(words, builders.build_learning_rate, *args, **kwargs)
 
 
 # -- optimizers -------------------------------------------------------------------------
@@ -235,9 +237,7 @@ def test_plain_options_give_the_plain_keras_optimizer():
     (dict(skip_threshold=-1.0), "skip_threshold must be >= 0, got -1.0"),
 ])
 def test_bad_optimizer_options_are_refused_in_one_line(kwargs, words):
-    with pytest.raises(ValueError) as error:
-        builders.build_optimizer(**kwargs)
-    assert words in str(error.value) and "\n" not in str(error.value)
+    assert_refused_in_one_line(words, builders.build_optimizer, **kwargs)
 
 
 def test_clipping_a_gradient_to_a_global_norm():
@@ -319,9 +319,7 @@ def test_strategies_by_name():
 ])
 def test_bad_strategies_are_refused_in_one_line(name, words, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(ValueError) as error:
-        builders.build_strategy(name)
-    assert words in str(error.value) and "\n" not in str(error.value)
+    assert_refused_in_one_line(words, builders.build_strategy, name)
 
 
 class _Resolver:
