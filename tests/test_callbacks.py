@@ -3,7 +3,8 @@
 * NonFiniteGuard stops at the first NaN batch and voids that epoch's logs;
 * BestCheckpoint saves finite improvements only and knows its best epoch;
 * Backup keeps the last good backup of a run that diverged, resumes from it, falls
-  back to its previous copy and fails in one line when neither can be read;
+  back to its previous copy and fails in one line when neither can be read; History
+  then logs each epoch once;
 * image_grid and ImageGrid: images placed in a grid, the inputs above their
   reconstructions in TensorBoard, and a preview that fails never ends a run;
 * EpochTimer and BoundCurve on a fake clock: the time of training, validation and
@@ -152,6 +153,11 @@ def finished_run_with_two_backups(backup_dir):
     return weights.epochs
 
 
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
 def truncate(path):
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
@@ -183,6 +189,20 @@ def test_unreadable_backups_fail_in_one_line(tmp_path):
     assert os.path.exists(backup_dir / "latest.weights.h5")
     with pytest.raises(vae_callbacks.BackupError, match="cannot be read .*; delete "):
         fit(regression(), [vae_callbacks.Backup(str(backup_dir))])
+
+
+def test_a_resumed_run_logs_each_epoch_once(tmp_path):
+    """The fallback resumes after epoch 1 of 2: epoch 2, logged before, is trained
+    and logged again, in place of the old row."""
+    backup_dir, path = tmp_path / "backup", str(tmp_path / "history.csv")
+    fit(regression(), [vae_callbacks.Backup(str(backup_dir), delete_checkpoint=False),
+                       vae_callbacks.History(path)], epochs=2)
+    truncate(backup_dir / "latest.weights.h5")
+    again = fit(regression(seed=1), [vae_callbacks.Backup(str(backup_dir)),
+                                     vae_callbacks.History(path, append=True)], epochs=2)
+    rows = read_rows(path)
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert float(rows[1]["loss"]) == pytest.approx(again.history["loss"][0], rel=1e-6)
 
 
 # -- images ------------------------------------------------------------------------------
@@ -294,11 +314,6 @@ def test_the_epoch_timer_counts_training_and_leaves_validation_out(clock):
 def test_log_spaced_points():
     assert vae_callbacks.log_spaced(10**6, 2) == [10000, 31623, 100000, 316228, 1000000]
     assert vae_callbacks.log_spaced(192, 4, first=16) == [16, 18, 32, 56, 100, 178, 192]
-
-
-def read_rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_the_bound_curve_takes_its_points_on_training_time_and_a_resumed_one_appends(

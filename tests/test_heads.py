@@ -1,7 +1,8 @@
 """Posterior heads (`heads.py`) against known answers.
 
 * GaussianPosterior: mu and sigma = softplus(raw) + min_scale of hand-set weights;
-  its code is the mean.
+  its code is the mean. Every head's declared kind and diagonal_gaussian match
+  what it computes; `resolve` takes a head, its config or an older file's options.
 * MADE: the masks of a small case written out; autoregressive by the Jacobian,
   d(m, s)_i / d z_j = 0 for j >= i and != 0 for some j < i; the context reaches
   every output but the first; log s stays inside (-3, 3).
@@ -50,6 +51,31 @@ def test_heads_are_made_by_name_and_an_unknown_name_is_refused_in_one_line():
     with pytest.raises(ValueError, match="posterior") as error:
         heads.posterior_head(3, "realnvp")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", heads.POSTERIORS)
+def test_every_head_says_what_it_is(name):
+    head = heads.posterior_head(2, name, flow_hidden_units=4)
+    assert head.kind == name
+    q = head(tf.random.normal([3, 5]))
+    assert head.diagonal_gaussian == heads.is_diagonal_gaussian(q)
+
+
+def test_resolve_takes_a_head_its_config_or_the_flat_options_of_older_files():
+    gaussian = heads.resolve(None, 3, min_scale=0.01)
+    assert type(gaussian) is heads.GaussianPosterior
+    assert (gaussian.latent_dim, gaussian.min_scale, gaussian.name) == (3, 0.01, "head")
+    old = heads.resolve(None, 3, name="posterior_head", posterior="iaf", flow_steps=3,
+                        flow_hidden_units=5)
+    assert type(old) is heads.IAFPosterior and old.name == "posterior_head"
+    assert (old.flow_steps, old.flow_hidden_units) == (3, 5)
+    assert heads.resolve(old, 3) is old
+    config = keras.saving.serialize_keras_object(old)
+    again = heads.resolve(config, 3)
+    assert type(again) is heads.IAFPosterior and again.get_config() == old.get_config()
+    with pytest.raises(ValueError, match="The posterior head is over 3 dimensions, its "
+                                         "body's latent_dim is 2."):
+        heads.resolve(old, 2)
 
 
 @pytest.mark.parametrize("make, words", [

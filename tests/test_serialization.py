@@ -151,9 +151,10 @@ EXAMPLES = {
                                                        context_dim=4, min_scale=1e-3),
                             on(FEATURES)),
     # Encoders and decoders.
-    "MLPEncoder": Example(lambda: networks.MLPEncoder(3, (8, 6), "tanh", 1e-3, 0.1,
-                                                      context_dim=2),
-                          on(IMAGES, context=CONTEXT)),
+    "MLPEncoder": Example(lambda: networks.MLPEncoder(
+        3, (8, 6), "tanh", 1e-3, 0.1, context_dim=2,
+        head=heads.IAFPosterior(3, 1, flow_hidden_units=4, context_dim=3, name="head")),
+        on(IMAGES, context=CONTEXT)),
     "ConvEncoder": Example(lambda: networks.ConvEncoder(3, (4,), (8,), "elu"),
                            on(IMAGES)),
     "MLPDecoder": Example(lambda: networks.MLPDecoder(IMAGE, (8,), "gaussian", "tanh",
@@ -169,8 +170,10 @@ EXAMPLES = {
     "ConditionalPrior": Example(lambda: priors.ConditionalPrior(3, 2, min_scale=1e-3),
                                 on(context=CONTEXT)),
     # Hierarchies.
-    "TopDownBlock": Example(lambda: hierarchy.TopDownBlock(3, (6,), "tanh", 1e-3),
-                            top_down_block),
+    "TopDownBlock": Example(lambda: hierarchy.TopDownBlock(
+        3, (6,), "tanh", 1e-3, posterior_head=heads.IAFPosterior(
+            3, 2, flow_hidden_units=4, context_dim=2, name="posterior_head")),
+        top_down_block),
     "ResidualCell": Example(lambda: cells.ResidualCell(4, 2, 3, "elu", num_cells=4),
                             on(normal(2, 4, 4, 4))),
     "ResNetEncoder": Example(lambda: blocks.ResNetEncoder(
