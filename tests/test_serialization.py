@@ -160,8 +160,9 @@ EXAMPLES = {
     "MLPDecoder": Example(lambda: networks.MLPDecoder(IMAGE, (8,), "gaussian", "tanh",
                                                       0.05, 0.1),
                           on(normal(4, 3))),
-    "ConvDecoder": Example(lambda: networks.ConvDecoder(IMAGE, (4, 2), (8,)),
-                           on(normal(4, 3))),
+    "ConvDecoder": Example(lambda: networks.ConvDecoder(
+        (8, 8, 3), (4, 2), (8,), likelihood="discretized_logistic",
+        likelihood_components=2), on(normal(4, 3))),
     # Priors.
     "StandardNormalPrior": Example(lambda: priors.StandardNormalPrior(3), on()),
     "MixturePrior": Example(lambda: priors.MixturePrior(3, num_components=2), on()),
