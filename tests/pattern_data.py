@@ -1,13 +1,29 @@
-"""Learnable generated images served through `tfds.testing.mock_data`.
+"""Generated data for the tests.
 
-Random mock bytes cannot be learned, so a wrong training step would not show in the
-loss; these 4 patterns with 2% flipped pixels can. Shared by the multi-worker and
-fault-tolerance tests, which also run as worker scripts (this folder is on sys.path).
+* `binary_images`: independent random pixels, the input of most small model tests.
+* `save_npy`: an array as a .npy file, as the command lines read them.
+* `pattern_images` served through `tfds.testing.mock_data` (`generated_data`): random
+  mock bytes cannot be learned, so a wrong training step would not show in the loss;
+  these 4 patterns with 2% flipped pixels can. Shared by the multi-worker and
+  fault-tolerance tests, which also run as worker scripts (this folder is on sys.path).
 """
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+
+def binary_images(count, shape=(8, 8, 1), seed=0, on=0.3):
+    """float32 [count, *shape] in {0, 1}: each pixel 1 with probability `on`."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((count, *shape)) < on).astype(np.float32)
+
+
+def save_npy(directory, name, array):
+    """The path of `array` saved as directory/name.npy."""
+    path = str(directory / f"{name}.npy")
+    np.save(path, array)
+    return path
 
 
 def pattern_images(num_examples, seed=0):

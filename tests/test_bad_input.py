@@ -22,10 +22,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 import tfvae
 from tfvae import builders, checks, export, train
+from pattern_data import binary_images
 
 IMAGE_SHAPE = (8, 8, 1)
 LATENT_DIM = 3
@@ -34,13 +34,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
 TINY_RUN = ["--dataset=mnist", "--binarization=dynamic", "--validation_split=test",
             "--encoder_hidden_units=16", "--decoder_hidden_units=16", "--latent_dim=2",
             "--batch_size=16", "--nojit_compile", "--nolog_images", "--verbose=0"]
-NUM_EXAMPLES = 48  # 3 steps of 16 per epoch
 NO_FILES = collections.defaultdict(str)  # to list a table's case names
-
-
-def binary_images(count, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.random((count, *IMAGE_SHAPE)) < 0.3).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -713,12 +707,6 @@ def test_a_failing_conversion_leaves_no_version_folder(files, tmp_path, monkeypa
     assert sorted(os.listdir(tmp_path / "vae")) == ["1"]
 
 
-@pytest.fixture()
-def mock_mnist():
-    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-        yield
-
-
 def _train(*argv):
     with pytest.raises(SystemExit) as done:
         train.run(["tfvae.train", *TINY_RUN, *argv])
@@ -856,42 +844,6 @@ def test_ctrl_c_before_training_says_nothing_was_trained(tmp_path, monkeypatch, 
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "tfvae.train: interrupted before training started; nothing was trained: the "
         "same command starts the run.")
-
-
-# -- short runs: the EMA warm-up ----------------------------------------------------------------
-
-def test_the_weight_average_warms_up():
-    """average_t = d_t average_{t-1} + (1 - d_t) w_t, d_t = min(m, (1 + t) / (10 + t)),
-    d_0 = 0; without the warm-up, 20 steps at m = 0.999 would leave 98% of w_0."""
-    optimizer = builders.build_optimizer("adam", 0.1, use_ema=True, ema_momentum=0.999)
-    weight = keras.Variable(np.zeros(1, np.float32))
-    optimizer.build([weight])
-    expected = 0.0
-    for step in range(20):
-        value = float(step + 1)
-        weight.assign([value])
-        optimizer._update_model_variables_moving_average([weight])
-        decay = 0.0 if step == 0 else min(0.999, (1 + step) / (10 + step))
-        expected = decay * expected + (1 - decay) * value
-        optimizer.iterations.assign_add(1)
-    average = float(optimizer._model_variables_moving_average[0].numpy()[0])
-    assert average == pytest.approx(expected, rel=1e-5)
-    assert average > 15  # the late weights dominate (w_20 = 20)
-
-
-@pytest.mark.slow
-def test_every_ema_optimizer_is_registered_and_a_keras_file_reloads(tmp_path):
-    for name, plain in builders.OPTIMIZERS.items():
-        optimizer = builders.build_optimizer(name, 1e-3, use_ema=True, ema_momentum=0.9)
-        restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
-        assert type(restored) is type(optimizer) and isinstance(restored, plain), name
-        assert restored.use_ema and restored.ema_momentum == pytest.approx(0.9)
-    model = tfvae.VAE(tfvae.MLPEncoder(2, (4,)), tfvae.MLPDecoder((4, 4, 1), (4,)))
-    model.compile(optimizer=builders.build_optimizer("adam", 1e-3, use_ema=True))
-    model.fit(np.zeros((8, 4, 4, 1), np.float32), epochs=1, verbose=0)
-    model.save(tmp_path / "model.keras")
-    restored = keras.saving.load_model(tmp_path / "model.keras").optimizer
-    assert isinstance(restored, builders.EMAWarmup) and int(restored.iterations) == 1
 
 
 # -- the shared rules --------------------------------------------------------------------------

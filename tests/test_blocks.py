@@ -21,6 +21,8 @@ import tensorflow_probability as tfp
 import keras
 import tfvae
 from tfvae import blocks, builders, cells
+from pattern_data import binary_images as binary
+from tiny_models import tiny_spatial_model as spatial_model
 
 tfd = tfp.distributions
 
@@ -156,17 +158,6 @@ def test_bad_group_specs_get_one_line(spec, message):
         blocks.parse_groups(spec, (28, 28, 1))
 
 
-def test_resnet_options_are_checked_in_one_line():
-    with pytest.raises(ValueError, match="go together"):
-        builders.build_model((8, 8, 1), encoder="resnet", latent_groups="2x1,4x1")
-    with pytest.raises(ValueError, match="two groups"):
-        builders.build_model((8, 8, 1), encoder="resnet", decoder="resnet",
-                             latent_groups="4x1")
-    with pytest.raises(ValueError, match="Gaussian posterior"):
-        builders.build_model((8, 8, 1), encoder="resnet", decoder="resnet",
-                             latent_groups="2x1,4x1", posterior="iaf")
-
-
 @pytest.mark.parametrize("layer", [
     cells.ResidualCell(4, 2),
     blocks.SpatialBlock((4, 4, 1), (2, 2), channels=4, latent_channels=2),
@@ -180,17 +171,6 @@ def test_spatial_layers_round_trip_their_config(layer):
 
 
 # -- a spatial model end to end ------------------------------------------------------
-
-def spatial_model(**options):
-    keras.utils.set_random_seed(3)
-    return builders.build_model((8, 8, 1), encoder="resnet", decoder="resnet",
-                                latent_groups="2x1,4x1", latent_channels=2,
-                                cell_channels=8, **options)
-
-
-def binary(count, seed=0):
-    return (np.random.default_rng(seed).random((count, 8, 8, 1)) < 0.3).astype("float32")
-
 
 @pytest.mark.slow
 def test_a_spatial_model_fits_and_its_keras_file_round_trips(tmp_path):
@@ -220,14 +200,3 @@ def test_saved_model_and_tflite_of_a_spatial_hierarchy(tmp_path):
     assert model.latent_dim == 2 * 2 * 2 + 4 * 4 * 2  # the groups' maps, flattened
     paths = export.export_model(model, str(tmp_path), name="spatial")
     check_export_parity(model, paths, binary(5))
-
-
-@pytest.mark.parametrize("options, words", [
-    ({"cell_channels": 5000}, "cell_channels"), ({"latent_channels": 0}, "latent_channels"),
-    ({"output_cells": 1000}, "output_cells"), ({"cell_bottleneck": -3}, "cell_bottleneck"),
-    ({"latent_groups": "7x100,14x1"}, "cells per group")])
-def test_spatial_sizes_are_bounded_before_anything_is_built(options, words):
-    options = {"encoder": "resnet", "decoder": "resnet", "latent_groups": "7x1,14x1",
-               **options}
-    with pytest.raises(ValueError, match=words):
-        builders.build_model((28, 28, 1), **options)

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tfvae import builders, evaluate, export, projector, train
+from pattern_data import save_npy
 
 SHAPE = (8, 8, 1)
 TINY = dict(latent_dim=3, encoder_hidden_units=(32,), decoder_hidden_units=(32,),
@@ -230,8 +231,8 @@ def test_tools_sample_refuses_label_counts_that_fit_neither_the_codes_nor_the_im
     """Two labels for three codes decoded all three with the first label; five image
     labels for six images were cut without a word."""
     folder, tflite = exported[0]["saved_model"], exported[0]["tflite_float32"]
-    codes = _npy(tmp_path, "codes", np.zeros((3, TINY["latent_dim"]), np.float32))
-    images = _npy(tmp_path, "images", two_classes(6)[0])
+    codes = save_npy(tmp_path, "codes", np.zeros((3, TINY["latent_dim"]), np.float32))
+    images = save_npy(tmp_path, "images", two_classes(6)[0])
     out = [f"--output={tmp_path / 's.png'}", f"--decoded={tmp_path / 'd.png'}",
            f"--reconstructions={tmp_path / 'r.png'}"]
     cases = {
@@ -239,15 +240,15 @@ def test_tools_sample_refuses_label_counts_that_fit_neither_the_codes_nor_the_im
                                     "--labels=0,1 gives 2 labels for the 3 --codes"),
         "all, three codes": ([folder, f"--codes={codes}"], "--labels=all (the default) "
                              "gives 20 labels for the 3 --codes"),
-        "five image labels": ([folder, f"--images={images}", "--image_labels=" + _npy(
+        "five image labels": ([folder, f"--images={images}", "--image_labels=" + save_npy(
             tmp_path, "five", np.arange(5) % 2)], "holds 5 labels for the 6 images"),
-        "seven image labels": ([folder, f"--images={images}", "--image_labels=" + _npy(
+        "seven image labels": ([folder, f"--images={images}", "--image_labels=" + save_npy(
             tmp_path, "seven", np.arange(7) % 2)], "holds 7 labels for the 6 images"),
         "image labels alone": ([folder, f"--image_labels={tmp_path / 'five.npy'}"],
                                "--image_labels are the labels of --images: pass both"),
         "one per code": ([tflite, f"--codes={codes}", "--labels=0,1,1"], None),
         "one for all": ([tflite, f"--codes={codes}", "--labels=1"], None),
-        "one per image": ([folder, f"--images={images}", "--image_labels=" + _npy(
+        "one per image": ([folder, f"--images={images}", "--image_labels=" + save_npy(
             tmp_path, "six", np.arange(6) % 2), "--num_reconstructions=4"], None),
     }
     results = _cli("tools.sample", [args + out for args, _ in cases.values()], tmp_path)
@@ -273,17 +274,11 @@ def _cli(tool, cases, tmp_path):
 
 # -- the trainer ------------------------------------------------------------------------------
 
-def _npy(tmp_path, name, array):
-    path = str(tmp_path / f"{name}.npy")
-    np.save(path, array)
-    return path
-
-
 @pytest.mark.slow
 def test_the_trainer_trains_exports_and_projects_a_conditional_model(tmp_path):
     images, labels = two_classes(200)
-    dataset = (f"npy:{_npy(tmp_path, 'x', images)},"
-               f"labels={_npy(tmp_path, 'y', labels)}")
+    dataset = (f"npy:{save_npy(tmp_path, 'x', images)},"
+               f"labels={save_npy(tmp_path, 'y', labels)}")
     metrics = train.run(["tfvae.train", f"--dataset={dataset}", "--conditional",
                          "--prior=conditional", "--encoder_hidden_units=16",
                          "--decoder_hidden_units=16", "--latent_dim=2", "--batch_size=20",
@@ -307,7 +302,7 @@ def test_the_trainer_trains_exports_and_projects_a_conditional_model(tmp_path):
 def test_conditional_needs_labels_in_one_line(tmp_path):
     images, _ = two_classes(40)
     with pytest.raises(SystemExit) as exit_info:
-        train.run(["tfvae.train", f"--dataset=npy:{_npy(tmp_path, 'x', images)}",
+        train.run(["tfvae.train", f"--dataset=npy:{save_npy(tmp_path, 'x', images)}",
                    "--conditional", "--verbose=0", f"--output_dir={tmp_path / 'run'}"])
     message = str(exit_info.value.code)
     assert message.startswith("tfvae.train: error: --conditional needs labels")

@@ -7,12 +7,9 @@ import tensorflow_probability as tfp
 
 from tfvae import distributions
 from tfvae import MLPDecoder, MLPEncoder, MixturePrior, VAE, VampPrior
+from tiny_models import softplus
 
 tfd = tfp.distributions
-
-
-def softplus(x):
-    return np.logaddexp(0.0, x)
 
 
 def test_gaussian_posterior_splits_loc_and_scale():

@@ -22,6 +22,7 @@ from tfvae import VAE, MLPDecoder, MLPEncoder, MixturePrior, VampPrior
 from tfvae import evaluate as ev
 from tfvae import objectives, resumable
 from tfvae import data
+from tiny_models import inverse_softplus
 
 tfd = tfp.distributions
 
@@ -29,10 +30,6 @@ W = 0.8 * np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, -2.0]])  # [P=4, D
 B = np.array([0.1, -0.2, 0.3, 0.0])
 NOISE = 0.5
 IMAGE_SHAPE = (2, 2, 1)
-
-
-def _inverse_softplus(y):
-    return np.log(np.expm1(y))
 
 
 def linear_gaussian_vae(mean_shift=0.0, scale_factor=1.0):
@@ -46,7 +43,7 @@ def linear_gaussian_vae(mean_shift=0.0, scale_factor=1.0):
     bias = np.zeros([2 * pixels])
     kernel[:, 0::2] = W.T
     bias[0::2] = B
-    bias[1::2] = _inverse_softplus(NOISE - decoder.min_scale)
+    bias[1::2] = inverse_softplus(NOISE - decoder.min_scale)
     decoder.out.set_weights([kernel, bias])
     # Encoder Dense output is [loc (D), raw scale (D)].
     cov = np.linalg.inv(np.eye(latent) + W.T @ W / NOISE**2)
@@ -55,7 +52,7 @@ def linear_gaussian_vae(mean_shift=0.0, scale_factor=1.0):
     bias = np.zeros([2 * latent])
     kernel[:, :latent] = gain.T
     bias[:latent] = -gain @ B + mean_shift
-    bias[latent:] = _inverse_softplus(scale_factor * np.sqrt(np.diag(cov))
+    bias[latent:] = inverse_softplus(scale_factor * np.sqrt(np.diag(cov))
                                       - encoder.min_scale)
     encoder.head.set_weights([kernel, bias])
     return model
@@ -170,7 +167,7 @@ def test_active_units_and_kl_per_dim_on_a_constructed_encoder():
     kernel[:, 0] = [1.0, -1.0, 0.5, 0.0]  # variance ~ 0.19: active
     kernel[:, 1] = [0.1, 0.0, 0.0, 0.0]   # variance ~ 0.0008: inactive
     bias = np.zeros(6)                     # dim 2: constant mean, inactive
-    bias[3:] = _inverse_softplus(np.array([0.5, 1.0, 0.9]) - encoder.min_scale)
+    bias[3:] = inverse_softplus(np.array([0.5, 1.0, 0.9]) - encoder.min_scale)
     model = VAE(encoder, MLPDecoder((2, 2, 1), hidden_units=()))
     encoder.head.set_weights([kernel, bias])
     stats = ev.latent_statistics(model, images, batch_size=64)

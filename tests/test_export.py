@@ -14,6 +14,8 @@ import tensorflow as tf
 
 import tfvae
 from tfvae import checks, export
+from pattern_data import binary_images
+from tiny_models import inverse_softplus, tiny_vae
 
 IMAGE_SHAPE = (8, 8, 1)
 LATENT_DIM = 3
@@ -21,20 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
 
 
-def binary_images(count, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.random((count, *IMAGE_SHAPE)) < 0.3).astype(np.float32)
-
-
-def inverse_softplus(y):
-    return float(np.log(np.expm1(y)))
-
-
 @pytest.fixture(scope="module")
 def bernoulli_model():
-    keras.utils.set_random_seed(1)
-    return tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (32,)),
-                     tfvae.MLPDecoder(IMAGE_SHAPE, (32,)))
+    return tiny_vae(IMAGE_SHAPE, LATENT_DIM, (32,), seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,9 @@ import pytest
 from tfvae import train
 from pattern_data import generated_data
 
-pytestmark = pytest.mark.slow  # killed and resumed command lines: seconds each
+# Killed and resumed command lines: seconds each.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.usefixtures("op_determinism_off_after")]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--dataset=mnist", "--binarization=static", "--validation_split=test",
@@ -117,16 +119,6 @@ def _wait(process, output_dir, log_name, timeout=TIMEOUT_S):
 def _metrics(output_dir):
     with open(os.path.join(output_dir, "metrics.json")) as f:
         return json.load(f)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_op_determinism():
-    """--deterministic turns op determinism on for the whole process; turn it off for
-    the test files that run after this one."""
-    yield
-    from tensorflow.python.framework import config  # the switch-off is not public
-
-    config.disable_op_determinism()
 
 
 def _train_in_process(output_dir):

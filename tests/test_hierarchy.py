@@ -1,6 +1,6 @@
-"""Deep latent models: a linear-Gaussian hierarchy with an exact log p(x), IAF
-posteriors against their Gaussian and a numerical Jacobian, and a hierarchical
-model through fit, `.keras` files, the SavedModel and TFLite.
+"""Deep latent models: a linear-Gaussian hierarchy with an exact log p(x), and a
+hierarchical model through fit, `.keras` files, the SavedModel and TFLite (the IAF
+posterior's own tests are in test_heads.py).
 
 Linear-Gaussian two-layer hierarchy, built from tfvae layers with hand-set weights:
     z2 ~ N(0, 1),  z1 | z2 ~ N(A z2 + a, s1^2 I),  x | z1 ~ N(W z1 + b, s^2 I)
@@ -19,9 +19,11 @@ import tensorflow_probability as tfp
 
 import keras
 import tfvae
-from tfvae import builders, export, heads
+from tfvae import builders, export
 from tfvae.hierarchy import TopDownBlock
 from export_parity import check_export_parity
+from pattern_data import binary_images as binary
+from tiny_models import inverse_softplus
 
 tfd = tfp.distributions
 
@@ -33,10 +35,6 @@ A = np.array([[1.2], [-0.7]])  # [D_1, 1]
 A0 = np.array([0.3, -0.2])
 X = B + _rng.normal(size=(3, D_X)) * 1.5
 MIN_SCALE = 1e-4
-
-
-def inverse_softplus(y):
-    return np.log(np.expm1(y))
 
 
 def log_evidence(x):
@@ -129,59 +127,6 @@ def test_layer_rates_add_up_to_the_rate_and_the_elbo_matches_the_log_weights():
     np.testing.assert_allclose(terms["elbo"], mean_log_w, atol=0.05)
 
 
-# -- IAF ---------------------------------------------------------------------------
-
-def test_a_fresh_iaf_is_its_gaussian():
-    keras.utils.set_random_seed(0)
-    head = heads.IAFPosterior(3, flow_steps=2, flow_hidden_units=16)
-    gauss = heads.GaussianPosterior(3)
-    features = tf.random.normal([5, 7])
-    head.build(features.shape)
-    gauss.build(features.shape)
-    gauss.set_weights(head.params.get_weights())
-    q, base = head(features), gauss(features)
-    z, log_q = q.experimental_sample_and_log_prob(4, seed=[1, 2])
-    np.testing.assert_allclose(log_q, base.log_prob(z), atol=1e-5)
-    np.testing.assert_allclose(q.log_prob(z), base.log_prob(z), atol=1e-5)
-    np.testing.assert_allclose(head.code(q), base.mean(), atol=1e-6)
-
-
-def _random_iaf(latent_dim=3):
-    keras.utils.set_random_seed(1)
-    head = heads.IAFPosterior(latent_dim, flow_steps=2, flow_hidden_units=8,
-                              context_dim=4)
-    head.build((None, 5))
-    for step in head.steps:  # away from the identity
-        step.out_kernel.assign(0.5 * tf.random.normal(step.out_kernel.shape))
-        step.out_bias.assign(0.3 * tf.random.normal(step.out_bias.shape))
-    return head(tf.random.normal([1, 5]))
-
-
-def test_iaf_log_det_matches_a_numerical_jacobian_and_inverts_exactly():
-    q = _random_iaf()
-    z0 = tf.constant([[0.3, -1.1, 0.7]])
-    with tf.GradientTape() as tape:
-        tape.watch(z0)
-        z, log_det = q.forward(z0)
-    jacobian = tape.batch_jacobian(z, z0)[0].numpy()
-    # Reversal between steps permutes, so J is triangular only up to the order.
-    assert not np.allclose(jacobian, np.diag(np.diag(jacobian)))
-    np.testing.assert_allclose(log_det[0], np.linalg.slogdet(jacobian)[1], atol=1e-4)
-    step = 1e-3
-    numeric = np.stack([(q.forward(z0 + step * e)[0] - q.forward(z0 - step * e)[0])[0]
-                        / (2 * step) for e in np.eye(3, dtype="float32")], axis=1)
-    np.testing.assert_allclose(jacobian, numeric, atol=2e-2)
-    back, inverse_log_det = q.inverse(z)
-    np.testing.assert_allclose(back, z0, atol=1e-5)
-    np.testing.assert_allclose(inverse_log_det, log_det, atol=1e-5)
-
-
-def test_iaf_samples_have_the_density_log_prob_gives():
-    q = _random_iaf()
-    z, log_q = q.experimental_sample_and_log_prob(64, seed=[3, 4])
-    np.testing.assert_allclose(q.log_prob(z), log_q, atol=1e-4)
-
-
 # -- a hierarchical model end to end -------------------------------------------------
 
 IMAGE_SHAPE = (8, 8, 1)
@@ -192,11 +137,6 @@ def deep_model(**options):
     options = {"latent_dim": 3, "top_down_latent_dims": (4,), "encoder_hidden_units": (16, 16),
                "decoder_hidden_units": (16,), "top_down_hidden_units": (8,), **options}
     return builders.build_model(IMAGE_SHAPE, **options)
-
-
-def binary(count, seed=0):
-    return (np.random.default_rng(seed).random((count, *IMAGE_SHAPE)) < 0.3).astype(
-        "float32")
 
 
 @pytest.mark.parametrize("options", [

@@ -15,6 +15,8 @@ import tensorflow as tf
 import tfvae
 from tfvae import builders, losses, objectives
 from tfvae.hierarchy import TopDownBlock
+from pattern_data import binary_images
+from tiny_models import tiny_vae
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SHAPE = (4, 4, 1)
@@ -42,9 +44,7 @@ class CapacityELBO(losses.ELBO):
 
 
 def vae(top_down=(), **kwargs):
-    keras.utils.set_random_seed(0)
-    return tfvae.VAE(tfvae.MLPEncoder(2, (8,)), tfvae.MLPDecoder(IMAGE_SHAPE, (8,)),
-                     top_down=top_down, **kwargs)
+    return tiny_vae(IMAGE_SHAPE, seed=0, top_down=top_down, **kwargs)
 
 
 def hierarchy(loss):
@@ -52,8 +52,7 @@ def hierarchy(loss):
 
 
 def binary(count, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.random((count, *IMAGE_SHAPE)) < 0.4).astype("float32")
+    return binary_images(count, IMAGE_SHAPE, seed, on=0.4)
 
 
 ELBO_KNOBS = dict(beta=0.5, kl_warmup_steps=10, free_bits=0.1, info_alpha=0.2,

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 import tfvae
 from tfvae import objectives
+from tiny_models import inverse_softplus, tiny_vae
 
 # -- the linear-Gaussian model --------------------------------------------------------
 
@@ -34,10 +35,6 @@ B = _rng.normal(size=D_X)
 M = np.diag(W.T @ W) + S ** 2  # diagonal of W^T W + s^2 I
 X = (B + _rng.normal(size=(3, D_X)) * 1.5)  # three data points, [3, D_X]
 ENCODER_MIN_SCALE, DECODER_MIN_SCALE = 1e-4, 1e-3
-
-
-def inverse_softplus(y):
-    return np.log(np.expm1(y))
 
 
 def exact_posterior(x):
@@ -189,8 +186,7 @@ def prototype_images(num=256, seed=0):
 
 
 def small_vae(**kwargs):
-    return tfvae.VAE(tfvae.MLPEncoder(2, (32,)), tfvae.MLPDecoder(IMAGE_SHAPE, (32,)),
-                     **kwargs)
+    return tiny_vae(IMAGE_SHAPE, hidden_units=(32,), **kwargs)
 
 
 def test_short_fit_raises_the_elbo():

@@ -14,6 +14,7 @@ import tensorflow_probability as tfp
 
 import tfvae
 from tfvae import objectives
+import tiny_models
 
 tfd = tfp.distributions
 
@@ -241,9 +242,7 @@ IMAGE_SHAPE = (4, 4, 1)
 
 
 def tiny_vae(**kwargs):
-    keras.utils.set_random_seed(1)
-    model = tfvae.VAE(tfvae.MLPEncoder(2, (4,)), tfvae.MLPDecoder(IMAGE_SHAPE, (4,)),
-                      **kwargs)
+    model = tiny_models.tiny_vae(IMAGE_SHAPE, hidden_units=(4,), seed=1, **kwargs)
     # Move q(z|x) away from N(0, I) so the rate has a sizeable gradient.
     head = model.encoder.head
     head.set_weights([head.get_weights()[0], np.array([1.0, -1.0, -1.0, 0.5], "float32")])
@@ -370,8 +369,7 @@ def test_infovae_fit_survives_a_last_batch_of_one_image():
     """Regression: MMD on one image was 0 / 0 and turned every weight into NaN."""
     keras.utils.set_random_seed(0)
     x = copies(num_images=1, num_copies=17)
-    model = tfvae.VAE(tfvae.MLPEncoder(2, (4,)), tfvae.MLPDecoder(IMAGE_SHAPE, (4,)),
-                      info_lambda=10.0)
+    model = tiny_models.tiny_vae(IMAGE_SHAPE, hidden_units=(4,), info_lambda=10.0)
     model.compile(optimizer="adam")
     history = model.fit(x, epochs=1, batch_size=16, verbose=0).history
     assert np.isfinite(history["loss"][0])
@@ -396,9 +394,8 @@ def test_mixture_prior_picks_the_sampled_kl():
 def test_grad_variance_tool_measures_a_higher_score_function_variance():
     from tools import grad_variance  # pylint: disable=import-outside-toplevel
 
-    keras.utils.set_random_seed(4)
-    model = tfvae.VAE(tfvae.MLPEncoder(2, (8,)), tfvae.MLPDecoder(IMAGE_SHAPE, (8,)),
-                      objective="iwae", num_samples=3)  # the tool switches to the ELBO
+    model = tiny_models.tiny_vae(IMAGE_SHAPE, seed=4, objective="iwae",
+                                 num_samples=3)  # the tool switches to the ELBO
     images = grad_variance.synthetic_batch(16, IMAGE_SHAPE, seed=1)
     results = grad_variance.compare_estimators(model, images, num_draws=40)
     assert set(results) == {"overall", "hidden_0", "posterior_params", "mean_check"}

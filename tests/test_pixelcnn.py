@@ -19,6 +19,8 @@ import pytest
 import tensorflow as tf
 
 from tfvae import blocks, builders, export, pixelcnn, warmstart
+from pattern_data import binary_images as binary
+from tiny_models import tiny_spatial_model as spatial_model
 
 
 def random_likelihood(image, layers=2, channels=8, hidden_channels=3, batch=2, seed=0):
@@ -166,19 +168,8 @@ def test_a_fresh_head_is_the_factorized_decoder_exactly():
     np.testing.assert_array_equal(head(z).mean(), plain(z).mean())
 
 
-def spatial_model(**options):
-    keras.utils.set_random_seed(3)
-    return builders.build_model((8, 8, 1), **{
-        "encoder": "resnet", "decoder": "resnet", "latent_groups": "2x1,4x1",
-        "latent_channels": 2, "cell_channels": 8, **options})
-
-
 def autoregressive_model():
     return spatial_model(autoregressive_layers=2, autoregressive_channels=4)
-
-
-def binary(count, seed=0):
-    return (np.random.default_rng(seed).random((count, 8, 8, 1)) < 0.3).astype("float32")
 
 
 def test_a_model_with_the_head_starts_from_the_weights_of_one_without(tmp_path):

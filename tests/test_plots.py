@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvae import VAE, MLPDecoder, MLPEncoder
 from tfvae import builders, evaluate, plots, rundir
+from tiny_models import tiny_vae
 
 SHAPE = (4, 4, 1)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return VAE(MLPEncoder(2, hidden_units=(8,)), MLPDecoder(SHAPE, hidden_units=(8,)))
+    return tiny_vae(SHAPE)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_latent_scatter(tmp_path, model, images):
     path = plots.save_latent_scatter(model, images, np.arange(10) % 3,
                                      str(tmp_path / "s.png"), figsize=(4, 3), dpi=50)
     assert png_shape(path)[:2] == (150, 200)
-    wide = VAE(MLPEncoder(5, hidden_units=(8,)), MLPDecoder(SHAPE, hidden_units=(8,)))
+    wide = tiny_vae(SHAPE, 5)
     path = plots.save_latent_scatter(wide, images, np.arange(10), str(tmp_path / "p.png"),
                                      figsize=(4, 3), dpi=50)
     assert png_shape(path)[:2] == (150, 200)

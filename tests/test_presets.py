@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 
 import tfvae
 from tfvae import checks, export, presets, rundir
 from tools.samplers import load_sampler
+from tiny_models import tiny_vae
 
 IMAGE_SHAPE = (8, 8, 1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,8 +25,7 @@ OLD_FILE = os.path.join(REPO, "tests", "data", "tfvae_0.1.0", "mlp.keras")
 
 
 def tiny_model(seed):
-    keras.utils.set_random_seed(seed)
-    return tfvae.VAE(tfvae.MLPEncoder(3, (8,)), tfvae.MLPDecoder(IMAGE_SHAPE, (8,)))
+    return tiny_vae(IMAGE_SHAPE, 3, seed=seed)
 
 
 @pytest.fixture(scope="module")

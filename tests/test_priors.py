@@ -9,15 +9,12 @@ import tensorflow_probability as tfp
 
 import tfvae
 from tfvae import objectives
+from tiny_models import softplus
 
 tfd = tfp.distributions
 
 IMAGE_SHAPE = (4, 4, 1)
 LATENT = 2
-
-
-def softplus(x):
-    return np.logaddexp(0.0, x)
 
 
 def log_normal(z, loc, scale):

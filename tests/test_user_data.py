@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfvae import checks, data, train, user_data
+from pattern_data import save_npy
 
 CLASSES = {"dog": 200, "bird": 40, "cat": 120}  # class -> grey level of its images
 
@@ -170,17 +171,11 @@ def test_a_changed_folder_is_read_again(tmp_path):
 
 # -- npy ----------------------------------------------------------------------------------
 
-def _npy(tmp_path, name, array):
-    path = str(tmp_path / f"{name}.npy")
-    np.save(path, array)
-    return path
-
-
 def test_npy_uint8_greyscale_floats_and_labels(tmp_path):
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (30, 6, 5), dtype=np.uint8)
     labels = rng.integers(0, 4, 30)
-    name = f"npy:{_npy(tmp_path, 'grey', grey)},labels={_npy(tmp_path, 'labels', labels)}"
+    name = f"npy:{save_npy(tmp_path, 'grey', grey)},labels={save_npy(tmp_path, 'labels', labels)}"
     info = data.dataset_info(name)
     assert info.image_shape == (6, 5, 1) and sum(info.num_examples.values()) == 30
     assert info.num_classes == 4 and info.class_names == ("0", "1", "2", "3")
@@ -191,10 +186,10 @@ def test_npy_uint8_greyscale_floats_and_labels(tmp_path):
     np.testing.assert_allclose(images[..., 0], grey[order] / 255.0, atol=1e-6)
 
     floats = rng.random((10, 4, 4, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.sort(_all(f"npy:{_npy(tmp_path, 'f', floats)}")
+    np.testing.assert_allclose(np.sort(_all(f"npy:{save_npy(tmp_path, 'f', floats)}")
                                        .ravel()), np.sort(floats.ravel()))
     binary = (rng.random((10, 4, 4, 1)) < 0.5).astype(np.int64)
-    assert set(np.unique(_all(f"npy:{_npy(tmp_path, 'b', binary)}"))) == {0.0, 1.0}
+    assert set(np.unique(_all(f"npy:{save_npy(tmp_path, 'b', binary)}"))) == {0.0, 1.0}
 
 
 @pytest.mark.parametrize("array, labels, expected", [
@@ -210,10 +205,10 @@ def test_npy_uint8_greyscale_floats_and_labels(tmp_path):
     (np.zeros((3, 4, 4), np.uint8), np.array([0, -1, 1]), "has a negative label (-1)"),
 ])
 def test_bad_arrays_fail_in_one_line(tmp_path, array, labels, expected):
-    images = _npy(tmp_path, "images", array)
+    images = save_npy(tmp_path, "images", array)
     name = f"npy:{images}"
     if labels is not None:
-        name += f",labels={_npy(tmp_path, 'labels', labels)}"
+        name += f",labels={save_npy(tmp_path, 'labels', labels)}"
     with pytest.raises(checks.InputError) as error:
         data.dataset_info(name)
     assert expected.format(images=images) in _one_line(error)
@@ -261,7 +256,7 @@ def test_the_trainer_runs_on_a_folder_of_32x32x3_images_and_on_npy(pets, tmp_pat
     assert np.isfinite(metrics["test"]["elbo"])
     assert metrics["dataset"] == f"folder:{pets}"
     images = np.random.default_rng(0).random((40, 8, 8)).astype(np.float32)
-    metrics = train.run(["tfvae.train", f"--dataset=npy:{_npy(tmp_path, 'x', images)}",
+    metrics = train.run(["tfvae.train", f"--dataset=npy:{save_npy(tmp_path, 'x', images)}",
                          *TINY_CONV, "--encoder=mlp", "--decoder=mlp",
                          f"--output_dir={tmp_path / 'npy'}"])
     assert np.isfinite(metrics["test"]["elbo"])
@@ -310,8 +305,8 @@ def test_an_rgb_folder_trains_on_its_levels_and_reports_bits_per_dim(pets, tmp_p
 def test_the_trainer_reports_bad_user_data_in_one_line(tmp_path):
     _write_image(str(tmp_path / "mixed" / "0.png"), np.zeros((8, 8, 1), np.uint8))
     _write_image(str(tmp_path / "mixed" / "1.png"), np.zeros((9, 8, 1), np.uint8))
-    images = _npy(tmp_path, "x", np.zeros((4, 8, 8), np.uint8))
-    labels = _npy(tmp_path, "y", np.zeros(5, np.int64))
+    images = save_npy(tmp_path, "x", np.zeros((4, 8, 8), np.uint8))
+    labels = save_npy(tmp_path, "y", np.zeros(5, np.int64))
     for dataset, expected in (
             (f"folder:{tmp_path}/none", "does not exist"),
             (f"folder:{tmp_path}/mixed", "1.png is 9x8x1 but"),
@@ -349,7 +344,7 @@ def test_rgba_and_grey_alpha_folders_train_and_the_run_ends_whole(tmp_path):
 
 
 def test_npy_images_of_other_than_1_or_3_channels_are_refused(tmp_path):
-    images = _npy(tmp_path, "rgba", np.zeros((4, 8, 8, 4), np.uint8))
+    images = save_npy(tmp_path, "rgba", np.zeros((4, 8, 8, 4), np.uint8))
     with pytest.raises(checks.InputError) as error:
         data.dataset_info(f"npy:{images}")
     assert "4 channels; npy: takes greyscale (1) or RGB (3)" in _one_line(error)
