@@ -5,7 +5,8 @@ Encoders and decoders are Keras layers that return `tfp.distributions` objects; 
 divergence, and trains with the stock `model.fit`. `VAE.from_preset(name)` loads a
 trained model (`tfvae.presets`).
 
-Without TensorFlow only `tfvae.checks` imports (for the LiteRT path of tools.sample).
+Without TensorFlow only `tfvae.checks`, `tfvae.cli`, `tfvae.user_files` and
+`tfvae.presets` import (for the LiteRT path of tools.sample).
 """
 
 from tfvae.version import __version__  # noqa: F401

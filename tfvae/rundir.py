@@ -271,7 +271,7 @@ def locate_keras(path):
 
 def keras_path(path):
     """The `.keras` file of a model given as in `locate_model`; a path that is no
-    folder is returned as it is (`checks.load_keras_model` names a missing file)."""
+    folder is returned as it is (`keras_files.load_keras_model` names a missing file)."""
     from tfvae import presets  # noqa: PLC0415
 
     path = presets.resolve(path)

@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tfvae import builders, callbacks as vae_callbacks, checks, data, distributions, heads
-from tfvae import evaluate, export as export_lib, losses, objectives
+from tfvae import builders, callbacks as vae_callbacks, checks, cli, data, distributions
+from tfvae import evaluate, export as export_lib, heads, losses, objectives
 from tfvae import projector
 from tfvae import rundir, warmstart
 
@@ -770,11 +770,11 @@ def options_from_flags(flag_values=FLAGS):
 
 PROGRAM = "tfvae.train"
 # absl flags parser that reports a bad flag or flagfile in one line.
-parse_flags = checks.flags_parser(PROGRAM)
+parse_flags = cli.flags_parser(PROGRAM)
 
 
 def _fail(message):
-    checks.fail(PROGRAM, message)
+    cli.fail(PROGRAM, message)
 
 
 def _train_from_flags(argv):

@@ -45,11 +45,11 @@ import time
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
 
 PROGRAM = "tools.benchmark"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 JIT_SETTINGS = {"true": True, "false": False, "1": True, "0": False, "on": True,
                 "off": False, "yes": True, "no": False}
 flags.DEFINE_string("config", None, "A trainer flagfile (configs/*.cfg) whose model "
@@ -127,7 +127,7 @@ def read_config(path):
     try:
         trainer(["tfvae.train", f"--flagfile={path}"])
     except flags.Error as error:
-        raise checks.InputError(f"--config {path}: {checks.flag_error(error)}") from None
+        raise checks.InputError(f"--config {path}: {cli.flag_error(error)}") from None
     try:
         values = train.options_from_flags(trainer)
     except train.ConfigError as error:
@@ -299,19 +299,19 @@ def run_setting(name, options, jit, precision, images, train_images, nll_images,
     return {"train": train, "nll": nll}
 
 
-@checks.interruptible(PROGRAM, "no results were written.")
+@cli.interruptible(PROGRAM, "no results were written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     import numpy as np
 
     from tfvae import rundir
 
     try:
-        checks.check_writable(FLAGS.output)
+        user_files.check_writable(FLAGS.output)
         options = read_config(FLAGS.config) if FLAGS.config else {}
         build(options, jit_compile=False)  # the config's model builds
     except (ValueError, OSError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     batch_size = FLAGS.batch_size or options.get("batch_size", 100)
     options["steps_per_execution"] = (FLAGS.steps_per_execution
                                       or options.get("steps_per_execution", 20))

@@ -38,11 +38,11 @@ import time
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
 
 PROGRAM = "tools.evaluate"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_string("dataset", None, "TFDS dataset; default: the run's config.json, "
                     "else binarized_mnist.")
 flags.DEFINE_string("split", "test", "Split (slices such as 'test[:1000]' work).")
@@ -90,7 +90,7 @@ def option(name, config, config_name=None, default=None):
 
 
 def _npy_inputs(image_shape, num_classes):
-    images = checks.load_npy(FLAGS.images_npy)
+    images = user_files.load_npy(FLAGS.images_npy)
     images = checks.as_images(images, image_shape, FLAGS.images_npy)
     description = FLAGS.images_npy
     if not num_classes:
@@ -98,7 +98,7 @@ def _npy_inputs(image_shape, num_classes):
     if not FLAGS.labels_npy:
         raise checks.InputError("the model is conditional: give the images' labels "
                                 "with --labels_npy=LABELS.npy.")
-    labels = checks.load_npy(FLAGS.labels_npy)
+    labels = user_files.load_npy(FLAGS.labels_npy)
     if labels.shape != (len(images),):
         raise checks.InputError(f"{FLAGS.labels_npy} has shape {labels.shape}; give one "
                                 f"label per image: shape ({len(images)},).")
@@ -154,7 +154,8 @@ def load_model(location, tf, evaluate):
     """(model for `evaluate.evaluate`, image shape, likelihood, number of classes of
     a class-conditional model or 0) of a located model."""
     if location["kind"] == "keras":
-        model = checks.load_keras_model(location["path"])
+        from tfvae import keras_files  # noqa: PLC0415 -- TensorFlow when needed
+        model = keras_files.load_keras_model(location["path"])
         if FLAGS.precision == "float32":  # a mixed-precision model's float32 copy
             from tfvae.export import float32_copy
             model = float32_copy(model)
@@ -212,16 +213,16 @@ def print_report(report, description):
     print(f"active units: {report['active_units']} of {len(report['activity'])}")
 
 
-@checks.interruptible(PROGRAM, "no report was written.")
+@cli.interruptible(PROGRAM, "no report was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, 1, "python -m tools.evaluate MODEL [flags]; MODEL "
+    cli.start_tool(PROGRAM, argv, 1, "python -m tools.evaluate MODEL [flags]; MODEL "
                       "is a .keras file, a run directory, a SavedModel directory or a preset.")
     import tensorflow as tf
 
     from tfvae import data, evaluate, rundir
 
     try:
-        checks.check_writable(FLAGS.output)
+        user_files.check_writable(FLAGS.output)
         location = rundir.locate_model(argv[1])
         model, image_shape, likelihood, num_classes = load_model(location, tf, evaluate)
         config = location["config"]
@@ -229,12 +230,12 @@ def main(argv):
         if likelihood == "bernoulli" and not FLAGS.allow_grey_levels:
             checks.check_binary(images["images"] if num_classes else images, description)
     except (ValueError, OSError, data.DataUnavailableError) as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     seed = option("seed", config, default=0)
     try:
         kept = kept_batches(location, description, seed)
     except ValueError as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     try:
         report = evaluate.evaluate(
             model, images, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,

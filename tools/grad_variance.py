@@ -39,11 +39,11 @@ import tensorflow as tf
 from absl import app, flags
 
 import tfvae
-from tfvae import checks, rundir
+from tfvae import checks, cli, rundir, user_files
 
 PROGRAM = "tools.grad_variance"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 ESTIMATORS = ("score_function", "reparameterization")
 
 
@@ -176,14 +176,14 @@ def load_batch(image_shape, num_classes=0):
         raise checks.InputError("--image_labels are the labels of --images, for a "
                                 "class-conditional --checkpoint: pass both.")
     if FLAGS.images:
-        images = checks.load_npy(FLAGS.images)
+        images = user_files.load_npy(FLAGS.images)
         batch = checks.as_images(images[:FLAGS.batch_size], image_shape, FLAGS.images)
         if not num_classes:
             return batch
         if not FLAGS.image_labels:
             raise checks.InputError("the model is class-conditional: give the labels of "
                                     "--images with --image_labels.")
-        labels = np.atleast_1d(checks.load_npy(FLAGS.image_labels))
+        labels = np.atleast_1d(user_files.load_npy(FLAGS.image_labels))
         if len(labels) not in (1, len(images)):
             raise checks.InputError(
                 f"--image_labels {FLAGS.image_labels} holds {len(labels)} labels for the "
@@ -211,7 +211,8 @@ def load_batch(image_shape, num_classes=0):
 def load_model():
     """(model, its description): --checkpoint, else a fresh MLP VAE."""
     if FLAGS.checkpoint:
-        model = checks.load_keras_model(rundir.keras_path(FLAGS.checkpoint))
+        from tfvae import keras_files  # noqa: PLC0415 -- TensorFlow when needed
+        model = keras_files.load_keras_model(rundir.keras_path(FLAGS.checkpoint))
         return model, FLAGS.checkpoint
     try:
         hidden = tuple(int(u) for u in FLAGS.hidden_units)
@@ -226,9 +227,9 @@ def load_model():
                    f"{FLAGS.latent_dim}")
 
 
-@checks.interruptible(PROGRAM, "nothing was written.")
+@cli.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     import keras  # pylint: disable=import-outside-toplevel
     from tfvae import data  # pylint: disable=import-outside-toplevel
 
@@ -247,7 +248,7 @@ def main(argv):
                 "this tool compares them on models of one stochastic layer.") from None
         images = load_batch(model.image_shape, model.num_classes)
     except (ValueError, OSError, data.DataUnavailableError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     count = len(images["images"] if isinstance(images, dict) else images)
     print(f"{source}; batch {count} images "
           f"({FLAGS.images or FLAGS.dataset or 'synthetic'}); {FLAGS.num_draws} draws "

@@ -39,14 +39,14 @@ import time
 import numpy as np
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
 from tfvae.images import class_rows, image_grid, write_png
 from tools.samplers import load_sampler
 
 PROGRAM = "tools.sample"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
-checks.count_flag("num_samples", 64, "Number of prior samples in the grid (at most "
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
+cli.count_flag("num_samples", 64, "Number of prior samples in the grid (at most "
                   f"{checks.MAX_SAMPLES}).", maximum=checks.MAX_SAMPLES)
 flags.DEFINE_string("output", "samples.png", "PNG grid of prior samples.")
 flags.DEFINE_integer("columns", None, "Grid columns; default: about square.",
@@ -104,8 +104,8 @@ def load_test_images(count, image_shape, labelled=False):
     """(float32 [count, H, W, C] in [0, 1], their labels or None) from --images (and
     --image_labels) or --dataset (`tfvae.checks`)."""
     if FLAGS.images:
-        images = checks.load_npy(FLAGS.images)
-        labels = (np.atleast_1d(checks.load_npy(FLAGS.image_labels))
+        images = user_files.load_npy(FLAGS.images)
+        labels = (np.atleast_1d(user_files.load_npy(FLAGS.image_labels))
                   if FLAGS.image_labels else None)
         if labels is not None and len(labels) not in (1, len(images)):
             raise checks.InputError(
@@ -154,22 +154,22 @@ def decode_labels(labels, num_codes):
                             "--codes; give one class id for all codes, or one per code.")
 
 
-@checks.interruptible(PROGRAM, "only the files printed above were written.")
+@cli.interruptible(PROGRAM, "only the files printed above were written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, 1,
+    cli.start_tool(PROGRAM, argv, 1,
                       "python -m tools.sample MODEL_DIR_OR_TFLITE_OR_PRESET [flags]")
     if (FLAGS.images or FLAGS.dataset) and argv[1].endswith(".tflite"):
-        checks.fail(PROGRAM, "a .tflite file holds only `sample` and `decode`; pass the "
+        cli.fail(PROGRAM, "a .tflite file holds only `sample` and `decode`; pass the "
                              "SavedModel folder to reconstruct --images or --dataset.")
     if FLAGS.image_labels and not FLAGS.images:
-        checks.fail(PROGRAM, "--image_labels are the labels of --images: pass both.")
+        cli.fail(PROGRAM, "--image_labels are the labels of --images: pass both.")
     try:
         sampler = load_sampler(argv[1])
         count, labels, columns = sample_labels(sampler)
         images, image_labels = (load_test_images(
             FLAGS.num_reconstructions, sampler.image_shape, bool(sampler.num_classes))
             if FLAGS.images or FLAGS.dataset else (None, None))
-        codes = (checks.as_codes(checks.load_npy(FLAGS.codes), sampler.latent_dim,
+        codes = (checks.as_codes(user_files.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
         code_labels = None if codes is None else decode_labels(labels, len(codes))
         samples = image_grid(sampler.sample(count, labels), columns, padding=0)
@@ -182,7 +182,7 @@ def main(argv):
             grid = reconstruction_grid(images, sampler.reconstruct(images, image_labels))
             print("reconstructions:", write_png(FLAGS.reconstructions, grid))
     except (ValueError, OSError, ImportError, RuntimeError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     if FLAGS.benchmark_runs > 0:
         for batch in sorted({1, FLAGS.num_samples}):
             seconds = sampling_latency(sampler, batch, FLAGS.benchmark_runs,

@@ -39,11 +39,11 @@ import os
 
 from absl import app, flags, logging
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
 
 PROGRAM = "tools.visualize"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_string("checkpoint", None, "A .keras file, a trainer output directory or "
                     "a preset name (tfvae.presets).")
 flags.DEFINE_list("curves", [], "Run directories or history.csv files whose learning "
@@ -98,9 +98,9 @@ def option(name, config, default=None):
 def load_images(config, count, image_shape):
     """(images [N, H, W, C] float32 in [0, 1], labels [N] or None), by `tfvae.checks`."""
     if FLAGS.images_npy:
-        images = checks.as_images(checks.load_npy(FLAGS.images_npy)[:count],
+        images = checks.as_images(user_files.load_npy(FLAGS.images_npy)[:count],
                                   image_shape, FLAGS.images_npy)
-        labels = checks.load_npy(FLAGS.labels_npy)[:count] if FLAGS.labels_npy else None
+        labels = user_files.load_npy(FLAGS.labels_npy)[:count] if FLAGS.labels_npy else None
         if labels is not None and labels.shape != (len(images),):
             raise checks.InputError(
                 f"{FLAGS.labels_npy} has shape {labels.shape}; expected one label per "
@@ -144,7 +144,8 @@ def manifold_dims(latent_dim):
 def load_inputs(location):
     """(model, images, labels, manifold dims, class names) of the checkpoint, all
     checked."""
-    model = checks.load_keras_model(location["path"])
+    from tfvae import keras_files  # noqa: PLC0415 -- TensorFlow when needed
+    model = keras_files.load_keras_model(location["path"])
     dims = manifold_dims(model.latent_dim)
     count = max(FLAGS.num_reconstructions, 2 * FLAGS.interpolation_pairs,
                 FLAGS.scatter_images)
@@ -204,15 +205,15 @@ def show(path):
     print(path, flush=True)
 
 
-@checks.interruptible(PROGRAM, "only the figures printed above were written.")
+@cli.interruptible(PROGRAM, "only the figures printed above were written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, (0, 1))
+    cli.start_tool(PROGRAM, argv, (0, 1))
     checkpoint = FLAGS.checkpoint or (argv[1] if len(argv) == 2 else None)
     if not checkpoint and not FLAGS.curves:
-        checks.fail(PROGRAM, "pass --checkpoint (a .keras file or run directory) "
+        cli.fail(PROGRAM, "pass --checkpoint (a .keras file or run directory) "
                              "and/or --curves (run directories).")
     if FLAGS.labels_npy and not FLAGS.images_npy:
-        checks.fail(PROGRAM, "--labels_npy labels the images of --images_npy; pass both.")
+        cli.fail(PROGRAM, "--labels_npy labels the images of --images_npy; pass both.")
     import tensorflow as tf
 
     from tfvae import data, plots, rundir
@@ -224,9 +225,9 @@ def main(argv):
             run_dir = os.path.dirname(location["path"])
             inputs = load_inputs(location)
         output_dir = FLAGS.output_dir or os.path.join(run_dir or ".", "figures")
-        checks.check_writable(os.path.join(output_dir, "samples.png"), "--output_dir")
+        user_files.check_writable(os.path.join(output_dir, "samples.png"), "--output_dir")
     except (ValueError, OSError, data.DataUnavailableError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
 
     def out(name):
         return os.path.join(output_dir, name)
@@ -241,7 +242,7 @@ def main(argv):
                 panel_by=FLAGS.curves_panel_by, y_floor=FLAGS.curves_ymin))
         except (ImportError, ValueError, OSError) as error:
             if FLAGS.curves:  # asked for: an error; the run's own: a warning
-                checks.fail(PROGRAM, f"no learning curves: {checks.first_line(error)}")
+                cli.fail(PROGRAM, f"no learning curves: {checks.first_line(error)}")
             logging.warning("No learning curves: %s", error)
     if inputs:
         tf.random.set_seed(option("seed", location["config"], 0))
@@ -249,7 +250,7 @@ def main(argv):
         try:
             draw_model_figures(model, images, labels, dims, out, class_names)
         except checks.InputError as error:
-            checks.fail(PROGRAM, error)
+            cli.fail(PROGRAM, error)
 
 
 if __name__ == "__main__":
