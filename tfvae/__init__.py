@@ -30,8 +30,8 @@ else:
 
 
 def __getattr__(name):
-    """`tfvae.train` on first use: it defines the trainer's absl flags, which the
-    tools' own flags (--batch_size, --seed) would clash with if every import did."""
+    """`tfvae.train` on first use: imported with the package, it would be loaded twice
+    by `python -m tfvae.train` (as tfvae.train, then as __main__)."""
     if name == "train":
         import importlib
 

@@ -30,17 +30,16 @@ above the table (CPU model, cores, TensorFlow, GPU).
 The model is the MLP baseline 784-500-500-50 (ReLU, Bernoulli, batch 100) unless
 --config names a trainer flagfile, whose model options, batch size and optimizer
 are used (its other flags are ignored); absl reads it with the trainer's own flag
-definitions, so a flag the trainer would refuse is refused here too.
+definitions (`tfvae.train.trainer_flags`), so a flag the trainer would refuse is
+refused here too.
 
 Bad input (a missing or unreadable --config, a bad flag in it, a count below 1, an
 --output that cannot be written) ends with one line `tools.benchmark: error: ...`
 and status 1 before any timing; Ctrl-C with one line and status 130.
 """
 
-import functools
 import json
 import statistics
-import sys
 import time
 
 from absl import app, flags
@@ -93,37 +92,12 @@ def rows(data, count):
         else data[:count]
 
 
-@functools.cache
-def trainer_flags():
-    """A FlagValues of its own holding tfvae.train's flags, to read --config with.
-
-    The trainer defines its flags on flags.FLAGS as it is imported, where ours already
-    define --batch_size, --epochs, --num_samples and --steps_per_execution: ours step
-    aside for the import, and the trainer's (those of tfvae modules) move out after.
-    """
-    ours = FLAGS.get_flags_for_module(sys.modules[__name__])
-    FLAGS.remove_flag_values([flag.name for flag in ours])
-    try:
-        from tfvae import train  # noqa: F401  (defines the trainer's flags)
-    finally:
-        trainer = flags.FlagValues()
-        for module, defined in FLAGS.flags_by_module_dict().items():
-            for flag in defined if module.startswith("tfvae.") else ():
-                trainer[flag.name] = flag
-        FLAGS.remove_flag_values(trainer)
-        for flag in ours:
-            FLAGS[flag.name] = flag
-    return trainer
-
-
 def read_config(path):
     """Model options, batch size and optimizer settings of the trainer flagfile `path`
     (the flags it sets); InputError with absl's words for what the trainer refuses."""
-    from tfvae import builders
+    from tfvae import builders, train
 
-    trainer = trainer_flags()
-    from tfvae import train  # imported by trainer_flags, with its flags set aside
-    trainer.unparse_flags()
+    trainer = train.trainer_flags()
     try:
         trainer(["tfvae.train", f"--flagfile={path}"])
     except flags.Error as error:

@@ -45,6 +45,24 @@ PROGRAM = "tools.grad_variance"
 FLAGS = flags.FLAGS
 parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 ESTIMATORS = ("score_function", "reparameterization")
+flags.DEFINE_string("checkpoint", None, "A trained .keras model, run directory or "
+                    "preset; default: a fresh MLP VAE.")
+flags.DEFINE_string("images", None, ".npy file of images [N, H, W, C] in [0, 1].")
+flags.DEFINE_string("image_labels", None, "Class-conditional --checkpoint: a .npy of "
+                    "the --images' labels (one per image, or one for all).")
+flags.DEFINE_string("dataset", None, "TFDS dataset to take the batch from (first batch "
+                    "of --split, statically binarized), e.g. binarized_mnist.")
+flags.DEFINE_string("split", "test", "TFDS split for --dataset.")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir for --dataset.")
+flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual_dir (offline source files).")
+flags.DEFINE_integer("batch_size", 64, "Images in the fixed batch.", lower_bound=1)
+flags.DEFINE_integer("num_draws", 200, "Gradient draws per estimator (a variance "
+                     "needs 2).", lower_bound=2)
+flags.DEFINE_integer("num_samples", 1, "Samples of z per image in each draw (L).",
+                     lower_bound=1)
+flags.DEFINE_integer("latent_dim", 16, "Latent size of the fresh model.", lower_bound=1)
+flags.DEFINE_list("hidden_units", ["256"], "Hidden layers of the fresh MLP model.")
+flags.DEFINE_integer("seed", 0, "Seeds the fresh model, the synthetic batch and the draws.")
 
 
 def synthetic_batch(batch_size, image_shape=(28, 28, 1), seed=0):
@@ -258,30 +276,5 @@ def main(argv):
     print(format_results(results))
 
 
-def define_flags():
-    """The command line's flags; defined only when run as a script (or by
-    tests/cli_driver.py), so that importing this module next to tfvae.train (as the
-    tests do) cannot define a flag twice."""
-    flags.DEFINE_string("checkpoint", None, "A trained .keras model, run directory or "
-                        "preset; default: a fresh MLP VAE.")
-    flags.DEFINE_string("images", None, ".npy file of images [N, H, W, C] in [0, 1].")
-    flags.DEFINE_string("image_labels", None, "Class-conditional --checkpoint: a .npy of "
-                        "the --images' labels (one per image, or one for all).")
-    flags.DEFINE_string("dataset", None, "TFDS dataset to take the batch from (first batch "
-                        "of --split, statically binarized), e.g. binarized_mnist.")
-    flags.DEFINE_string("split", "test", "TFDS split for --dataset.")
-    flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir for --dataset.")
-    flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual_dir (offline source files).")
-    flags.DEFINE_integer("batch_size", 64, "Images in the fixed batch.", lower_bound=1)
-    flags.DEFINE_integer("num_draws", 200, "Gradient draws per estimator (a variance "
-                         "needs 2).", lower_bound=2)
-    flags.DEFINE_integer("num_samples", 1, "Samples of z per image in each draw (L).",
-                         lower_bound=1)
-    flags.DEFINE_integer("latent_dim", 16, "Latent size of the fresh model.", lower_bound=1)
-    flags.DEFINE_list("hidden_units", ["256"], "Hidden layers of the fresh MLP model.")
-    flags.DEFINE_integer("seed", 0, "Seeds the fresh model, the synthetic batch and the draws.")
-
-
 if __name__ == "__main__":
-    define_flags()
     app.run(main, flags_parser=parse_flags)
