@@ -246,8 +246,10 @@ def locate_model(path, prefer="saved_model"):
     path = presets.resolve(path)
     found = _models_in(path)
     if not found:
-        raise FileNotFoundError(f"{path} is not a .keras file, a trainer output "
-                                f"directory ({FINAL}) or a SavedModel directory.")
+        what = (f"is not a .keras file, a trainer output directory ({FINAL}) or a "
+                "SavedModel directory")
+        raise FileNotFoundError(f"{path} {what}." if os.path.exists(path) else
+                                f"{path} does not exist: it {what}.")
     kind = prefer if prefer in found else next(iter(found))
     folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
     return {"kind": kind, "path": found[kind],

@@ -23,7 +23,8 @@ import json
 
 from absl import app, flags
 
-from tfvae import cli, rundir
+from tfvae import cli
+from tools import common
 
 PROGRAM = "tools.export"
 FLAGS = flags.FLAGS
@@ -47,13 +48,12 @@ flags.mark_flag_as_required("checkpoint")
 
 
 @cli.interruptible(PROGRAM, "no version folder was written (an export appears "
-                               "whole or not at all).")
+                            "whole or not at all).")
 def main(argv):
     cli.start_tool(PROGRAM, argv)
     try:
         extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
-        from tfvae import keras_files  # noqa: PLC0415 -- TensorFlow when needed
-        model = keras_files.load_keras_model(rundir.keras_path(FLAGS.checkpoint))
+        model = common.load_keras(FLAGS.checkpoint)[0]
     except (OSError, ValueError) as error:  # InputError too
         cli.fail(PROGRAM, error)
     from tfvae import export

@@ -24,14 +24,14 @@ import tempfile
 from absl import app, flags
 
 from tfvae import cli, user_files
+from tools import common
 
 PROGRAM = "tools.folder_benchmark"
 TARGET_RATIO = 0.70
 FLAGS = flags.FLAGS
 parse_flags = cli.flags_parser(PROGRAM)
-flags.DEFINE_string("dataset", "fashion_mnist", "Labelled TFDS dataset to copy.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
-flags.DEFINE_string("tfds_manual_dir", None, "Directory with the source files.")
+common.define_data_flags("Labelled TFDS dataset to copy.", "fashion_mnist", split=None)
+flags.adopt_module_key_flags(common)
 flags.DEFINE_integer("num_images", 5000, "PNG files to write and train on.",
                      lower_bound=100)
 flags.DEFINE_integer("epochs", 4, "Training epochs of each run (the first compiles).",

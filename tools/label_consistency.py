@@ -26,15 +26,16 @@ import zipfile
 from absl import app, flags
 
 from tfvae import checks, cli, user_files
+from tools import common
 
 PROGRAM = "tools.label_consistency"
 FLAGS = flags.FLAGS
 parse_flags = cli.flags_parser(PROGRAM)
-flags.DEFINE_string("dataset", "fashion_mnist", "Labelled dataset of the classifier.")
+common.define_data_flags("Labelled dataset of the classifier.", "fashion_mnist",
+                         split=None)
+flags.adopt_module_key_flags(common)
 flags.DEFINE_string("train_split", "train", "Split the classifier learns from.")
 flags.DEFINE_string("test_split", "test", "Split it is scored on.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
-flags.DEFINE_string("tfds_manual_dir", None, "Directory with the source files.")
 flags.DEFINE_string("classifier", None, "A .keras classifier: loaded when it exists, "
                     "else trained and saved there.")
 flags.DEFINE_integer("epochs", 3, "Training epochs of a new classifier.", lower_bound=1)
@@ -90,15 +91,14 @@ def classifier_and_accuracy(info, load):
 
 def conditional_sampler(path):
     """sample(n, labels) -> images of a conditional model, and its number of classes."""
-    from tfvae import presets, rundir
+    from tfvae import presets
 
     path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
         return sampler.sample, sampler.num_classes, sampler.image_shape
-    from tfvae import keras_files  # noqa: PLC0415 -- TensorFlow when needed
-    model = keras_files.load_keras_model(rundir.keras_path(path))
+    model = common.load_keras(path)[0]
 
     def sample(count, labels):
         return model.sample(count, labels=labels).numpy()

@@ -47,7 +47,7 @@ import numpy as np
 from absl import app, flags
 
 from tfvae import checks, cli, user_files
-from tools import tf_serving
+from tools import common, tf_serving
 
 PROGRAM = "tools.load_test"
 FLAGS = flags.FLAGS
@@ -131,7 +131,7 @@ class Model:
         import tensorflow as tf  # noqa: PLC0415 -- after the flags are checked
 
         self.tf = tf
-        self.signatures = tf.saved_model.load(version_dir).signatures
+        self.signatures = common.load_saved_model(version_dir).signatures
         self.image_shape = tuple(self.signatures["sample"].structured_outputs[
             "images"].shape[1:])
         self.latent_dim = self.signatures["decode"].structured_input_signature[1][

@@ -32,6 +32,7 @@ import time
 from absl import app, flags
 
 from tfvae import checks, cli, user_files
+from tools import common
 # The data and sampling flags are tools.evaluate's own (--split, --num_samples,
 # --batch_size, --output, --dataset, --binarization, --seed, --num_images, ...), and so
 # is the loading of the images: both tools read the same test images the same way.
@@ -74,13 +75,9 @@ def label_marginal(model, images, labels):
 
 
 def load_models(conditional_path, unconditional_path):
-    from tfvae import rundir
-    models = []
-    for path in (conditional_path, unconditional_path):
-        location = rundir.locate_keras(path)
-        from tfvae import keras_files  # noqa: PLC0415 -- TensorFlow when needed
-        models.append((keras_files.load_keras_model(location["path"]), location["config"]))
-    (conditional, config), (unconditional, _) = models
+    (conditional, location), (unconditional, _) = (
+        common.load_keras(path) for path in (conditional_path, unconditional_path))
+    config = location["config"]
     if not conditional.num_classes or unconditional.context_width:
         raise checks.InputError("give a class-conditional model, then an unconditional "
                                 "one.")
@@ -93,7 +90,7 @@ def load_models(conditional_path, unconditional_path):
 @cli.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
     cli.start_tool(PROGRAM, argv, 2,
-                      "python -m tools.nll_gap CONDITIONAL UNCONDITIONAL")
+                   "python -m tools.nll_gap CONDITIONAL UNCONDITIONAL")
     from tfvae import data, rundir
 
     try:

@@ -60,8 +60,10 @@ def upgrade(source, target):
     if writer is None:
         raise checks.InputError(f"{source} is not an intact .keras file of a tfvae model.")
     user_files.check_writable(target, "NEW")
+    # TensorFlow only once the input is good.
+    from tfvae import export, keras_files  # noqa: PLC0415
+
     try:
-        from tfvae import keras_files  # noqa: PLC0415 -- TensorFlow when needed
         keras_files.load_keras_model(source)
     except checks.InputError:
         pass
@@ -71,10 +73,7 @@ def upgrade(source, target):
     with tempfile.TemporaryDirectory() as scratch:
         moved = os.path.join(scratch, "moved.keras")
         upgraded_archive(source, moved)
-        from tfvae import keras_files  # noqa: PLC0415 -- TensorFlow when needed
         model = keras_files.load_keras_model(moved)
-    from tfvae import export  # noqa: PLC0415 -- TensorFlow only once the input is good
-
     export.save_keras(model, target)
     return model
 
