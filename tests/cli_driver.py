@@ -42,7 +42,6 @@ def run_case(tool, args):
 def main():
     tool_name, cases, results = sys.argv[1:]
     tool = importlib.import_module(tool_name)
-    getattr(tool, "define_flags", lambda: None)()  # tools.grad_variance's, as its __main__
     with open(cases) as f:
         outcomes = [run_case(tool, args) for args in json.load(f)]
     with open(results, "w") as f:

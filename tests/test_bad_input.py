@@ -5,7 +5,7 @@ SavedModel and the TFLite file; each case asserts the exit code (or the exceptio
 no traceback, and the words of the message. One tiny exported model (8 x 8 images,
 3 latents) serves all cases. Each tool's cases run in one process (`cli_driver.py`)
 so that TensorFlow is imported once per tool. Ctrl-C: one wrapper
-(`checks.interruptible`) on every tool's main, tested once through a real SIGINT.
+(`cli.interruptible`) on every tool's main, tested once through a real SIGINT.
 """
 
 import collections
@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 
 import tfvae
-from tfvae import builders, checks, export, train
+from tfvae import builders, checks, cli, export, train
 from pattern_data import binary_images
 
 IMAGE_SHAPE = (8, 8, 1)
@@ -35,6 +35,9 @@ TINY_RUN = ["--dataset=mnist", "--binarization=dynamic", "--validation_split=tes
             "--encoder_hidden_units=16", "--decoder_hidden_units=16", "--latent_dim=2",
             "--batch_size=16", "--nojit_compile", "--nolog_images", "--verbose=0"]
 NO_FILES = collections.defaultdict(str)  # to list a table's case names
+# The modules of tools/ that the tools share, not command lines of their own.
+NOT_TOOLS = ("__init__.py", "common.py", "kserve_server.py", "samplers.py",
+             "tf_serving.py")
 
 
 @pytest.fixture(scope="module")
@@ -548,7 +551,7 @@ def default_sigint():
 
 
 def test_interruptible_ends_in_one_line_with_status_130(capsys, default_sigint):
-    @checks.interruptible("tools.x", "nothing was written.")
+    @cli.interruptible("tools.x", "nothing was written.")
     def main(argv):
         if argv == ["stop"]:
             raise KeyboardInterrupt
@@ -573,16 +576,16 @@ def test_interruptible_ends_in_one_line_with_status_130(capsys, default_sigint):
 
 
 def test_every_tool_main_is_interruptible():
-    """One wrapper for all: each tool's main is decorated with checks.interruptible."""
+    """One wrapper for all: each tool's main is decorated with cli.interruptible."""
     tools = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
-                   if name.endswith(".py") and name not in ("__init__.py", "samplers.py"))
-    assert len(tools) == 11
+                   if name.endswith(".py") and name not in NOT_TOOLS)
+    assert len(tools) == 13  # the 11, tools.serve and tools.load_test
     for name in tools:
         with open(os.path.join(REPO, "tools", name)) as f:
             tree = ast.parse(f.read())
         main, = [node for node in tree.body
                  if isinstance(node, ast.FunctionDef) and node.name == "main"]
-        assert any(ast.unparse(d).startswith("checks.interruptible(PROGRAM")
+        assert any(ast.unparse(d).startswith("cli.interruptible(PROGRAM")
                    for d in main.decorator_list), name
 
 
@@ -1026,7 +1029,7 @@ def test_tflite_and_saved_model_samplers_know_their_image_shape(files):
 
 
 TOOLS = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "tools"))
-               if name.endswith(".py") and name not in ("__init__.py", "samplers.py"))
+               if name.endswith(".py") and name not in NOT_TOOLS)
 
 
 @pytest.mark.parametrize("program", [*(f"tools.{t}" for t in TOOLS), "tfvae.train"])

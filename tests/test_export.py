@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfvae
-from tfvae import checks, export
+from tfvae import export, user_files
 from pattern_data import binary_images
 from tiny_models import inverse_softplus, tiny_vae
 
@@ -226,7 +226,7 @@ def test_the_version_folder_is_a_preset(bernoulli_model, bernoulli_export):
     for ours, theirs in zip(bernoulli_model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(ours, theirs)
     assert getattr(again, "optimizer", None) is None  # not compiled: no state
-    assert checks.keras_writer(bernoulli_export["keras"]) == f"tfvae {tfvae.__version__}"
+    assert user_files.keras_writer(bernoulli_export["keras"]) == f"tfvae {tfvae.__version__}"
 
 
 def test_metadata_of_an_older_export_carries_its_figures_only(bernoulli_model, tmp_path):

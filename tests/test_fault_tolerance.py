@@ -123,10 +123,9 @@ def _metrics(output_dir):
 
 def _train_in_process(output_dir):
     """The command line's run, in this process, recording weights like the script."""
-    train.FLAGS.unparse_flags()
-    train.FLAGS(["tfvae.train", *FLAGS])
-    options = {**train.options_from_flags(), "output_dir": str(output_dir)}
-    train.FLAGS.unparse_flags()
+    trainer = train.trainer_flags()
+    trainer(["tfvae.train", *FLAGS])
+    options = {**train.options_from_flags(trainer), "output_dir": str(output_dir)}
     with generated_data(NUM_EXAMPLES):
         return train.train_and_evaluate(
             callbacks=[RecordWeights(output_dir, options["backup_save_freq"])], **options)

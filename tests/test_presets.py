@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tfvae
-from tfvae import checks, export, presets, rundir
+from tfvae import checks, export, presets, rundir, user_files
 from tools.samplers import load_sampler
 from tiny_models import tiny_vae
 
@@ -105,7 +105,7 @@ def test_a_missing_path_is_named(tree):
 
 
 def test_a_file_of_another_version_names_both_versions():
-    assert checks.keras_writer(OLD_FILE) == (
+    assert user_files.keras_writer(OLD_FILE) == (
         "tfvae before 0.2.0 (no version recorded; saved 2026-12-05@20:15:47)")
     with pytest.raises(checks.InputError, match=(
             rf"cannot be read as a tfvae \.keras model by tfvae {tfvae.__version__}: it "

@@ -281,8 +281,10 @@ def test_a_backup_of_another_model_is_refused(tmp_path):
     output_dir = tmp_path / "run"
     (output_dir / "backup").mkdir(parents=True)
     (output_dir / "backup" / "latest.weights.h5").write_bytes(b"")
+    trainer = train.trainer_flags()  # the run below, but for its latent size
+    trainer(_argv(**TINY))
     (output_dir / "config.json").write_text(json.dumps(
-        {**train.options_from_flags(), "dataset": "mnist", "latent_dim": 7}))
+        {**train.options_from_flags(trainer), "dataset": "mnist", "latent_dim": 7}))
     message = _fails(*_argv(**TINY)[1:], f"--output_dir={output_dir}")
     assert "holds a backup of a different run (latent_dim: 7 -> 2" in message
     assert "pass --overwrite to replace it" in message
@@ -375,11 +377,9 @@ def test_images_the_model_cannot_take_fail_in_one_line(tmp_path):
 
 def _config_options(name):
     """train_and_evaluate's options from configs/<name>."""
-    train.FLAGS.unparse_flags()
-    train.FLAGS(["tfvae.train", f"--flagfile={ROOT}/configs/{name}"])
-    options = train.options_from_flags()
-    train.FLAGS.unparse_flags()
-    return options
+    trainer = train.trainer_flags()
+    trainer(["tfvae.train", f"--flagfile={ROOT}/configs/{name}"])
+    return train.options_from_flags(trainer)
 
 
 def test_baseline_config_parses_to_the_documented_model():
@@ -404,9 +404,9 @@ def test_every_config_parses_to_a_model_that_computes_its_loss(config):
 
 
 def test_every_option_is_a_flag_with_the_same_default():
-    train.FLAGS.unparse_flags()
-    train.FLAGS(["tfvae.train"])
-    options = train.options_from_flags()
+    trainer = train.trainer_flags()
+    trainer(["tfvae.train"])
+    options = train.options_from_flags(trainer)
     defaults = {k: v for k, v in train.DEFAULTS.items()}
     assert options.keys() == defaults.keys()
     for name, value in defaults.items():
@@ -428,7 +428,9 @@ def test_the_module_entry_point_reports_a_bad_flag_in_one_line():
 
 def test_main_returns_nothing_so_that_app_run_exits_with_0(monkeypatch):
     monkeypatch.setattr(train, "train_and_evaluate", lambda **options: {"test": {}})
-    train.FLAGS.unparse_flags()
+    # main reads train.FLAGS: absl's FLAGS on the command line, here the trainer's
+    # flags alone (absl's may hold a tool's flags of the same names).
+    monkeypatch.setattr(train, "FLAGS", train.trainer_flags())
     train.FLAGS(["tfvae.train"])
     assert train.main(["tfvae.train"]) is None
     assert train.run(["tfvae.train"]) == {"test": {}}

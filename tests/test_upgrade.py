@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tfvae
-from tfvae import checks
+from tfvae import checks, keras_files, user_files
 from tools import upgrade
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tfvae_0.1.0")
@@ -20,10 +20,10 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tfvae_0
 def test_a_0_1_0_file_moves_with_its_weights(family, tmp_path):
     old = os.path.join(DATA, f"{family}.keras")
     with pytest.raises(checks.InputError, match="written by tfvae before 0.2.0"):
-        checks.load_keras_model(old)
+        keras_files.load_keras_model(old)
     new = str(tmp_path / "new.keras")
     upgrade.upgrade(old, new)
-    assert checks.keras_writer(new) == f"tfvae {tfvae.__version__}"
+    assert user_files.keras_writer(new) == f"tfvae {tfvae.__version__}"
     model = tfvae.VAE.from_preset(new)
     expected = np.load(os.path.join(DATA, f"{family}.npz"))
     q, p = model.encoder(expected["x"]), model.decoder(expected["z"])

@@ -188,11 +188,9 @@ def test_the_wake_sleep_config_differs_from_aevb_in_the_objective_only():
     from tfvae import train
 
     def options(name):
-        train.FLAGS.unparse_flags()
-        train.FLAGS(["tfvae.train", f"--flagfile={CONFIGS}/{name}"])
-        parsed = train.options_from_flags()
-        train.FLAGS.unparse_flags()
-        return parsed
+        trainer = train.trainer_flags()
+        trainer(["tfvae.train", f"--flagfile={CONFIGS}/{name}"])
+        return train.options_from_flags(trainer)
 
     aevb, wake_sleep = options("aevb_mnist.cfg"), options("aevb_mnist_wake_sleep.cfg")
     differ = {k for k in aevb if aevb[k] != wake_sleep[k]}

@@ -5,7 +5,8 @@ Encoders and decoders are Keras layers that return `tfp.distributions` objects; 
 divergence, and trains with the stock `model.fit`. `VAE.from_preset(name)` loads a
 trained model (`tfvae.presets`).
 
-Without TensorFlow only `tfvae.checks` imports (for the LiteRT path of tools.sample).
+Without TensorFlow only `tfvae.checks`, `tfvae.cli`, `tfvae.user_files` and
+`tfvae.presets` import (for the LiteRT path of tools.sample).
 """
 
 from tfvae.version import __version__  # noqa: F401
@@ -29,8 +30,8 @@ else:
 
 
 def __getattr__(name):
-    """`tfvae.train` on first use: it defines the trainer's absl flags, which the
-    tools' own flags (--batch_size, --seed) would clash with if every import did."""
+    """`tfvae.train` on first use: imported with the package, it would be loaded twice
+    by `python -m tfvae.train` (as tfvae.train, then as __main__)."""
     if name == "train":
         import importlib
 

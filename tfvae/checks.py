@@ -25,27 +25,13 @@ Counts: `num_samples` of the `sample` signature (and of `tools.sample`, SavedMod
 .tflite) is 1 to MAX_SAMPLES; the k of `log_prob` is any positive integer (it is
 decoded in bounded chunks).
 
-Command lines: bad input ends with the one line 'program: error: ...' and status 1
-(`fail`), Ctrl-C with 'program: interrupted; <what was kept>' and status 130
-(`interruptible`).
-
-This module needs only numpy and absl (no TensorFlow; `load_keras_model` imports Keras
-when called), so that the LiteRT path of `tools.sample` runs where TensorFlow is not
-installed.
+Reading the user's files is `tfvae.user_files` (and `tfvae.keras_files` for models); the
+command lines' one-line errors are `tfvae.cli`. This module needs only numpy and
+imports nothing of the package, so that every module can use it and the LiteRT path of
+`tools.sample` runs where TensorFlow is not installed.
 """
 
-import functools
-import json
-import os
-import pickle
-import signal
-import sys
-import zipfile
-
 import numpy as np
-from absl import flags, logging
-
-from tfvae.version import __version__
 
 # Most images one `sample` call draws. Memory grows linearly: 10**6 MNIST samples took
 # 7.9 GB in the SavedModel; 10**4 take about 80 MB (a 100 x 100 grid of 28 x 28 images),
@@ -65,7 +51,7 @@ class InputError(ValueError):
     """Bad input from a user; the message is one line that says what to do."""
 
 
-# -- messages shared with the SavedModel's run-time checks -----------------------------
+# -- messages (the first two shared with the SavedModel's run-time checks) -------------
 
 def shape_message(name, shape):
     """'images must have shape [batch, 28, 28, 1]'."""
@@ -76,6 +62,11 @@ def count_message(name="num_samples", maximum=None):
     """'num_samples must be a positive integer (at most 10000)'."""
     bound = f" (at most {maximum})" if maximum else ""
     return f"{name} must be a positive integer{bound}"
+
+
+def first_line(error):
+    """The first line of an exception's message (its type's name if it has none)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 # -- choices and counts -------------------------------------------------------------------
@@ -98,21 +89,6 @@ def check_count(value, name="num_samples", maximum=None):
     if count is None or count != value or count < 1 or (maximum and count > maximum):
         raise InputError(f"{count_message(name, maximum)}, got {value!r}.")
     return count
-
-
-def count_flag(name, default, help_text, maximum=None):
-    """An absl integer flag checked by `check_count` at parse time."""
-    flags.DEFINE_integer(name, default, help_text)
-    flags.register_validator(name, lambda v: _is_count(v, maximum),
-                             message=f"{count_message('--' + name, maximum)}.")
-
-
-def _is_count(value, maximum):
-    try:
-        check_count(value, maximum=maximum)
-    except InputError:
-        return False
-    return True
 
 
 # -- images -----------------------------------------------------------------------------
@@ -221,161 +197,3 @@ def as_codes(array, latent_dim, what="the codes"):
     check_finite(array, what, FINITE_CODES, "code")
     return array
 
-
-# -- files ------------------------------------------------------------------------------
-
-def first_line(error):
-    """The first line of an exception's message (its type's name if it has none)."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def load_npy(path):
-    """The array in the .npy file `path`; InputError if it is missing or unreadable."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist.") from None
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
-        raise InputError(f"{path} cannot be read as a .npy array "
-                         f"(cut short or another format: {first_line(error)}).") from None
-
-
-def load_keras_model(path):
-    """The tfvae VAE in the .keras file `path`; InputError if it holds none."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path} does not exist.")
-    import keras
-
-    import tfvae  # noqa: F401  (registers the tfvae classes)
-
-    try:
-        model = keras.saving.load_model(path)
-    except (zipfile.BadZipFile, ValueError, TypeError, KeyError) as error:
-        writer = keras_writer(path)
-        if writer:  # an intact tfvae file: another version's layout
-            raise InputError(
-                f"{path} cannot be read as a tfvae .keras model by tfvae {__version__}: "
-                f"it was written by {writer} ({first_line(error)}); see CHANGELOG.md, "
-                "0.2.0, to move it (tools.upgrade for a 0.1.0 file).") from None
-        raise InputError(f"{path} cannot be read as a tfvae .keras model (cut short "
-                         f"or another model: {first_line(error)}).") from None
-    if not hasattr(model, "image_shape"):
-        raise InputError(f"{path} holds a {type(model).__name__}, not a tfvae VAE.")
-    return model
-
-
-def keras_writer(path):
-    """Which tfvae wrote the .keras file `path`, in words: "tfvae 0.2.0" from the
-    version its VAE config records (since 0.2.0), else "tfvae before 0.2.0 (no
-    version recorded; saved <date>)". None when `path` is not an intact .keras
-    archive of a tfvae model."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-            saved = json.loads(archive.read("metadata.json")).get("date_saved", "?")
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
-        return None
-    if not (isinstance(config, dict) and str(config.get("module")).startswith("tfvae")):
-        return None
-    version = (config.get("config") or {}).get("tfvae_version")
-    if version:
-        return f"tfvae {version}"
-    return f"tfvae before 0.2.0 (no version recorded; saved {saved})"
-
-
-def check_writable(path, flag="--output"):
-    """InputError now, not after a long computation, when `path` cannot be written."""
-    if not path:
-        return
-    folder = os.path.dirname(path) or "."
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"{flag} {path} cannot be written "
-                         f"({first_line(error)}).") from None
-    if not os.access(folder, os.W_OK) or os.path.isdir(path):
-        raise InputError(f"{flag} {path} cannot be written.")
-
-
-# -- command lines ----------------------------------------------------------------------
-
-def start_tool(program, argv, arguments=0, usage=None):
-    """The opening every tool's `main` shares. `argv` (the program, then its positional
-    arguments) must hold `arguments` of them, a count or a (fewest, most) pair, else one
-    line (`usage` when given, the unexpected arguments otherwise) and status 1. absl
-    logs at WARNING unless --verbosity was given: a tool prints its results, not
-    TensorFlow's INFO lines."""
-    fewest, most = (arguments, arguments) if isinstance(arguments, int) else arguments
-    if not fewest <= len(argv) - 1 <= most:
-        fail(program, f"usage: {usage}" if usage
-             else f"unexpected arguments: {' '.join(argv[1 + most:])}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-
-
-def fail(program, message):
-    """Exits with status 1 and the line 'program: error: message'."""
-    sys.exit(f"{program}: error: {message}")
-
-
-def flag_error(error):
-    """absl's message for a bad flag or flagfile, in one line."""
-    return str(error).splitlines()[0].removeprefix("ERROR:: ")
-
-
-# absl's help flags (`app.define_help_flags`), which exit with status 1 after the help.
-HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?", "h")
-
-
-def flags_parser(program):
-    """An absl `flags_parser` for `app.run` that reports a bad flag in one line and
-    exits with status 0 after the help that was asked for."""
-
-    def parse(argv):
-        try:
-            return flags.FLAGS(argv)
-        except flags.Error as error:
-            fail(program, flag_error(error))
-        except SystemExit as done:
-            asked = any(arg.split("=")[0].lstrip("-") in HELP_FLAGS for arg in argv[1:])
-            sys.exit(0 if asked and done.code == 1 else done.code)
-
-    return parse
-
-
-def interruptible(program, kept):
-    """Decorates a tool's `main`: Ctrl-C (SIGINT) ends it with status 130 (128 +
-    SIGINT, as shells report it) and the line 'program: interrupted; <kept>', where
-    `kept` says what was written, not a traceback.
-
-    Whatever a SIGINT ends in counts: TensorFlow can turn the KeyboardInterrupt raised
-    inside its Python code into another error (seen: a ValueError from a tf.function
-    call whose argument list the interrupt cut short).
-    """
-
-    def decorate(main):
-        @functools.wraps(main)
-        def run(argv):
-            interrupted = []
-
-            def on_sigint(signum, frame):
-                interrupted.append(signum)
-                raise KeyboardInterrupt
-
-            ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-            if ours:  # not where SIGINT is ignored (nohup, `&`) or handled already
-                signal.signal(signal.SIGINT, on_sigint)
-            try:
-                return main(argv)
-            except BaseException as error:
-                if not (interrupted or isinstance(error, KeyboardInterrupt)):
-                    raise
-                print(f"{program}: interrupted; {kept}", file=sys.stderr, flush=True)
-                sys.exit(130)
-            finally:
-                if ours:
-                    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-        return run
-
-    return decorate

@@ -128,7 +128,9 @@ def _with_keras(name, model_dir):
 def load(name_or_path, saved_models=None):
     """The trained `tfvae.VAE` of a preset name, version folder, model folder, run
     directory or `.keras` file (`VAE.from_preset`); InputError in one line."""
-    from tfvae import rundir  # noqa: PLC0415 -- rundir resolves names through here
+    # Both sit above this module: rundir resolves names through here, and keras_files
+    # imports the model modules (which import this one for `VAE.from_preset`).
+    from tfvae import keras_files, rundir  # noqa: PLC0415
 
-    return checks.load_keras_model(rundir.keras_path(resolve(name_or_path,
-                                                            saved_models)))
+    return keras_files.load_keras_model(rundir.keras_path(resolve(name_or_path,
+                                                                 saved_models)))

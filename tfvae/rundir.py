@@ -246,8 +246,10 @@ def locate_model(path, prefer="saved_model"):
     path = presets.resolve(path)
     found = _models_in(path)
     if not found:
-        raise FileNotFoundError(f"{path} is not a .keras file, a trainer output "
-                                f"directory ({FINAL}) or a SavedModel directory.")
+        what = (f"is not a .keras file, a trainer output directory ({FINAL}) or a "
+                "SavedModel directory")
+        raise FileNotFoundError(f"{path} {what}." if os.path.exists(path) else
+                                f"{path} does not exist: it {what}.")
     kind = prefer if prefer in found else next(iter(found))
     folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
     return {"kind": kind, "path": found[kind],
@@ -271,7 +273,7 @@ def locate_keras(path):
 
 def keras_path(path):
     """The `.keras` file of a model given as in `locate_model`; a path that is no
-    folder is returned as it is (`checks.load_keras_model` names a missing file)."""
+    folder is returned as it is (`keras_files.load_keras_model` names a missing file)."""
     from tfvae import presets  # noqa: PLC0415
 
     path = presets.resolve(path)

@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tfvae import builders, callbacks as vae_callbacks, checks, data, distributions, heads
-from tfvae import evaluate, export as export_lib, losses, objectives
+from tfvae import builders, callbacks as vae_callbacks, checks, cli, data, distributions
+from tfvae import evaluate, export as export_lib, heads, losses, objectives
 from tfvae import projector
 from tfvae import rundir, warmstart
 
@@ -603,156 +603,192 @@ CHOICES = {
 }
 
 
-def _define(name, help_text, **bounds):
+# Every flag's help; its kind and default come from DEFAULTS, its choices from CHOICES.
+HELP = {
+    "output_dir": "Checkpoints, backups, TensorBoard logs, history and metrics.",
+    "overwrite": "Replace the run of another configuration (model or dataset) "
+        "that --output_dir holds; without it such a directory is refused.",
+    # data
+    "dataset": f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset; "
+        "or folder:DIR (PNG/JPEG) or npy:FILE.npy (see tfvae.data).",
+    "train_split": "TFDS split for training.",
+    "validation_split": "Split for validation and best checkpoints ('' for none; "
+        "mnist has no 'validation': use e.g. 'train[50000:]' with "
+        "--train_split='train[:50000]').",
+    "test_split": "Split for the final test.",
+    "tfds_data_dir": "Where TFDS keeps prepared datasets (TFDS default if unset).",
+    "tfds_manual_dir": "Directory with the dataset's source files, for offline "
+        "preparation (binarized_mnist: binarized_mnist_{train,valid,test}.amat).",
+    "binarization": "static: one fixed Bernoulli draw per image; dynamic: a new "
+        "draw every epoch; none: grey levels in [0, 1]. binarized_mnist is already "
+        "binary.",
+    "batch_size": "Global batch size (summed over replicas and workers).",
+    "conditional": "Train a conditional VAE on the dataset's labels: q(z|x,y), "
+        "p(x|z,y) (and p(z|y) with --prior=conditional); sample by class.",
+    # model
+    "encoder": "Encoder network.",
+    "decoder": "Decoder network.",
+    "encoder_hidden_units": "Dense layer sizes of the encoder.",
+    "decoder_hidden_units": "Dense layer sizes of the decoder.",
+    "encoder_filters": "Channels of the conv encoder's stride-2 convolutions.",
+    "decoder_filters": "Channels of the conv decoder's transposed convolutions.",
+    "activation": "Hidden activation.",
+    "dropout": "Dropout after each hidden layer (MLP networks only).",
+    "latent_dim": "Size of z (of the top layer z_L in a hierarchy).",
+    "top_down_latent_dims": "Sizes of the stochastic layers below the top, top "
+        "first ('' for one layer; '40' for a two-level hierarchy).",
+    "top_down_hidden_units": "Dense layer sizes of each top-down block (state and "
+        "posterior merge).",
+    "latent_groups": "Spatial latents (--encoder=--decoder=resnet): the groups, "
+        "top first, as resolution x residual cells, e.g. '7x2,14x2' (tfvae/blocks.py).",
+    "latent_channels": "Channels of each spatial latent group.",
+    "cell_channels": "Channels of the residual cells (resnet).",
+    "cell_bottleneck": "Channels inside each residual cell (0: half of "
+        "--cell_channels).",
+    "output_cells": "Residual cells at full resolution in the resnet decoder.",
+    "autoregressive_layers": "Masked convolutions of a PixelCNN head over the resnet "
+        "decoder's Bernoulli logits: each pixel then also depends on the pixels before "
+        "it (tfvae/pixelcnn.py); 0: the factorized likelihood. Starts as the factorized "
+        "model, so --init_from may name one without the head.",
+    "autoregressive_channels": "Channels of the PixelCNN head's masked "
+        "convolutions.",
+    "posterior": "Posterior head of every layer: diagonal Gaussian or IAF.",
+    "flow_steps": "Autoregressive (MADE) steps of an IAF posterior.",
+    "flow_hidden_units": "Hidden units of each IAF step.",
+    "likelihood": "Pixel likelihood p(x|z): bernoulli (binary pixels), gaussian "
+        "(a density of real values) or discretized_logistic (the 256 levels of 8-bit "
+        "images, reported also in bits/dim; tfvae/discretized.py).",
+    "likelihood_components": "Mixture components of the discretized logistic "
+        "likelihood (per pixel; 10 as PixelCNN++ and VDVAE).",
+    "prior": "Prior p(z).",
+    "prior_components": "Mixture components (default 10) or VampPrior "
+        "pseudo-inputs (default 500); 0 for the default.",
+    "num_samples": "Samples of z per image (L for the ELBO, k for IWAE).",
+    "kl": "Rate estimator: closed form where TFP has one (auto), or sampled.",
+    "objective": "Objective.",
+    "gradient_estimator": "Encoder gradient estimator.",
+    "beta": "Weight of the rate (beta-VAE).",
+    "kl_warmup_steps": "Optimizer steps of the linear warm-up of the rate weight to "
+        "beta (at most half of the run's steps).",
+    "free_bits": "Minimum rate per latent dimension in nats (0: off).",
+    "info_alpha": "InfoVAE alpha.",
+    "info_lambda": "InfoVAE lambda.",
+    "mmd_kernel": "InfoVAE MMD kernel.",
+    # optimization
+    "epochs": "Training epochs.",
+    "steps_per_epoch": "Cap on steps per epoch (0: one pass over the training "
+        "split).",
+    "optimizer": "Optimizer.",
+    "learning_rate": "Initial learning rate.",
+    "lr_schedule": "constant; cosine: decay to 0 over all epochs; exponential: "
+        "times lr_decay_rate every lr_decay_epochs (smoothly, per step).",
+    "lr_decay_rate": "Factor of the exponential schedule.",
+    "lr_decay_epochs": "Period in epochs of the exponential schedule.",
+    "clipnorm": "Clip each gradient tensor to this norm (0: off).",
+    "global_clipnorm": "Clip the norm of all gradients together to this (0: off).",
+    "skip_threshold": "Skip a whole update whose gradient norm exceeds this, or is "
+        "not finite (0: off); metrics.json counts the skipped updates.",
+    "use_ema": "Keep an exponential moving average of the weights; validation, "
+        "checkpoints and the final model use it.",
+    "ema_momentum": "EMA momentum.",
+    "early_stopping_patience": "Stop after this many epochs without a better "
+        "validation bound (ELBO, or the IWAE bound with --objective=iwae) (0: off).",
+    "init_from": "Start a new run from the weights of a saved model: a .keras file "
+        "or a run directory (its best.keras, else model.keras). Weights are matched by "
+        "path and shape, so the architecture may differ by added or changed layers "
+        "(which keep their initialisation) and the objective may differ (fine-tune an "
+        "ELBO model on the IWAE bound); see tfvae/warmstart.py. No optimizer state is "
+        "copied. Ignored when the run resumes from its backup.",
+    # runtime
+    "seed": "Seeds weights, shuffling and binarization.",
+    "deterministic": "Deterministic ops (tf.config.experimental."
+        "enable_op_determinism, for the whole process; Keras then turns XLA off): two "
+        "runs with one seed give identical weights on a CPU.",
+    "strategy": "tf.distribute strategy; multi_worker reads TF_CONFIG; tpu is "
+        "untested.",
+    "tpu": "TPU address for --strategy=tpu ('' or 'local' on a TPU VM).",
+    "jit_compile": "Compile steps with XLA.",
+    "steps_per_execution": "Training steps per compiled call: fewer Python round "
+        "trips (about 2x images/s at 20 on a 2-core CPU); callbacks, NaN checks and step "
+        "backups then see every N-th step.",
+    "mixed_precision": "Keras mixed precision policy (the loss stays float32).",
+    "backup_save_freq": "Back up every epoch ('epoch') or every N steps.",
+    "log_images": "Log samples and reconstructions to TensorBoard every epoch.",
+    "verbose": "0: silent, 1: progress bar, 2: one line per epoch.",
+    "curve_points_per_decade": "Write curve.csv: train and test ELBO at this many "
+        "log-spaced numbers of training examples per decade, from the first compiled "
+        "call's to the end (K&W Figure 2; 0: off).",
+    "curve_images": "Train and test images (seeded random subsets) of curve.csv.",
+    "curve_nll_samples": "Also the test log p(x) in curve.csv, from this many "
+        "importance samples (K&W Figure 3; 0: off).",
+    # export
+    "export": "Export a SavedModel (and TFLite).",
+    "export_dir": "Export base directory.",
+    "export_name": "Model name under export_dir (default vae_<dataset>).",
+    "export_version": "Export version (0: the next free one).",
+}
+
+# The (lower, upper) bounds of the numbers that have them.
+BOUNDS = {
+    "batch_size": (1, None), "dropout": (0.0, 0.99), "latent_dim": (1, None),
+    "latent_channels": (1, None), "cell_channels": (1, None),
+    "cell_bottleneck": (0, None), "output_cells": (0, None),
+    "autoregressive_layers": (0, None), "autoregressive_channels": (1, None),
+    "flow_steps": (1, None), "flow_hidden_units": (1, None),
+    "likelihood_components": (1, 256), "prior_components": (0, None),
+    "num_samples": (1, None), "beta": (0.0, None), "kl_warmup_steps": (0, None),
+    "free_bits": (0.0, None), "epochs": (1, None), "steps_per_epoch": (0, None),
+    "lr_decay_rate": (0.0, None), "clipnorm": (0.0, None),
+    "global_clipnorm": (0.0, None), "skip_threshold": (0.0, None),
+    "ema_momentum": (0.0, 1.0), "early_stopping_patience": (0, None),
+    "steps_per_execution": (1, None), "verbose": (0, 2),
+    "curve_points_per_decade": (0, 100), "curve_images": (1, None),
+    "curve_nll_samples": (0, None), "export_version": (0, None),
+}
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the trainer's flags (HELP, BOUNDS, DEFAULTS, CHOICES) on `flag_values`
+    and returns it; where they are defined already, nothing. The command line defines
+    them on absl's FLAGS as it starts (`parse_flags`); in-process, `trainer_flags`
+    gives them a FlagValues of their own."""
+    if all(name in flag_values for name in HELP):
+        return flag_values
+    for name, help_text in HELP.items():
+        _define(flag_values, name, help_text, *BOUNDS.get(name, (None, None)))
+    return flag_values
+
+
+def _define(flag_values, name, help_text, lower_bound, upper_bound):
     """The flag `name`, its kind and default from DEFAULTS, its choices from CHOICES."""
-    default = DEFAULTS[name]
+    default, where = DEFAULTS[name], dict(flag_values=flag_values)
+    bounds = dict(lower_bound=lower_bound, upper_bound=upper_bound, **where)
     if name in CHOICES:
-        flags.DEFINE_enum(name, default, list(CHOICES[name]), help_text)
+        flags.DEFINE_enum(name, default, list(CHOICES[name]), help_text, **where)
     elif isinstance(default, bool):
-        flags.DEFINE_bool(name, default, help_text)
+        flags.DEFINE_bool(name, default, help_text, **where)
     elif isinstance(default, int):
         flags.DEFINE_integer(name, default, help_text, **bounds)
     elif isinstance(default, float):
         flags.DEFINE_float(name, default, help_text, **bounds)
     elif isinstance(default, (tuple, list)):
-        flags.DEFINE_list(name, [str(v) for v in default], help_text)
+        flags.DEFINE_list(name, [str(v) for v in default], help_text, **where)
     else:
-        flags.DEFINE_string(name, default, help_text)
+        flags.DEFINE_string(name, default, help_text, **where)
 
 
-_define("output_dir", "Checkpoints, backups, TensorBoard logs, history and metrics.")
-_define("overwrite", "Replace the run of another configuration (model or dataset) "
-        "that --output_dir holds; without it such a directory is refused.")
-# data
-_define("dataset", f"TFDS name: {', '.join(data.SUPPORTED)} or any TFDS image dataset; "
-        "or folder:DIR (PNG/JPEG) or npy:FILE.npy (see tfvae.data).")
-_define("train_split", "TFDS split for training.")
-_define("validation_split", "Split for validation and best checkpoints ('' for none; "
-        "mnist has no 'validation': use e.g. 'train[50000:]' with "
-        "--train_split='train[:50000]').")
-_define("test_split", "Split for the final test.")
-_define("tfds_data_dir", "Where TFDS keeps prepared datasets (TFDS default if unset).")
-_define("tfds_manual_dir", "Directory with the dataset's source files, for offline "
-        "preparation (binarized_mnist: binarized_mnist_{train,valid,test}.amat).")
-_define("binarization", "static: one fixed Bernoulli draw per image; dynamic: a new "
-        "draw every epoch; none: grey levels in [0, 1]. binarized_mnist is already "
-        "binary.")
-_define("batch_size", "Global batch size (summed over replicas and workers).",
-        lower_bound=1)
-_define("conditional", "Train a conditional VAE on the dataset's labels: q(z|x,y), "
-        "p(x|z,y) (and p(z|y) with --prior=conditional); sample by class.")
-# model
-_define("encoder", "Encoder network.")
-_define("decoder", "Decoder network.")
-_define("encoder_hidden_units", "Dense layer sizes of the encoder.")
-_define("decoder_hidden_units", "Dense layer sizes of the decoder.")
-_define("encoder_filters", "Channels of the conv encoder's stride-2 convolutions.")
-_define("decoder_filters", "Channels of the conv decoder's transposed convolutions.")
-_define("activation", "Hidden activation.")
-_define("dropout", "Dropout after each hidden layer (MLP networks only).",
-        lower_bound=0.0, upper_bound=0.99)
-_define("latent_dim", "Size of z (of the top layer z_L in a hierarchy).", lower_bound=1)
-_define("top_down_latent_dims", "Sizes of the stochastic layers below the top, top "
-        "first ('' for one layer; '40' for a two-level hierarchy).")
-_define("top_down_hidden_units", "Dense layer sizes of each top-down block (state and "
-        "posterior merge).")
-_define("latent_groups", "Spatial latents (--encoder=--decoder=resnet): the groups, "
-        "top first, as resolution x residual cells, e.g. '7x2,14x2' (tfvae/blocks.py).")
-_define("latent_channels", "Channels of each spatial latent group.", lower_bound=1)
-_define("cell_channels", "Channels of the residual cells (resnet).", lower_bound=1)
-_define("cell_bottleneck", "Channels inside each residual cell (0: half of "
-        "--cell_channels).", lower_bound=0)
-_define("output_cells", "Residual cells at full resolution in the resnet decoder.",
-        lower_bound=0)
-_define("autoregressive_layers", "Masked convolutions of a PixelCNN head over the resnet "
-        "decoder's Bernoulli logits: each pixel then also depends on the pixels before "
-        "it (tfvae/pixelcnn.py); 0: the factorized likelihood. Starts as the factorized "
-        "model, so --init_from may name one without the head.", lower_bound=0)
-_define("autoregressive_channels", "Channels of the PixelCNN head's masked "
-        "convolutions.", lower_bound=1)
-_define("posterior", "Posterior head of every layer: diagonal Gaussian or IAF.")
-_define("flow_steps", "Autoregressive (MADE) steps of an IAF posterior.", lower_bound=1)
-_define("flow_hidden_units", "Hidden units of each IAF step.", lower_bound=1)
-_define("likelihood", "Pixel likelihood p(x|z): bernoulli (binary pixels), gaussian "
-        "(a density of real values) or discretized_logistic (the 256 levels of 8-bit "
-        "images, reported also in bits/dim; tfvae/discretized.py).")
-_define("likelihood_components", "Mixture components of the discretized logistic "
-        "likelihood (per pixel; 10 as PixelCNN++ and VDVAE).", lower_bound=1,
-        upper_bound=256)
-_define("prior", "Prior p(z).")
-_define("prior_components", "Mixture components (default 10) or VampPrior "
-        "pseudo-inputs (default 500); 0 for the default.", lower_bound=0)
-_define("num_samples", "Samples of z per image (L for the ELBO, k for IWAE).",
-        lower_bound=1)
-_define("kl", "Rate estimator: closed form where TFP has one (auto), or sampled.")
-_define("objective", "Objective.")
-_define("gradient_estimator", "Encoder gradient estimator.")
-_define("beta", "Weight of the rate (beta-VAE).", lower_bound=0.0)
-_define("kl_warmup_steps", "Optimizer steps of the linear warm-up of the rate weight to "
-        "beta (at most half of the run's steps).", lower_bound=0)
-_define("free_bits", "Minimum rate per latent dimension in nats (0: off).",
-        lower_bound=0.0)
-_define("info_alpha", "InfoVAE alpha.")
-_define("info_lambda", "InfoVAE lambda.")
-_define("mmd_kernel", "InfoVAE MMD kernel.")
-# optimization
-_define("epochs", "Training epochs.", lower_bound=1)
-_define("steps_per_epoch", "Cap on steps per epoch (0: one pass over the training "
-        "split).", lower_bound=0)
-_define("optimizer", "Optimizer.")
-_define("learning_rate", "Initial learning rate.")
-_define("lr_schedule", "constant; cosine: decay to 0 over all epochs; exponential: "
-        "times lr_decay_rate every lr_decay_epochs (smoothly, per step).")
-_define("lr_decay_rate", "Factor of the exponential schedule.", lower_bound=0.0)
-_define("lr_decay_epochs", "Period in epochs of the exponential schedule.")
-_define("clipnorm", "Clip each gradient tensor to this norm (0: off).", lower_bound=0.0)
-_define("global_clipnorm", "Clip the norm of all gradients together to this (0: off).",
-        lower_bound=0.0)
-_define("skip_threshold", "Skip a whole update whose gradient norm exceeds this, or is "
-        "not finite (0: off); metrics.json counts the skipped updates.", lower_bound=0.0)
-_define("use_ema", "Keep an exponential moving average of the weights; validation, "
-        "checkpoints and the final model use it.")
-_define("ema_momentum", "EMA momentum.", lower_bound=0.0, upper_bound=1.0)
-_define("early_stopping_patience", "Stop after this many epochs without a better "
-        "validation bound (ELBO, or the IWAE bound with --objective=iwae) (0: off).",
-        lower_bound=0)
-_define("init_from", "Start a new run from the weights of a saved model: a .keras file "
-        "or a run directory (its best.keras, else model.keras). Weights are matched by "
-        "path and shape, so the architecture may differ by added or changed layers "
-        "(which keep their initialisation) and the objective may differ (fine-tune an "
-        "ELBO model on the IWAE bound); see tfvae/warmstart.py. No optimizer state is "
-        "copied. Ignored when the run resumes from its backup.")
-# runtime
-_define("seed", "Seeds weights, shuffling and binarization.")
-_define("deterministic", "Deterministic ops (tf.config.experimental."
-        "enable_op_determinism, for the whole process; Keras then turns XLA off): two "
-        "runs with one seed give identical weights on a CPU.")
-_define("strategy", "tf.distribute strategy; multi_worker reads TF_CONFIG; tpu is "
-        "untested.")
-_define("tpu", "TPU address for --strategy=tpu ('' or 'local' on a TPU VM).")
-_define("jit_compile", "Compile steps with XLA.")
-_define("steps_per_execution", "Training steps per compiled call: fewer Python round "
-        "trips (about 2x images/s at 20 on a 2-core CPU); callbacks, NaN checks and step "
-        "backups then see every N-th step.", lower_bound=1)
-_define("mixed_precision", "Keras mixed precision policy (the loss stays float32).")
-_define("backup_save_freq", "Back up every epoch ('epoch') or every N steps.")
-_define("log_images", "Log samples and reconstructions to TensorBoard every epoch.")
-_define("verbose", "0: silent, 1: progress bar, 2: one line per epoch.",
-        lower_bound=0, upper_bound=2)
-_define("curve_points_per_decade", "Write curve.csv: train and test ELBO at this many "
-        "log-spaced numbers of training examples per decade, from the first compiled "
-        "call's to the end (K&W Figure 2; 0: off).", lower_bound=0, upper_bound=100)
-_define("curve_images", "Train and test images (seeded random subsets) of curve.csv.",
-        lower_bound=1)
-_define("curve_nll_samples", "Also the test log p(x) in curve.csv, from this many "
-        "importance samples (K&W Figure 3; 0: off).", lower_bound=0)
-# export
-_define("export", "Export a SavedModel (and TFLite).")
-_define("export_dir", "Export base directory.")
-_define("export_name", "Model name under export_dir (default vae_<dataset>).")
-_define("export_version", "Export version (0: the next free one).", lower_bound=0)
-
-FLAGS = flags.FLAGS
+def trainer_flags():
+    """A FlagValues of its own holding the trainer's flags (and absl's logging flags,
+    --verbosity, shared with FLAGS), for a command line parsed in-process (`run`, a
+    tool reading a trainer flagfile): absl's FLAGS may hold a tool's own --batch_size
+    or --seed."""
+    flag_values = flags.FlagValues()
+    for flag in FLAGS.get_flags_for_module(logging):
+        flag_values[flag.name] = flag
+    return define_flags(flag_values)
 
 
 def options_from_flags(flag_values=FLAGS):
@@ -769,43 +805,45 @@ def options_from_flags(flag_values=FLAGS):
 
 
 PROGRAM = "tfvae.train"
-# absl flags parser that reports a bad flag or flagfile in one line.
-parse_flags = checks.flags_parser(PROGRAM)
 
 
-def _fail(message):
-    checks.fail(PROGRAM, message)
+def parse_flags(argv):
+    """absl's `flags_parser` of the command line: defines the trainer's flags on FLAGS
+    and parses `argv`, a bad flag or flagfile in one line (`cli.flags_parser`)."""
+    return cli.flags_parser(PROGRAM, define_flags())(argv)
 
 
-def _train_from_flags(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:  # Keep TFDS's and TF's INFO lines out.
-        logging.set_verbosity(logging.WARNING)
+def _train_from_flags(argv, flag_values):
+    cli.start_tool(PROGRAM, argv)  # no arguments; TFDS's and TF's INFO lines kept out
     try:
-        return train_and_evaluate(**options_from_flags())
+        return train_and_evaluate(**options_from_flags(flag_values))
     except (ConfigError, TrainingDiverged, ExportFailed,
             vae_callbacks.BackupError) as error:
-        _fail(error)
+        cli.fail(PROGRAM, error)
     except Interrupted as error:
         print(f"{PROGRAM}: {error}", file=sys.stderr, flush=True)
         sys.exit(130)  # 128 + SIGINT, as shells report a Ctrl-C
     except (tf.errors.UnavailableError, tf.errors.InternalError) as error:
-        if FLAGS.strategy != "multi_worker":
+        if flag_values.strategy != "multi_worker":
             raise
-        _fail(f"a worker of the cluster stopped ({type(error).__name__}); run the same "
-              "command again on every worker: they resume from their backups.")
+        cli.fail(PROGRAM, f"a worker of the cluster stopped ({type(error).__name__}); "
+                 "run the same command again on every worker: they resume from their "
+                 "backups.")
 
 
 def main(argv):
-    _train_from_flags(argv)  # app.run would print a returned value and exit with 1
+    """The command line after `parse_flags`; returns nothing (app.run would print a
+    returned value and exit with 1)."""
+    _train_from_flags(argv, FLAGS)
 
 
 def run(argv):
     """The command line in-process, for tests and notebooks: parses `argv` (argv[0]
-    is the program name) from the flag defaults, trains and returns the metrics."""
-    FLAGS.unparse_flags()
-    return _train_from_flags(parse_flags(argv))
+    is the program name) from the flag defaults into `trainer_flags()`, trains and
+    returns the metrics."""
+    flag_values = trainer_flags()
+    flag_values.unparse_flags()  # the shared --verbosity too
+    return _train_from_flags(cli.flags_parser(PROGRAM, flag_values)(argv), flag_values)
 
 
 if __name__ == "__main__":

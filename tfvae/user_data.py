@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfvae import checks
+from tfvae import checks, user_files
 
 KINDS = {"folder": ("resize",), "npy": ("labels",)}  # kind -> options it takes
 SPLITS = ("train", "validation", "test")
@@ -305,7 +305,7 @@ def _load_folder(name, root, options):
 # -- arrays -----------------------------------------------------------------------------
 
 def _load_npy(name, path, options):
-    array = checks.load_npy(path)
+    array = user_files.load_npy(path)
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if array.ndim not in (3, 4) or not array.size:
@@ -332,7 +332,7 @@ def _load_npy(name, path, options):
 
 
 def _load_labels(path, count, images_path):
-    labels = checks.load_npy(path)
+    labels = user_files.load_npy(path)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer)

@@ -29,7 +29,7 @@ import os
 
 import keras
 
-from tfvae import checks, rundir
+from tfvae import checks, keras_files, rundir
 
 # Names listed per kind of weight in the one-line summary; the rest are counted.
 LISTED = 3
@@ -160,7 +160,7 @@ def warm_start(model, path):
     (`copy_weights`); returns the report. InputError (one line) if the file does not
     load or models images of another shape; NoMatchingWeights if nothing fits."""
     path = source_file(path)
-    source = checks.load_keras_model(path)
+    source = keras_files.load_keras_model(path)
     if tuple(source.image_shape) != tuple(model.image_shape):
         raise checks.InputError(
             f"{path} models images of shape {_shape(source.image_shape)}, this model "

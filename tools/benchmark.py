@@ -30,26 +30,25 @@ above the table (CPU model, cores, TensorFlow, GPU).
 The model is the MLP baseline 784-500-500-50 (ReLU, Bernoulli, batch 100) unless
 --config names a trainer flagfile, whose model options, batch size and optimizer
 are used (its other flags are ignored); absl reads it with the trainer's own flag
-definitions, so a flag the trainer would refuse is refused here too.
+definitions (`tfvae.train.trainer_flags`), so a flag the trainer would refuse is
+refused here too.
 
 Bad input (a missing or unreadable --config, a bad flag in it, a count below 1, an
 --output that cannot be written) ends with one line `tools.benchmark: error: ...`
 and status 1 before any timing; Ctrl-C with one line and status 130.
 """
 
-import functools
 import json
 import statistics
-import sys
 import time
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
 
 PROGRAM = "tools.benchmark"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 JIT_SETTINGS = {"true": True, "false": False, "1": True, "0": False, "on": True,
                 "off": False, "yes": True, "no": False}
 flags.DEFINE_string("config", None, "A trainer flagfile (configs/*.cfg) whose model "
@@ -93,41 +92,16 @@ def rows(data, count):
         else data[:count]
 
 
-@functools.cache
-def trainer_flags():
-    """A FlagValues of its own holding tfvae.train's flags, to read --config with.
-
-    The trainer defines its flags on flags.FLAGS as it is imported, where ours already
-    define --batch_size, --epochs, --num_samples and --steps_per_execution: ours step
-    aside for the import, and the trainer's (those of tfvae modules) move out after.
-    """
-    ours = FLAGS.get_flags_for_module(sys.modules[__name__])
-    FLAGS.remove_flag_values([flag.name for flag in ours])
-    try:
-        from tfvae import train  # noqa: F401  (defines the trainer's flags)
-    finally:
-        trainer = flags.FlagValues()
-        for module, defined in FLAGS.flags_by_module_dict().items():
-            for flag in defined if module.startswith("tfvae.") else ():
-                trainer[flag.name] = flag
-        FLAGS.remove_flag_values(trainer)
-        for flag in ours:
-            FLAGS[flag.name] = flag
-    return trainer
-
-
 def read_config(path):
     """Model options, batch size and optimizer settings of the trainer flagfile `path`
     (the flags it sets); InputError with absl's words for what the trainer refuses."""
-    from tfvae import builders
+    from tfvae import builders, train
 
-    trainer = trainer_flags()
-    from tfvae import train  # imported by trainer_flags, with its flags set aside
-    trainer.unparse_flags()
+    trainer = train.trainer_flags()
     try:
         trainer(["tfvae.train", f"--flagfile={path}"])
     except flags.Error as error:
-        raise checks.InputError(f"--config {path}: {checks.flag_error(error)}") from None
+        raise checks.InputError(f"--config {path}: {cli.flag_error(error)}") from None
     try:
         values = train.options_from_flags(trainer)
     except train.ConfigError as error:
@@ -299,19 +273,19 @@ def run_setting(name, options, jit, precision, images, train_images, nll_images,
     return {"train": train, "nll": nll}
 
 
-@checks.interruptible(PROGRAM, "no results were written.")
+@cli.interruptible(PROGRAM, "no results were written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     import numpy as np
 
     from tfvae import rundir
 
     try:
-        checks.check_writable(FLAGS.output)
+        user_files.check_writable(FLAGS.output)
         options = read_config(FLAGS.config) if FLAGS.config else {}
         build(options, jit_compile=False)  # the config's model builds
     except (ValueError, OSError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     batch_size = FLAGS.batch_size or options.get("batch_size", 100)
     options["steps_per_execution"] = (FLAGS.steps_per_execution
                                       or options.get("steps_per_execution", 20))

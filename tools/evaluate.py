@@ -5,17 +5,17 @@ r"""Evaluate a trained VAE: test NLL (k importance samples), ELBO, active units.
     python -m tools.evaluate saved_models/vae_binarized_mnist/1 --num_samples=5000
     python -m tools.evaluate runs/mnist --dataset=fashion_mnist --split=test \
         --binarization=none
-    python -m tools.evaluate runs/mnist/model.keras --images_npy=my_images.npy
+    python -m tools.evaluate runs/mnist/model.keras --images=my_images.npy
 
 MODEL is a `.keras` file, a trainer output directory (its model.keras), a preset name
 (`tfvae.presets`: the SavedModel of its newest version holding a `.keras` file) or an
 exported SavedModel directory (evaluated through its `log_prob`, `elbo` and `encode`
 signatures; no KL per dimension then). Data: a split of a TFDS dataset through
-`tfvae.data.load_dataset`, or a .npy of images [N, H, W, C] (floats in [0, 1] or
-uint8 0-255). When the model sits in a trainer output directory, the dataset,
+`tfvae.data.load_dataset`, or a .npy of images [N, H, W, C] (--images: floats in
+[0, 1] or uint8 0-255). When the model sits in a trainer output directory, the dataset,
 binarization, seed and TFDS directories default to its config.json, so the test
 split is binarized exactly as during training. A conditional model is evaluated on
-log p(x|y) of each image's label (the dataset's labels, or --labels_npy).
+log p(x|y) of each image's label (the dataset's labels, or --image_labels).
 
 Prints the NLL (= -mean log p(x), nats) with its standard error over images and
 the wall time, the ELBO, rate and distortion, the active units, what the figures are
@@ -38,26 +38,14 @@ import time
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
+from tools import common
 
 PROGRAM = "tools.evaluate"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
-flags.DEFINE_string("dataset", None, "TFDS dataset; default: the run's config.json, "
-                    "else binarized_mnist.")
-flags.DEFINE_string("split", "test", "Split (slices such as 'test[:1000]' work).")
-flags.DEFINE_enum("binarization", None, ["static", "dynamic", "none"],
-                  "Binarization of grey-level datasets; default: the run's "
-                  "config.json, else static.")
-flags.DEFINE_integer("seed", None, "Seed of the data pipeline (static binarization) "
-                     "and of the sampler; default: the run's config.json, else 0.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
-flags.DEFINE_string("tfds_manual_dir", None, "Directory with the dataset's source "
-                    "files for offline preparation.")
-flags.DEFINE_string("images_npy", None, "Evaluate on these images [N, H, W, C] "
-                    "instead of a dataset.")
-flags.DEFINE_string("labels_npy", None, "Labels of the --images_npy images (class ids, "
-                    "one per image), for a conditional model.")
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
+common.define_run_data_flags(images="to evaluate on instead of a dataset")
+flags.adopt_module_key_flags(common)
 flags.DEFINE_enum("precision", "float32", ["float32", "trained"],
                   "float32: evaluate a model trained in mixed precision through its "
                   "float32 copy (the figures the export gives); trained: in the 16-bit "
@@ -82,41 +70,26 @@ flags.DEFINE_string("output", None, "Write the report here as JSON.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar.")
 
 
-def option(name, config, config_name=None, default=None):
-    """A flag given on the command line, else the run's config, else `default`."""
-    if FLAGS[name].present:
-        return FLAGS[name].value
-    return config.get(config_name or name, default)
-
-
-def _npy_inputs(image_shape, num_classes):
-    images = checks.load_npy(FLAGS.images_npy)
-    images = checks.as_images(images, image_shape, FLAGS.images_npy)
-    description = FLAGS.images_npy
-    if not num_classes:
-        return images, description
-    if not FLAGS.labels_npy:
-        raise checks.InputError("the model is conditional: give the images' labels "
-                                "with --labels_npy=LABELS.npy.")
-    labels = checks.load_npy(FLAGS.labels_npy)
-    if labels.shape != (len(images),):
-        raise checks.InputError(f"{FLAGS.labels_npy} has shape {labels.shape}; give one "
-                                f"label per image: shape ({len(images)},).")
-    checks.check_labels(labels, num_classes, FLAGS.labels_npy)
-    return {"images": images, "labels": labels}, description
-
-
 def load_images(config, image_shape, num_classes=0):
     """Evaluation images [N, H, W, C] float32 in [0, 1] (with their labels, for a
-    conditional model, as {"images", "labels"}) and their description: all of them, or
-    --num_images drawn at random with the seed."""
+    conditional model, as {"images", "labels"}) and their description: all of --images
+    or of the run's test split (`tools.common`), or --num_images drawn at random with
+    the seed."""
     import tensorflow as tf
 
     from tfvae import data
 
-    images, description = (_npy_inputs(image_shape, num_classes) if FLAGS.images_npy
-                           else _split_inputs(config, image_shape, num_classes))
-    total, seed = len(tf.nest.flatten(images)[0]), option("seed", config, default=0)
+    if FLAGS.images:
+        images, labels = common.npy_images(image_shape, num_classes=num_classes)
+        images = {"images": images, "labels": labels} if num_classes else images
+        description = FLAGS.images
+    else:
+        name, load = common.run_dataset(config)
+        images, description = common.split_images(
+            name, FLAGS.split, image_shape, FLAGS.batch_size, labels=bool(num_classes),
+            num_classes=num_classes, **load)
+        description += f" ({load['binarize']} binarization)"
+    total, seed = len(tf.nest.flatten(images)[0]), common.option("seed", config)
     index = data.random_rows(total, FLAGS.num_images, seed)
     if index is None:
         return images, description
@@ -124,37 +97,13 @@ def load_images(config, image_shape, num_classes=0):
             f"{description}, {len(index)} of {total} drawn with seed {seed}")
 
 
-def _split_inputs(config, image_shape, num_classes):
-    import numpy as np
-    import tensorflow as tf
-
-    from tfvae import data
-
-    name = option("dataset", config, default="binarized_mnist")
-    binarization = option("binarization", config, default="static")
-    load = dict(binarize=binarization,
-                seed=option("seed", config, default=0),
-                data_dir=option("tfds_data_dir", config),
-                manual_dir=option("tfds_manual_dir", config), shuffle=False,
-                with_labels="inputs" if num_classes else False)
-    # Peek without the cache: a partly read tf.data cache drops the unread rest.
-    data.check_images(data.load_dataset(name, FLAGS.split, FLAGS.batch_size,
-                                        cache=False, **load).take(1),
-                      image_shape, f"{name}[{FLAGS.split}]", num_classes)
-    ds = data.load_dataset(name, FLAGS.split, FLAGS.batch_size, **load)
-    # In memory (10,000 MNIST images: 31 MB): the ELBO, NLL and latent passes then
-    # see the same images, even under dynamic binarization, and the count is known.
-    batches = [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds]
-    images = ({key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
-              if num_classes else np.concatenate(batches))
-    return images, f"{name}[{FLAGS.split}] ({binarization} binarization)"
-
-
-def load_model(location, tf, evaluate):
+def load_model(location, evaluate):
     """(model for `evaluate.evaluate`, image shape, likelihood, number of classes of
     a class-conditional model or 0) of a located model."""
     if location["kind"] == "keras":
-        model = checks.load_keras_model(location["path"])
+        from tfvae import keras_files
+
+        model = keras_files.load_keras_model(location["path"])
         if FLAGS.precision == "float32":  # a mixed-precision model's float32 copy
             from tfvae.export import float32_copy
             model = float32_copy(model)
@@ -162,12 +111,7 @@ def load_model(location, tf, evaluate):
             raise checks.InputError("tools.evaluate takes class-conditional models; "
                                     "evaluate a context-vector model in Python.")
         return model, model.image_shape, model.decoder.likelihood, model.num_classes
-    try:
-        loaded = tf.saved_model.load(location["path"])
-    except (OSError, ValueError, tf.errors.OpError) as error:
-        raise checks.InputError(f"{location['path']} cannot be loaded as a SavedModel "
-                                f"({checks.first_line(error)}).") from None
-    functions = evaluate.saved_model_functions(loaded)
+    functions = evaluate.saved_model_functions(common.load_saved_model(location["path"]))
     if functions["context_key"] == "context":
         raise checks.InputError("tools.evaluate takes class-conditional models; "
                                 "evaluate a context-vector model in Python.")
@@ -212,29 +156,27 @@ def print_report(report, description):
     print(f"active units: {report['active_units']} of {len(report['activity'])}")
 
 
-@checks.interruptible(PROGRAM, "no report was written.")
+@cli.interruptible(PROGRAM, "no report was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, 1, "python -m tools.evaluate MODEL [flags]; MODEL "
-                      "is a .keras file, a run directory, a SavedModel directory or a preset.")
-    import tensorflow as tf
-
+    cli.start_tool(PROGRAM, argv, 1, "python -m tools.evaluate MODEL [flags]; MODEL "
+                   "is a .keras file, a run directory, a SavedModel directory or a preset.")
     from tfvae import data, evaluate, rundir
 
     try:
-        checks.check_writable(FLAGS.output)
+        user_files.check_writable(FLAGS.output)
         location = rundir.locate_model(argv[1])
-        model, image_shape, likelihood, num_classes = load_model(location, tf, evaluate)
+        model, image_shape, likelihood, num_classes = load_model(location, evaluate)
         config = location["config"]
         images, description = load_images(config, image_shape, num_classes)
         if likelihood == "bernoulli" and not FLAGS.allow_grey_levels:
             checks.check_binary(images["images"] if num_classes else images, description)
     except (ValueError, OSError, data.DataUnavailableError) as error:
-        checks.fail(PROGRAM, error)
-    seed = option("seed", config, default=0)
+        cli.fail(PROGRAM, error)
+    seed = common.option("seed", config)
     try:
         kept = kept_batches(location, description, seed)
     except ValueError as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     try:
         report = evaluate.evaluate(
             model, images, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,

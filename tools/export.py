@@ -23,11 +23,12 @@ import json
 
 from absl import app, flags
 
-from tfvae import checks, rundir
+from tfvae import cli
+from tools import common
 
 PROGRAM = "tools.export"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_string("checkpoint", None, "The .keras file of a trained tfvae.VAE, a "
                     "trainer's run directory (its model.keras, else best.keras), a "
                     "version folder holding a .keras file or a preset name.")
@@ -46,15 +47,15 @@ flags.DEFINE_string("metadata", None,
 flags.mark_flag_as_required("checkpoint")
 
 
-@checks.interruptible(PROGRAM, "no version folder was written (an export appears "
-                               "whole or not at all).")
+@cli.interruptible(PROGRAM, "no version folder was written (an export appears "
+                            "whole or not at all).")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     try:
         extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
-        model = checks.load_keras_model(rundir.keras_path(FLAGS.checkpoint))
+        model = common.load_keras(FLAGS.checkpoint)[0]
     except (OSError, ValueError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     from tfvae import export
 
     try:
@@ -62,7 +63,7 @@ def main(argv):
                                     version=FLAGS.version, tflite=FLAGS.tflite,
                                     metadata=extra)
     except (ValueError, OSError) as error:
-        checks.fail(PROGRAM, f"{error} (nothing was written)")
+        cli.fail(PROGRAM, f"{error} (nothing was written)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 

@@ -23,15 +23,15 @@ import tempfile
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import cli, user_files
+from tools import common
 
 PROGRAM = "tools.folder_benchmark"
 TARGET_RATIO = 0.70
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)
-flags.DEFINE_string("dataset", "fashion_mnist", "Labelled TFDS dataset to copy.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
-flags.DEFINE_string("tfds_manual_dir", None, "Directory with the source files.")
+parse_flags = cli.flags_parser(PROGRAM)
+common.define_data_flags("Labelled TFDS dataset to copy.", "fashion_mnist", split=None)
+flags.adopt_module_key_flags(common)
 flags.DEFINE_integer("num_images", 5000, "PNG files to write and train on.",
                      lower_bound=100)
 flags.DEFINE_integer("epochs", 4, "Training epochs of each run (the first compiles).",
@@ -82,14 +82,14 @@ def train_rate(work_dir, name, dataset_flags):
     return statistics.median(rates[1:])
 
 
-@checks.interruptible(PROGRAM, "nothing was written.")
+@cli.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     from tfvae import data, rundir
 
     if not os.path.isfile(FLAGS.config):
-        checks.fail(PROGRAM, f"--config {FLAGS.config} does not exist.")
-    checks.check_writable(FLAGS.output)
+        cli.fail(PROGRAM, f"--config {FLAGS.config} does not exist.")
+    user_files.check_writable(FLAGS.output)
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="folder_benchmark_")
     tfds = [f"--tfds_data_dir={FLAGS.tfds_data_dir}"] if FLAGS.tfds_data_dir else []
     tfds += [f"--tfds_manual_dir={FLAGS.tfds_manual_dir}"] if FLAGS.tfds_manual_dir else []
@@ -103,7 +103,7 @@ def main(argv):
             f"--dataset={FLAGS.dataset}", f"--train_split=train[:{count * 8 // 10}]",
             "--test_split=test[:1000]", *tfds])
     except (ValueError, OSError, RuntimeError, data.DataUnavailableError) as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     finally:
         if not FLAGS.work_dir:
             import shutil

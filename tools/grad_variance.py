@@ -39,12 +39,27 @@ import tensorflow as tf
 from absl import app, flags
 
 import tfvae
-from tfvae import checks, rundir
+from tfvae import checks, cli
+from tools import common
 
 PROGRAM = "tools.grad_variance"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 ESTIMATORS = ("score_function", "reparameterization")
+flags.DEFINE_string("checkpoint", None, "A trained .keras model, run directory or "
+                    "preset; default: a fresh MLP VAE.")
+common.define_data_flags("TFDS dataset to take the batch from (first batch of --split, "
+                         "statically binarized), e.g. binarized_mnist.",
+                         images="for the fixed batch")
+flags.adopt_module_key_flags(common)
+flags.DEFINE_integer("batch_size", 64, "Images in the fixed batch.", lower_bound=1)
+flags.DEFINE_integer("num_draws", 200, "Gradient draws per estimator (a variance "
+                     "needs 2).", lower_bound=2)
+flags.DEFINE_integer("num_samples", 1, "Samples of z per image in each draw (L).",
+                     lower_bound=1)
+flags.DEFINE_integer("latent_dim", 16, "Latent size of the fresh model.", lower_bound=1)
+flags.DEFINE_list("hidden_units", ["256"], "Hidden layers of the fresh MLP model.")
+flags.DEFINE_integer("seed", 0, "Seeds the fresh model, the synthetic batch and the draws.")
 
 
 def synthetic_batch(batch_size, image_shape=(28, 28, 1), seed=0):
@@ -172,33 +187,18 @@ def load_batch(image_shape, num_classes=0):
     """The fixed batch [B, H, W, C] in [0, 1], by the rules of `tfvae.checks`; for a
     class-conditional model {"images", "labels"}: --image_labels, the labels of
     --dataset, or (synthetic batch) the prototype of each image modulo the classes."""
-    if FLAGS.image_labels and not (num_classes and FLAGS.images):
+    if FLAGS.image_labels and not num_classes:
         raise checks.InputError("--image_labels are the labels of --images, for a "
-                                "class-conditional --checkpoint: pass both.")
+                                "class-conditional --checkpoint.")
     if FLAGS.images:
-        images = checks.load_npy(FLAGS.images)
-        batch = checks.as_images(images[:FLAGS.batch_size], image_shape, FLAGS.images)
-        if not num_classes:
-            return batch
-        if not FLAGS.image_labels:
-            raise checks.InputError("the model is class-conditional: give the labels of "
-                                    "--images with --image_labels.")
-        labels = np.atleast_1d(checks.load_npy(FLAGS.image_labels))
-        if len(labels) not in (1, len(images)):
-            raise checks.InputError(
-                f"--image_labels {FLAGS.image_labels} holds {len(labels)} labels for the "
-                f"{len(images)} images of --images; give one per image, or one for all.")
-        return {"images": batch, "labels": checks.as_labels(
-            labels[:FLAGS.batch_size], num_classes, len(batch), FLAGS.image_labels)}
+        images, labels = common.npy_images(image_shape, FLAGS.batch_size, num_classes)
+        return {"images": images, "labels": labels} if num_classes else images
     if FLAGS.dataset:
-        from tfvae import data  # pylint: disable=import-outside-toplevel
-        dataset = data.load_dataset(FLAGS.dataset, FLAGS.split, FLAGS.batch_size,
-                                    binarize="static", data_dir=FLAGS.tfds_data_dir,
-                                    manual_dir=FLAGS.tfds_manual_dir, shuffle=False,
-                                    cache=False,
-                                    with_labels="inputs" if num_classes else False)
-        return data.check_images(dataset.take(1), image_shape,
-                                 f"{FLAGS.dataset}[{FLAGS.split}]", num_classes or None)
+        batch, _ = common.split_images(
+            FLAGS.dataset, FLAGS.split, image_shape, FLAGS.batch_size, FLAGS.batch_size,
+            bool(num_classes), num_classes or None, binarize="static",
+            data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
+        return batch
     if not num_classes:
         return synthetic_batch(FLAGS.batch_size, image_shape, FLAGS.seed)
     rng = np.random.default_rng(FLAGS.seed)
@@ -211,8 +211,7 @@ def load_batch(image_shape, num_classes=0):
 def load_model():
     """(model, its description): --checkpoint, else a fresh MLP VAE."""
     if FLAGS.checkpoint:
-        model = checks.load_keras_model(rundir.keras_path(FLAGS.checkpoint))
-        return model, FLAGS.checkpoint
+        return common.load_keras(FLAGS.checkpoint)[0], FLAGS.checkpoint
     try:
         hidden = tuple(int(u) for u in FLAGS.hidden_units)
     except ValueError:
@@ -226,9 +225,9 @@ def load_model():
                    f"{FLAGS.latent_dim}")
 
 
-@checks.interruptible(PROGRAM, "nothing was written.")
+@cli.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     import keras  # pylint: disable=import-outside-toplevel
     from tfvae import data  # pylint: disable=import-outside-toplevel
 
@@ -247,7 +246,7 @@ def main(argv):
                 "this tool compares them on models of one stochastic layer.") from None
         images = load_batch(model.image_shape, model.num_classes)
     except (ValueError, OSError, data.DataUnavailableError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     count = len(images["images"] if isinstance(images, dict) else images)
     print(f"{source}; batch {count} images "
           f"({FLAGS.images or FLAGS.dataset or 'synthetic'}); {FLAGS.num_draws} draws "
@@ -257,30 +256,5 @@ def main(argv):
     print(format_results(results))
 
 
-def define_flags():
-    """The command line's flags; defined only when run as a script (or by
-    tests/cli_driver.py), so that importing this module next to tfvae.train (as the
-    tests do) cannot define a flag twice."""
-    flags.DEFINE_string("checkpoint", None, "A trained .keras model, run directory or "
-                        "preset; default: a fresh MLP VAE.")
-    flags.DEFINE_string("images", None, ".npy file of images [N, H, W, C] in [0, 1].")
-    flags.DEFINE_string("image_labels", None, "Class-conditional --checkpoint: a .npy of "
-                        "the --images' labels (one per image, or one for all).")
-    flags.DEFINE_string("dataset", None, "TFDS dataset to take the batch from (first batch "
-                        "of --split, statically binarized), e.g. binarized_mnist.")
-    flags.DEFINE_string("split", "test", "TFDS split for --dataset.")
-    flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir for --dataset.")
-    flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual_dir (offline source files).")
-    flags.DEFINE_integer("batch_size", 64, "Images in the fixed batch.", lower_bound=1)
-    flags.DEFINE_integer("num_draws", 200, "Gradient draws per estimator (a variance "
-                         "needs 2).", lower_bound=2)
-    flags.DEFINE_integer("num_samples", 1, "Samples of z per image in each draw (L).",
-                         lower_bound=1)
-    flags.DEFINE_integer("latent_dim", 16, "Latent size of the fresh model.", lower_bound=1)
-    flags.DEFINE_list("hidden_units", ["256"], "Hidden layers of the fresh MLP model.")
-    flags.DEFINE_integer("seed", 0, "Seeds the fresh model, the synthetic batch and the draws.")
-
-
 if __name__ == "__main__":
-    define_flags()
     app.run(main, flags_parser=parse_flags)

@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfvae import builders, checks, data
+from tfvae import builders, cli, data
 
 PROGRAM = "tools.input_check_cost"
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_integer("images", 20000, "Synthetic training images per epoch.")
 flags.DEFINE_integer("repeats", 5, "Timed epochs per dataset.")
 FLAGS = flags.FLAGS
@@ -41,9 +41,9 @@ def _read_seconds(dataset):
     return time.perf_counter() - start
 
 
-@checks.interruptible(PROGRAM, "it writes nothing.")
+@cli.interruptible(PROGRAM, "it writes nothing.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     images = (np.random.default_rng(0).random((FLAGS.images, 28, 28, 1)) > 0.5)
     batches = tf.data.Dataset.from_tensor_slices(images.astype("float32")).batch(100)
     datasets = {"plain": batches.prefetch(2),

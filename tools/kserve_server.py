@@ -45,7 +45,7 @@ from kserve.protocol.rest.server import RESTServer
 from tensorflow.core.protobuf import saved_model_pb2
 
 from tfvae import checks
-from tools import tf_serving
+from tools import common, tf_serving
 
 # KServe 0.21 answers with FastAPI's ORJSONResponse, which FastAPI now calls
 # deprecated; orjson is what writes float32 arrays in their shortest form.
@@ -63,11 +63,7 @@ class SignatureModel(Model):
 
     def load(self):
         """Loads the SavedModel; InputError in one line if it cannot be."""
-        try:
-            self.saved_model = tf.saved_model.load(self.version_dir)
-        except (OSError, ValueError, tf.errors.OpError) as error:
-            raise checks.InputError(f"{self.version_dir} cannot be loaded as a SavedModel "
-                                    f"({checks.first_line(error)}).") from None
+        self.saved_model = common.load_saved_model(self.version_dir)
         self.signatures = dict(self.saved_model.signatures)
         if not self.signatures:
             raise checks.InputError(f"{self.version_dir} has no signatures to serve.")

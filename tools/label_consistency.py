@@ -25,16 +25,17 @@ import zipfile
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
+from tools import common
 
 PROGRAM = "tools.label_consistency"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)
-flags.DEFINE_string("dataset", "fashion_mnist", "Labelled dataset of the classifier.")
+parse_flags = cli.flags_parser(PROGRAM)
+common.define_data_flags("Labelled dataset of the classifier.", "fashion_mnist",
+                         split=None)
+flags.adopt_module_key_flags(common)
 flags.DEFINE_string("train_split", "train", "Split the classifier learns from.")
 flags.DEFINE_string("test_split", "test", "Split it is scored on.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
-flags.DEFINE_string("tfds_manual_dir", None, "Directory with the source files.")
 flags.DEFINE_string("classifier", None, "A .keras classifier: loaded when it exists, "
                     "else trained and saved there.")
 flags.DEFINE_integer("epochs", 3, "Training epochs of a new classifier.", lower_bound=1)
@@ -90,14 +91,14 @@ def classifier_and_accuracy(info, load):
 
 def conditional_sampler(path):
     """sample(n, labels) -> images of a conditional model, and its number of classes."""
-    from tfvae import presets, rundir
+    from tfvae import presets
 
     path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
         return sampler.sample, sampler.num_classes, sampler.image_shape
-    model = checks.load_keras_model(rundir.keras_path(path))
+    model = common.load_keras(path)[0]
 
     def sample(count, labels):
         return model.sample(count, labels=labels).numpy()
@@ -117,13 +118,13 @@ def consistency(classifier, sample, num_classes, per_class):
     return float(hits.mean()), [float(hits[labels == c].mean()) for c in range(num_classes)]
 
 
-@checks.interruptible(PROGRAM, "nothing was written.")
+@cli.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, 1, "python -m tools.label_consistency MODEL [flags]")
+    cli.start_tool(PROGRAM, argv, 1, "python -m tools.label_consistency MODEL [flags]")
     from tfvae import data, rundir
 
     try:
-        checks.check_writable(FLAGS.output)
+        user_files.check_writable(FLAGS.output)
         sample, num_classes, image_shape = conditional_sampler(argv[1])
         if not num_classes:  # before the data: a wrong model needs no dataset to say so
             raise checks.InputError(f"{argv[1]} is not a class-conditional model.")
@@ -135,7 +136,7 @@ def main(argv):
                 f"{FLAGS.dataset} has {info.num_classes} of {tuple(info.image_shape)}.")
         classifier, accuracy = classifier_and_accuracy(info, load)
     except (ValueError, OSError, ImportError, data.DataUnavailableError) as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     per_class = FLAGS.samples_per_class
     overall, by_class = consistency(classifier, sample, num_classes, per_class)
     names = info.class_names or [str(c) for c in range(num_classes)]

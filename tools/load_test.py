@@ -46,27 +46,27 @@ import urllib.parse
 import numpy as np
 from absl import app, flags
 
-from tfvae import checks
-from tools import tf_serving
+from tfvae import checks, cli, user_files
+from tools import common, tf_serving
 
 PROGRAM = "tools.load_test"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)
+parse_flags = cli.flags_parser(PROGRAM)
 flags.DEFINE_string("model_dir", None, "Model folder <model_dir>/<version>/ (or a shipped "
                     "model's name): the server's model, and the reference answers'.")
 flags.DEFINE_string("url", None, "A running server's model URL, http://HOST:PORT/v1/"
                     "models/NAME; default: start tools.serve on 127.0.0.1.")
-checks.count_flag("requests", 2000, "Requests in all.")
-checks.count_flag("clients", 8, "Concurrent clients (threads).")
+cli.count_flag("requests", 2000, "Requests in all.")
+cli.count_flag("clients", 8, "Concurrent clients (threads).")
 flags.DEFINE_float("bad_fraction", 0.05, "Fraction of bad requests.", lower_bound=0,
                    upper_bound=1)
-checks.count_flag("num_samples", 16, "Samples per `sample` request.",
-                  maximum=checks.MAX_SAMPLES)
-checks.count_flag("batch", 4, "Images per `log_prob` request.")
-checks.count_flag("log_prob_samples", 100, "k of each `log_prob` request.")
-checks.count_flag("reference_calls", 30, "Direct SavedModel calls per distinct "
-                  "log_prob request, for the reference mean and spread.")
-checks.count_flag("distinct", 16, "Distinct log_prob requests (batches of images).")
+cli.count_flag("num_samples", 16, "Samples per `sample` request.",
+               maximum=checks.MAX_SAMPLES)
+cli.count_flag("batch", 4, "Images per `log_prob` request.")
+cli.count_flag("log_prob_samples", 100, "k of each `log_prob` request.")
+cli.count_flag("reference_calls", 30, "Direct SavedModel calls per distinct "
+               "log_prob request, for the reference mean and spread.")
+cli.count_flag("distinct", 16, "Distinct log_prob requests (batches of images).")
 flags.DEFINE_float("tolerance", 12.0, "log_prob: allowed distance from the reference "
                    "mean, in its standard deviations.", lower_bound=0)
 flags.DEFINE_float("bias_tolerance", 0.5, "log_prob: allowed mean signed distance from "
@@ -131,7 +131,7 @@ class Model:
         import tensorflow as tf  # noqa: PLC0415 -- after the flags are checked
 
         self.tf = tf
-        self.signatures = tf.saved_model.load(version_dir).signatures
+        self.signatures = common.load_saved_model(version_dir).signatures
         self.image_shape = tuple(self.signatures["sample"].structured_outputs[
             "images"].shape[1:])
         self.latent_dim = self.signatures["decode"].structured_input_signature[1][
@@ -157,7 +157,7 @@ class Model:
         """--images, or binary images drawn from the model, x ~ p(x|z), z ~ p(z) (for
         a Bernoulli model; a Gaussian model's means stay as they are)."""
         if FLAGS.images:
-            images = checks.as_images(checks.load_npy(FLAGS.images), self.image_shape,
+            images = checks.as_images(user_files.load_npy(FLAGS.images), self.image_shape,
                                       FLAGS.images)
             return images[rng.permutation(len(images))[:count]]
         out = self.call("sample", num_samples=np.int32(count), **self.labels(count, rng))
@@ -387,16 +387,16 @@ def report(results, seconds):
     return len(failures)
 
 
-@checks.interruptible(PROGRAM, "the server it started was stopped; nothing was written.")
+@cli.interruptible(PROGRAM, "the server it started was stopped; nothing was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     try:
         model_dir, version_dir = tf_serving.newest_version(FLAGS.model_dir)
         model = Model(version_dir)
         rng = np.random.default_rng(FLAGS.seed)
         plan = request_plan(model, rng)
     except (ValueError, OSError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     process, url = None, FLAGS.url
     try:
         if url is None:
@@ -414,7 +414,7 @@ def main(argv):
               f"status {status}")
         failures += restarted or status != 200
     except checks.InputError as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     finally:
         if process is not None:
             stop_server(process)

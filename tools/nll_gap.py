@@ -31,7 +31,8 @@ import time
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
+from tools import common
 # The data and sampling flags are tools.evaluate's own (--split, --num_samples,
 # --batch_size, --output, --dataset, --binarization, --seed, --num_images, ...), and so
 # is the loading of the images: both tools read the same test images the same way.
@@ -39,7 +40,7 @@ from tools import evaluate as evaluate_tool
 
 PROGRAM = "tools.nll_gap"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)
+parse_flags = cli.flags_parser(PROGRAM)
 flags.DEFINE_integer("marginal_samples", 100, "k of each class's log p(x|y') in the "
                      "conditional model's label marginal (0 skips gap_self).",
                      lower_bound=0)
@@ -74,12 +75,9 @@ def label_marginal(model, images, labels):
 
 
 def load_models(conditional_path, unconditional_path):
-    from tfvae import rundir
-    models = []
-    for path in (conditional_path, unconditional_path):
-        location = rundir.locate_keras(path)
-        models.append((checks.load_keras_model(location["path"]), location["config"]))
-    (conditional, config), (unconditional, _) = models
+    (conditional, location), (unconditional, _) = (
+        common.load_keras(path) for path in (conditional_path, unconditional_path))
+    config = location["config"]
     if not conditional.num_classes or unconditional.context_width:
         raise checks.InputError("give a class-conditional model, then an unconditional "
                                 "one.")
@@ -89,21 +87,21 @@ def load_models(conditional_path, unconditional_path):
     return conditional, unconditional, config
 
 
-@checks.interruptible(PROGRAM, "nothing was written.")
+@cli.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, 2,
-                      "python -m tools.nll_gap CONDITIONAL UNCONDITIONAL")
+    cli.start_tool(PROGRAM, argv, 2,
+                   "python -m tools.nll_gap CONDITIONAL UNCONDITIONAL")
     from tfvae import data, rundir
 
     try:
-        checks.check_writable(FLAGS.output)
+        user_files.check_writable(FLAGS.output)
         conditional, unconditional, config = load_models(argv[1], argv[2])
         inputs, description = evaluate_tool.load_images(
             config, conditional.image_shape, conditional.num_classes)
         if conditional.decoder.likelihood == "bernoulli":
             checks.check_binary(inputs["images"], description)
     except (ValueError, OSError, data.DataUnavailableError) as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     start = time.perf_counter()
     given_label = log_px(conditional, inputs, FLAGS.num_samples)
     alone = log_px(unconditional, inputs["images"], FLAGS.num_samples)

@@ -33,29 +33,27 @@ NaN or Inf (decoded to NaN), a missing or unreadable model or .npy, images of an
 shape. Ctrl-C ends with one line and status 130.
 """
 
-import os
 import time
 
 import numpy as np
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
 from tfvae.images import class_rows, image_grid, write_png
+from tools import common
 from tools.samplers import load_sampler
 
 PROGRAM = "tools.sample"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
-checks.count_flag("num_samples", 64, "Number of prior samples in the grid (at most "
-                  f"{checks.MAX_SAMPLES}).", maximum=checks.MAX_SAMPLES)
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
+cli.count_flag("num_samples", 64, "Number of prior samples in the grid (at most "
+               f"{checks.MAX_SAMPLES}).", maximum=checks.MAX_SAMPLES)
 flags.DEFINE_string("output", "samples.png", "PNG grid of prior samples.")
 flags.DEFINE_integer("columns", None, "Grid columns; default: about square.",
                      lower_bound=1)
-flags.DEFINE_string("images", None, "A .npy of test images [N, H, W, C] (floats in "
-                    "[0, 1] or uint8 0-255) to reconstruct (SavedModel only).")
-flags.DEFINE_string("dataset", None, "Or a TFDS image dataset to take test images from.")
-flags.DEFINE_string("split", "test", "Split of --dataset.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir of --dataset.")
+common.define_data_flags("Or a TFDS image dataset to take test images from.",
+                         images="to reconstruct (SavedModel only)")
+flags.adopt_module_key_flags(common)
 flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.",
                      lower_bound=1)
 flags.DEFINE_string("reconstructions", "reconstructions.png",
@@ -65,8 +63,6 @@ flags.DEFINE_string("codes", None, "A .npy of codes z [N, latent_dim] (all layer
 flags.DEFINE_string("decoded", "decoded.png", "PNG of the decoded --codes.")
 flags.DEFINE_string("labels", None, "Conditional models: 'all' (a row per class) or "
                     "comma-separated class ids (one sample each).")
-flags.DEFINE_string("image_labels", None, "Conditional models: a .npy of the --images' "
-                    "labels.")
 flags.DEFINE_integer("benchmark_runs", 0, "If > 0, also time this many calls of the "
                      "sampler at batch sizes 1 and --num_samples and print the latency.",
                      lower_bound=0)
@@ -100,26 +96,15 @@ def reconstruction_grid(images, reconstructions, columns=8):
     return image_grid(np.concatenate(rows), columns, padding=0)
 
 
-def load_test_images(count, image_shape, labelled=False):
+def load_test_images(count, image_shape, num_classes=0):
     """(float32 [count, H, W, C] in [0, 1], their labels or None) from --images (and
-    --image_labels) or --dataset (`tfvae.checks`)."""
+    --image_labels) or --dataset, in grey levels (`tools.common`)."""
     if FLAGS.images:
-        images = checks.load_npy(FLAGS.images)
-        labels = (np.atleast_1d(checks.load_npy(FLAGS.image_labels))
-                  if FLAGS.image_labels else None)
-        if labels is not None and len(labels) not in (1, len(images)):
-            raise checks.InputError(
-                f"--image_labels {FLAGS.image_labels} holds {len(labels)} labels for the "
-                f"{len(images)} images of --images; give one per image, or one for all.")
-        images = checks.as_images(images[:count], image_shape, FLAGS.images)
-        return images, None if labels is None else labels[:count]
-    from tfvae import data
-    description = f"{FLAGS.dataset}[{FLAGS.split}]"
-    batches = data.load_dataset(FLAGS.dataset, FLAGS.split, count, binarize=None,
-                                data_dir=FLAGS.data_dir, shuffle=False, cache=False,
-                                with_labels="inputs" if labelled else False)
-    batch = data.check_images(batches.take(1), image_shape, description)
-    return (batch["images"], batch["labels"]) if labelled else (batch, None)
+        return common.npy_images(image_shape, count, num_classes)
+    batch, _ = common.split_images(
+        FLAGS.dataset, FLAGS.split, image_shape, count, count, bool(num_classes),
+        binarize=None, data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
+    return (batch["images"], batch["labels"]) if num_classes else (batch, None)
 
 
 def sample_labels(sampler):
@@ -154,22 +139,20 @@ def decode_labels(labels, num_codes):
                             "--codes; give one class id for all codes, or one per code.")
 
 
-@checks.interruptible(PROGRAM, "only the files printed above were written.")
+@cli.interruptible(PROGRAM, "only the files printed above were written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, 1,
-                      "python -m tools.sample MODEL_DIR_OR_TFLITE_OR_PRESET [flags]")
+    cli.start_tool(PROGRAM, argv, 1,
+                   "python -m tools.sample MODEL_DIR_OR_TFLITE_OR_PRESET [flags]")
     if (FLAGS.images or FLAGS.dataset) and argv[1].endswith(".tflite"):
-        checks.fail(PROGRAM, "a .tflite file holds only `sample` and `decode`; pass the "
-                             "SavedModel folder to reconstruct --images or --dataset.")
-    if FLAGS.image_labels and not FLAGS.images:
-        checks.fail(PROGRAM, "--image_labels are the labels of --images: pass both.")
+        cli.fail(PROGRAM, "a .tflite file holds only `sample` and `decode`; pass the "
+                          "SavedModel folder to reconstruct --images or --dataset.")
     try:
         sampler = load_sampler(argv[1])
         count, labels, columns = sample_labels(sampler)
         images, image_labels = (load_test_images(
-            FLAGS.num_reconstructions, sampler.image_shape, bool(sampler.num_classes))
+            FLAGS.num_reconstructions, sampler.image_shape, sampler.num_classes)
             if FLAGS.images or FLAGS.dataset else (None, None))
-        codes = (checks.as_codes(checks.load_npy(FLAGS.codes), sampler.latent_dim,
+        codes = (checks.as_codes(user_files.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
         code_labels = None if codes is None else decode_labels(labels, len(codes))
         samples = image_grid(sampler.sample(count, labels), columns, padding=0)
@@ -182,7 +165,7 @@ def main(argv):
             grid = reconstruction_grid(images, sampler.reconstruct(images, image_labels))
             print("reconstructions:", write_png(FLAGS.reconstructions, grid))
     except (ValueError, OSError, ImportError, RuntimeError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     if FLAGS.benchmark_runs > 0:
         for batch in sorted({1, FLAGS.num_samples}):
             seconds = sampling_latency(sampler, batch, FLAGS.benchmark_runs,

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from tfvae import checks
+from tools.common import load_saved_model
 
 
 def _class_names(folder, conditional, path):
@@ -57,11 +58,7 @@ class SavedModelSampler(_Conditional):
     def __init__(self, path):
         import tensorflow as tf
         self._tf = tf
-        try:
-            self.signatures = tf.saved_model.load(path).signatures
-        except (OSError, ValueError, tf.errors.OpError) as error:
-            raise checks.InputError(f"{path} cannot be loaded as a SavedModel "
-                                    f"({checks.first_line(error)}).") from None
+        self.signatures = load_saved_model(path).signatures
         missing = {"sample", "reconstruct", "decode"} - set(self.signatures)
         if missing:
             raise checks.InputError(f"{path} is not a tfvae export: it lacks the "

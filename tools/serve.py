@@ -42,13 +42,13 @@ import sys
 
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli
 from tools import tf_serving
 
 PROGRAM = "tools.serve"
 LOOPBACK = "127.0.0.1"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_string("model_dir", None, "Model folder <model_dir>/<version>/ (TF "
                     "Serving's model_base_path), or a shipped model's name.")
 flags.DEFINE_integer("port", 8501, "TCP port (TF Serving's REST port by default; 0: a "
@@ -111,9 +111,9 @@ def url(sock, name):
     return f"http://{host}:{port}/v1/models/{name}"
 
 
-@checks.interruptible(PROGRAM, "the server has shut down (it writes no files).")
+@cli.interruptible(PROGRAM, "the server has shut down (it writes no files).")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     try:  # the quick checks first, then the slow imports and the load
         model_dir, version_dir = tf_serving.newest_version(FLAGS.model_dir)
         name = model_name(model_dir, FLAGS.model_name)
@@ -122,7 +122,7 @@ def main(argv):
         model = server.SignatureModel(name, version_dir)
         model.load()
     except checks.InputError as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     print(f"{PROGRAM}: serving {version_dir} (signatures: "
           f"{', '.join(sorted(model.signatures))}) on {url(sock, name)}", flush=True)
     server.BoundModelServer(sock).start([model])

@@ -21,11 +21,11 @@ import zipfile
 
 from absl import app
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
 from tfvae.version import __version__
 
 PROGRAM = "tools.upgrade"
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 # The weights that moved: (where 0.1.0 wrote them, where this version reads them).
 MOVED = (("encoder/head/vars", "encoder/head/params/vars"),)
 
@@ -56,12 +56,15 @@ def upgraded_archive(source, target):
 
 def upgrade(source, target):
     """The VAE of the 0.1.0 file `source`, written to `target` by this version."""
-    writer = checks.keras_writer(source)
+    writer = user_files.keras_writer(source)
     if writer is None:
         raise checks.InputError(f"{source} is not an intact .keras file of a tfvae model.")
-    checks.check_writable(target, "NEW")
+    user_files.check_writable(target, "NEW")
+    # TensorFlow only once the input is good.
+    from tfvae import export, keras_files  # noqa: PLC0415
+
     try:
-        checks.load_keras_model(source)
+        keras_files.load_keras_model(source)
     except checks.InputError:
         pass
     else:
@@ -70,20 +73,18 @@ def upgrade(source, target):
     with tempfile.TemporaryDirectory() as scratch:
         moved = os.path.join(scratch, "moved.keras")
         upgraded_archive(source, moved)
-        model = checks.load_keras_model(moved)
-    from tfvae import export  # noqa: PLC0415 -- TensorFlow only once the input is good
-
+        model = keras_files.load_keras_model(moved)
     export.save_keras(model, target)
     return model
 
 
-@checks.interruptible(PROGRAM, "NEW is written only at the end; it may be missing.")
+@cli.interruptible(PROGRAM, "NEW is written only at the end; it may be missing.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, 2, "python -m tools.upgrade OLD.keras NEW.keras")
+    cli.start_tool(PROGRAM, argv, 2, "python -m tools.upgrade OLD.keras NEW.keras")
     try:
         model = upgrade(argv[1], argv[2])
     except (OSError, ValueError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     print(f"{argv[2]}: {type(model).__name__} of {model.image_shape} images, latent "
           f"dimension {model.latent_dim}, written by tfvae {__version__}")
 

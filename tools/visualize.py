@@ -39,27 +39,21 @@ import os
 
 from absl import app, flags, logging
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
+from tools import common
 
 PROGRAM = "tools.visualize"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)  # a bad flag: one line
+parse_flags = cli.flags_parser(PROGRAM)  # a bad flag: one line
 flags.DEFINE_string("checkpoint", None, "A .keras file, a trainer output directory or "
                     "a preset name (tfvae.presets).")
 flags.DEFINE_list("curves", [], "Run directories or history.csv files whose learning "
                   "curves to draw; default: the checkpoint's run directory.")
 flags.DEFINE_string("output_dir", None, "Where the PNGs go; default: "
                     "<run directory>/figures, else ./figures.")
-flags.DEFINE_string("dataset", None, "TFDS dataset; default: the run's config.json, "
-                    "else binarized_mnist.")
-flags.DEFINE_string("split", "test", "Split to take images from.")
-flags.DEFINE_enum("binarization", None, ["static", "dynamic", "none"],
-                  "Default: the run's config.json, else static.")
-flags.DEFINE_integer("seed", None, "Seed of the data pipeline and of the sampler.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
-flags.DEFINE_string("tfds_manual_dir", None, "Source files for offline preparation.")
-flags.DEFINE_string("images_npy", None, "Use these images [N, H, W, C] instead.")
-flags.DEFINE_string("labels_npy", None, "Labels [N] of --images_npy for the scatter.")
+common.define_run_data_flags(images="to draw instead of the dataset's (their "
+                             "--image_labels colour the scatter)")
+flags.adopt_module_key_flags(common)
 flags.DEFINE_integer("num_samples", 100, "Prior samples.", lower_bound=1)
 flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.",
                      lower_bound=1)
@@ -88,40 +82,20 @@ flags.DEFINE_integer("examples_per_epoch", 0, "Training examples per epoch for t
 flags.DEFINE_integer("zoom", 2, "Pixel upscaling of the image figures.", lower_bound=1)
 
 
-def option(name, config, default=None):
-    """A flag given on the command line, else the run's config, else `default`."""
-    if FLAGS[name].present:
-        return FLAGS[name].value
-    return config.get(name, default)
-
-
-def load_images(config, count, image_shape):
-    """(images [N, H, W, C] float32 in [0, 1], labels [N] or None), by `tfvae.checks`."""
-    if FLAGS.images_npy:
-        images = checks.as_images(checks.load_npy(FLAGS.images_npy)[:count],
-                                  image_shape, FLAGS.images_npy)
-        labels = checks.load_npy(FLAGS.labels_npy)[:count] if FLAGS.labels_npy else None
-        if labels is not None and labels.shape != (len(images),):
-            raise checks.InputError(
-                f"{FLAGS.labels_npy} has shape {labels.shape}; expected one label per "
-                f"image of --images_npy, shape ({len(images)},).")
-        return images, labels, None
+def load_images(config, count, image_shape, num_classes=0):
+    """(images [N, H, W, C] float32 in [0, 1], labels [N] or None, class names or
+    None): the first `count` of --images, or of the run's test split (`tools.common`)."""
+    if FLAGS.images:
+        return (*common.npy_images(image_shape, count, num_classes), None)
     from tfvae import data
 
-    name = option("dataset", config, "binarized_mnist")
-    binarization = option("binarization", config, "static")
-    load = dict(data_dir=option("tfds_data_dir", config),
-                manual_dir=option("tfds_manual_dir", config))
-    info = data.dataset_info(name, **load)
+    name, load = common.run_dataset(config)
+    info = data.dataset_info(name, load["data_dir"], load["manual_dir"])
     labelled = info.num_classes is not None
-    ds = data.load_dataset(name, FLAGS.split, 500, shuffle=False, with_labels=labelled,
-                           binarize=binarization,
-                           seed=option("seed", config, 0), **load)
-    batch = next(iter(ds.unbatch().take(count).batch(count)))
-    images, labels = (batch[0].numpy(), batch[1].numpy()) if labelled else \
-        (batch.numpy(), None)
-    return (checks.as_images(images, image_shape, f"{name}[{FLAGS.split}]"), labels,
-            info.class_names)
+    batch, _ = common.split_images(name, FLAGS.split, image_shape, 500, count, labelled,
+                                   **load)
+    return ((batch["images"], batch["labels"]) if labelled else (batch, None)) + (
+        info.class_names,)
 
 
 def manifold_dims(latent_dim):
@@ -141,15 +115,14 @@ def manifold_dims(latent_dim):
     return dims
 
 
-def load_inputs(location):
-    """(model, images, labels, manifold dims, class names) of the checkpoint, all
-    checked."""
-    model = checks.load_keras_model(location["path"])
+def load_inputs(model, config):
+    """(model, images, labels, manifold dims, class names) of the checkpoint's model
+    and its run's config.json, all checked."""
     dims = manifold_dims(model.latent_dim)
     count = max(FLAGS.num_reconstructions, 2 * FLAGS.interpolation_pairs,
                 FLAGS.scatter_images)
-    images, labels, class_names = load_images(location["config"], count,
-                                              model.image_shape)
+    images, labels, class_names = load_images(config, count, model.image_shape,
+                                              model.num_classes)
     if len(images) < 2 * FLAGS.interpolation_pairs:
         raise checks.InputError(
             f"--interpolation_pairs={FLAGS.interpolation_pairs} needs "
@@ -166,7 +139,7 @@ def draw_model_figures(model, images, labels, dims, out, class_names=None):
     conditional = bool(model.num_classes)
     if conditional and labels is None:
         raise checks.InputError("the model is conditional: the images need labels "
-                                "(a labelled dataset, or --labels_npy).")
+                                "(a labelled dataset, or --image_labels).")
     if conditional:
         show(plots.save_class_samples(model, out("samples.png"), class_names,
                                       zoom=max(zoom, 2)))
@@ -204,15 +177,13 @@ def show(path):
     print(path, flush=True)
 
 
-@checks.interruptible(PROGRAM, "only the figures printed above were written.")
+@cli.interruptible(PROGRAM, "only the figures printed above were written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv, (0, 1))
+    cli.start_tool(PROGRAM, argv, (0, 1))
     checkpoint = FLAGS.checkpoint or (argv[1] if len(argv) == 2 else None)
     if not checkpoint and not FLAGS.curves:
-        checks.fail(PROGRAM, "pass --checkpoint (a .keras file or run directory) "
-                             "and/or --curves (run directories).")
-    if FLAGS.labels_npy and not FLAGS.images_npy:
-        checks.fail(PROGRAM, "--labels_npy labels the images of --images_npy; pass both.")
+        cli.fail(PROGRAM, "pass --checkpoint (a .keras file or run directory) "
+                          "and/or --curves (run directories).")
     import tensorflow as tf
 
     from tfvae import data, plots, rundir
@@ -220,13 +191,14 @@ def main(argv):
     run_dir, inputs = None, None
     try:
         if checkpoint:
-            location = rundir.locate_keras(checkpoint)
+            model, location = common.load_keras(checkpoint)
             run_dir = os.path.dirname(location["path"])
-            inputs = load_inputs(location)
+            inputs = load_inputs(model, location["config"])
         output_dir = FLAGS.output_dir or os.path.join(run_dir or ".", "figures")
-        checks.check_writable(os.path.join(output_dir, "samples.png"), "--output_dir")
+        user_files.check_writable(os.path.join(output_dir, "samples.png"),
+                                  "--output_dir")
     except (ValueError, OSError, data.DataUnavailableError) as error:  # InputError too
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
 
     def out(name):
         return os.path.join(output_dir, name)
@@ -241,15 +213,15 @@ def main(argv):
                 panel_by=FLAGS.curves_panel_by, y_floor=FLAGS.curves_ymin))
         except (ImportError, ValueError, OSError) as error:
             if FLAGS.curves:  # asked for: an error; the run's own: a warning
-                checks.fail(PROGRAM, f"no learning curves: {checks.first_line(error)}")
+                cli.fail(PROGRAM, f"no learning curves: {checks.first_line(error)}")
             logging.warning("No learning curves: %s", error)
     if inputs:
-        tf.random.set_seed(option("seed", location["config"], 0))
+        tf.random.set_seed(common.option("seed", location["config"]))
         model, images, labels, dims, class_names = inputs
         try:
             draw_model_figures(model, images, labels, dims, out, class_names)
         except checks.InputError as error:
-            checks.fail(PROGRAM, error)
+            cli.fail(PROGRAM, error)
 
 
 if __name__ == "__main__":

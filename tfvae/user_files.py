@@ -1,0 +1,62 @@
+"""The user's files, read without TensorFlow: .npy arrays, the writer of a .keras file,
+and whether an output can be written.
+
+Each failure is one `checks.InputError` line naming the file: a missing or unreadable
+.npy file (cut short, another format), an output that cannot be written (checked
+before a long computation, not after it). `keras_writer` names the tfvae that wrote a
+.keras file, for the one line that refuses a file of another version
+(`keras_files.load_keras_model`, `tools.upgrade`). Needs only numpy, as `checks` does.
+"""
+
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+
+from tfvae.checks import InputError, first_line
+
+
+def load_npy(path):
+    """The array in the .npy file `path`; InputError if it is missing or unreadable."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist.") from None
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        raise InputError(f"{path} cannot be read as a .npy array "
+                         f"(cut short or another format: {first_line(error)}).") from None
+
+
+def check_writable(path, flag="--output"):
+    """InputError now, not after a long computation, when `path` cannot be written."""
+    if not path:
+        return
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{flag} {path} cannot be written "
+                         f"({first_line(error)}).") from None
+    if not os.access(folder, os.W_OK) or os.path.isdir(path):
+        raise InputError(f"{flag} {path} cannot be written.")
+
+
+def keras_writer(path):
+    """Which tfvae wrote the .keras file `path`, in words: "tfvae 0.2.0" from the
+    version its VAE config records (since 0.2.0), else "tfvae before 0.2.0 (no
+    version recorded; saved <date>)". None when `path` is not an intact .keras
+    archive of a tfvae model."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+            saved = json.loads(archive.read("metadata.json")).get("date_saved", "?")
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+        return None
+    if not (isinstance(config, dict) and str(config.get("module")).startswith("tfvae")):
+        return None
+    version = (config.get("config") or {}).get("tfvae_version")
+    if version:
+        return f"tfvae {version}"
+    return f"tfvae before 0.2.0 (no version recorded; saved {saved})"
