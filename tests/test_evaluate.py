@@ -312,10 +312,13 @@ def test_a_killed_nll_evaluation_resumes_from_its_kept_batches(tmp_path):
     np.testing.assert_allclose(resumed.values, whole.values, rtol=1e-6)
     with pytest.raises(ValueError, match="another computation"):
         resumable.BatchResults(path, {"model": "another", "k": 10})
-    with open(path, "wb") as f:
-        f.write(b"not a npz")
-    with pytest.raises(ValueError, match="cannot be read.*delete it"):
-        resumable.BatchResults(path, key)
+    with open(path, "rb") as f:
+        whole_file = f.read()
+    for damaged in (whole_file[:len(whole_file) // 2], b"not a npz"):  # cut short, junk
+        with open(path, "wb") as f:
+            f.write(damaged)
+        with pytest.raises(ValueError, match="cannot be read.*delete it"):
+            resumable.BatchResults(path, key)
 
 
 def test_evaluation_subsets_are_random_not_a_prefix():

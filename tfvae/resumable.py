@@ -13,6 +13,7 @@ caller deletes it when the whole result is written.
 import json
 import os
 import time
+import zipfile
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class BatchResults:
                 key, seconds = str(stored["key"]), float(stored["seconds"])
                 done = {int(name[6:]): stored[name] for name in stored.files
                         if name.startswith("batch_")}
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{self.path} (the partial results of an earlier call) "
                              f"cannot be read ({error}); delete it to start over.") from None
         if key != self.key:
