@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 
 import tfvae
-from tfvae import objectives
+from tfvae import objectives, warmstart
 from tiny_models import inverse_softplus, tiny_vae
 
 # -- the linear-Gaussian model --------------------------------------------------------
@@ -425,6 +425,8 @@ def test_keras_file_round_trip(arch, prior, tmp_path):
     # Equal up to JSON's tuple -> list (the build shapes).
     assert json.dumps(again.get_config()) == json.dumps(model.get_config())
     assert again.objective == "iwae" and again.num_samples == 3
+    # Warm starts match weights by path: a loaded model's paths are a fresh one's.
+    assert list(warmstart.weights_by_path(again)) == list(warmstart.weights_by_path(model))
     _assert_same_model(model, again)
 
 

@@ -304,7 +304,10 @@ def resolve(head, latent_dim, min_scale=1e-4, name="head", **legacy):
     if head is None:
         return posterior_head(latent_dim, min_scale=min_scale, name=name, **legacy)
     if isinstance(head, dict):
-        head = keras.saving.deserialize_keras_object(head)
+        # Built later by its body, under the body's name: the weight paths of a model
+        # from a file are those of a fresh one (warm starts match weights by path).
+        head = keras.saving.deserialize_keras_object(
+            {key: value for key, value in head.items() if key != "build_config"})
     if getattr(head, "latent_dim", None) != latent_dim:
         raise ValueError(f"The posterior head is over {getattr(head, 'latent_dim', '?')} "
                          f"dimensions, its body's latent_dim is {latent_dim}.")

@@ -95,7 +95,7 @@ class TopDownBlock(keras.layers.Layer):
         for layer in self.merge_net:
             layer.build(shape)
             shape = (None, layer.units)
-        if not self.posterior_head.built:  # a head from a file arrives built
+        if not self.posterior_head.built:
             self.posterior_head.build(shape)
 
     def state(self, z, state, context=None):

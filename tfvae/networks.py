@@ -76,7 +76,7 @@ class _Encoder(keras.layers.Layer):
             shape = tuple(layer.compute_output_shape(shape))
             if layer is self.flatten:  # the context joins here (`with_context`)
                 shape = (*shape[:-1], shape[-1] + self.context_dim)
-        if not self.head.built:  # a head from a file arrives built
+        if not self.head.built:
             self.head.build(shape)
 
     def with_context(self, flat, context):
