@@ -17,7 +17,9 @@ def _epoch(ds):
 def test_binarized_mnist_batches_are_binary_float32():
     # max_value=2: the mock's random bytes are 0 or 1, like the real dataset.
     with tfds.testing.mock_data(num_examples=40, max_value=2):
-        assert data.dataset_info("binarized_mnist").image_shape == (28, 28, 1)
+        info = data.dataset_info("binarized_mnist")
+        assert info.image_shape == (28, 28, 1) and info.pixels == "binary"
+        assert data.dataset_info("fashion_mnist").pixels == "8-bit"
         ds = data.load_dataset("binarized_mnist", "train", 16, seed=0)
         batches = [b.numpy() for b in ds]
     assert [b.shape for b in batches] == [(16, 28, 28, 1)] * 2 + [(8, 28, 28, 1)]

@@ -118,3 +118,13 @@ def test_bernoulli_fast_path_matches_tfp_and_broadcasts_over_samples():
     tiled = np.broadcast_to(images, (3, *images.shape))
     np.testing.assert_allclose(model.log_likelihood(images, z), reference.log_prob(tiled),
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("pixels, binarization, expected", [
+    ("binary", None, "bernoulli"), ("binary", "static", "bernoulli"),
+    ("8-bit", "dynamic", "bernoulli"), ("8-bit", "static", "bernoulli"),
+    ("8-bit", None, "discretized_logistic"), ("8-bit", "none", "discretized_logistic"),
+    ("real", "none", "gaussian"), ("real", "dynamic", "bernoulli"), (None, None, "gaussian")])
+def test_the_default_likelihood_is_the_one_of_the_pixels_as_binarized(
+        pixels, binarization, expected):
+    assert distributions.default_likelihood(pixels, binarization) == expected

@@ -496,3 +496,18 @@ def test_steps_per_execution_beyond_an_epoch_is_capped_at_the_epoch(tmp_path, ca
             "compiled call runs 3.") in out
     assert "3/3" in out and "20/3" not in out
     assert metrics["optimizer_steps"] == 2 * 3
+
+
+@pytest.mark.slow
+def test_grey_levels_get_the_discretized_likelihood_and_bits_per_dim(tmp_path, capsys):
+    """--likelihood=auto (the default) on 8-bit MNIST not binarized: the discretized
+    logistic, written to config.json, and the test ELBO also in bits/dim."""
+    metrics = _run(*_argv(**{**TINY, "binarization": "none", "epochs": 1,
+                             "steps_per_epoch": 1, "likelihood_components": 2})[1:],
+                   f"--output_dir={tmp_path}")
+    out = capsys.readouterr().out
+    assert "--likelihood=auto: discretized_logistic for the 8-bit pixels of mnist" in out
+    with open(tmp_path / "config.json", encoding="utf-8") as f:
+        assert json.load(f)["likelihood"] == "discretized_logistic"
+    bits = metrics["test"]["bits_per_dim"]
+    assert f"nats per image, {bits:.4f} bits/dim" in out

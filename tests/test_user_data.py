@@ -54,7 +54,7 @@ def test_class_subfolders_become_labels_in_sorted_order(pets):
     info = data.dataset_info(f"folder:{pets}")
     assert info.image_shape == (32, 32, 3)
     assert info.num_classes == 3 and info.class_names == ("bird", "cat", "dog")
-    assert sum(info.num_examples.values()) == 60
+    assert sum(info.num_examples.values()) == 60 and info.pixels == "8-bit"
     images, labels = _all(f"folder:{pets}", with_labels=True)
     assert images.dtype == np.float32 and images.shape == (60, 32, 32, 3)
     assert labels.dtype == np.int64
@@ -190,6 +190,11 @@ def test_npy_uint8_greyscale_floats_and_labels(tmp_path):
                                        .ravel()), np.sort(floats.ravel()))
     binary = (rng.random((10, 4, 4, 1)) < 0.5).astype(np.int64)
     assert set(np.unique(_all(f"npy:{save_npy(tmp_path, 'b', binary)}"))) == {0.0, 1.0}
+    # What the pixels are (the trainer's --likelihood=auto reads it).
+    assert info.pixels == "8-bit"
+    assert data.dataset_info(f"npy:{save_npy(tmp_path, 'f', floats)}").pixels == "real"
+    for array in (binary, binary.astype(np.float32)):
+        assert data.dataset_info(f"npy:{save_npy(tmp_path, 'b', array)}").pixels == "binary"
 
 
 @pytest.mark.parametrize("array, labels, expected", [
@@ -275,9 +280,12 @@ def test_an_rgb_folder_trains_on_its_levels_and_reports_bits_per_dim(pets, tmp_p
     flags = [flag for flag in TINY_CONV if not flag.startswith(("--likelihood",
                                                                 "--noexport"))]
     run = tmp_path / "run"
+    # No --likelihood: a folder of 8-bit images, not binarized, gets the discretized one.
     metrics = train.run(["tfvae.train", f"--dataset=folder:{pets}", *flags,
-                         "--likelihood=discretized_logistic", "--likelihood_components=2",
+                         "--likelihood_components=2",
                          f"--output_dir={run}", f"--export_dir={tmp_path / 'models'}"])
+    with open(run / "config.json", encoding="utf-8") as f:
+        assert json.load(f)["likelihood"] == "discretized_logistic"
     test = metrics["test"]
     assert test["bits_per_dim"] == pytest.approx(-test["elbo"] / (3072 * math.log(2.0)),
                                                  rel=1e-4)

@@ -79,14 +79,18 @@ class DataUnavailableError(RuntimeError):
 
 
 DatasetInfo = collections.namedtuple(
-    "DatasetInfo", ["name", "image_shape", "num_examples", "num_classes", "class_names"],
-    defaults=(None,))
+    "DatasetInfo", ["name", "image_shape", "num_examples", "num_classes", "class_names",
+                    "pixels"], defaults=(None, None))
 DatasetInfo.__doc__ = """What a model and trainer need to know about a dataset.
 
     image_shape: (H, W, C). num_examples: {split name: count}, empty when unknown
     (e.g. under `tfds.testing.mock_data`). num_classes: for `with_labels`, or None.
     class_names: the name of each label id (a tuple of num_classes), or None.
+    pixels: what the stored pixels are, one of `PIXELS` (the trainer's
+    --likelihood=auto reads it: `distributions.default_likelihood`), or None.
 """
+# "binary": 0 or 1; "8-bit": integer levels 0..255; "real": values in [0, 1].
+PIXELS = ("binary", "8-bit", "real")
 
 
 def _check_binarize(binarize):
@@ -244,7 +248,8 @@ def _tfds_source(name, data_dir, manual_dir):
         image_shape=tuple(int(d) for d in feature.shape),
         num_examples={k: v.num_examples for k, v in builder.info.splits.items()},
         num_classes=getattr(labels, "num_classes", None),
-        class_names=tuple(labels.names) if getattr(labels, "names", None) else None)
+        class_names=tuple(labels.names) if getattr(labels, "names", None) else None,
+        pixels=_tfds_pixels(name, tf.as_dtype(feature.tf_dtype)))
     dtype = tf.as_dtype(feature.tf_dtype)
 
     def read(split, with_labels, shuffle_files, seed):
@@ -260,13 +265,25 @@ def _tfds_source(name, data_dir, manual_dir):
                    lambda split: _num_examples(builder, split), read)
 
 
+def _tfds_pixels(name, dtype):
+    if name in _ALREADY_BINARY:
+        return "binary"
+    return "8-bit" if dtype == tf.uint8 else "real"
+
+
+def _user_pixels(images, scale):
+    if np.issubdtype(images.dtype, np.integer):
+        return "8-bit" if scale == 255.0 else "binary"
+    return "binary" if bool(np.all((images == 0) | (images == 1))) else "real"
+
+
 def _user_source(name):
     data = user_data.load(name)
     info = DatasetInfo(
         name=name, image_shape=data.image_shape,
         num_examples={k: len(v) for k, v in data.splits.items()},
         num_classes=None if data.class_names is None else len(data.class_names),
-        class_names=data.class_names)
+        class_names=data.class_names, pixels=_user_pixels(data.images, data.scale))
 
     def read(split, with_labels, shuffle_files, seed):
         del shuffle_files, seed  # In memory: the pipeline's shuffle is all there is.

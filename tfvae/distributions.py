@@ -55,6 +55,17 @@ FIGURES = {
 }
 
 
+def default_likelihood(pixels, binarization=None):
+    """The likelihood of images whose stored pixels are `pixels` ("binary", "8-bit",
+    "real" or None: `data.PIXELS`) once binarized as `binarization` ("static",
+    "dynamic", or None / "none": as stored): Bernoulli for binary pixels, the
+    discretized logistic for 8-bit levels (a probability of each level, in bits/dim),
+    the Gaussian density otherwise."""
+    if binarization in ("static", "dynamic") or pixels == "binary":
+        return "bernoulli"
+    return "discretized_logistic" if pixels == "8-bit" else "gaussian"
+
+
 def check_likelihood(name):
     """Returns `name` if it is a known likelihood, else raises a ValueError."""
     return choice("likelihood", name, LIKELIHOODS)

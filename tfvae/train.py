@@ -46,6 +46,9 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 PROJECTOR_IMAGES = 2000
 # build_model's options; a backup can only resume the model they describe.
 MODEL_OPTIONS = tuple(builders.MODEL_DEFAULTS)
+# The trainer's model defaults: the library's, but the likelihood fits the data
+# (`_pick_likelihood`).
+MODEL_DEFAULTS = {**builders.MODEL_DEFAULTS, "likelihood": "auto"}
 
 
 class ConfigError(ValueError):
@@ -236,7 +239,7 @@ def train_and_evaluate(
         raise ConfigError(f"Unknown option(s) {', '.join(unknown)}; see "
                           "python -m tfvae.train --helpfull.")
     run = _Run(json.loads(json.dumps(
-        {**run_options, **builders.MODEL_DEFAULTS, **model_options}, default=list)))
+        {**run_options, **MODEL_DEFAULTS, **model_options}, default=list)))
     previous_policy = keras.mixed_precision.global_policy()
     try:
         try:  # Every mistake found here is a one-line ConfigError.
@@ -269,6 +272,8 @@ def _setup(run):
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(
         "float32" if o.mixed_precision == "none" else o.mixed_precision)
+    run.info = data.dataset_info(o.dataset, o.tfds_data_dir, o.tfds_manual_dir)
+    _pick_likelihood(run)
     _prepare_directories(run)
     _load_data(run)
     _build_model(run)
@@ -280,6 +285,18 @@ def _setup(run):
           f"[{o.train_split}], {run.steps or '?'} steps per epoch of {o.batch_size} "
           f"images, {run.strategy.num_replicas_in_sync} replica(s); writing to "
           f"{run.work_dir}.", flush=True)
+
+
+def _pick_likelihood(run):
+    """--likelihood=auto: the likelihood of the data's pixels as binarized
+    (`distributions.default_likelihood`), written to config.json as picked."""
+    o = run.options
+    if o.likelihood != "auto":
+        return
+    o.likelihood = run.config["likelihood"] = distributions.default_likelihood(
+        run.info.pixels, o.binarization)
+    print(f"--likelihood=auto: {o.likelihood} for the {run.info.pixels or 'unknown'} "
+          f"pixels of {o.dataset} (binarization {o.binarization}).", flush=True)
 
 
 def _prepare_directories(run):
@@ -309,7 +326,6 @@ def _load_data(run):
     o = run.options
     if not o.train_split or not o.test_split:
         raise ValueError("train_split and test_split must be set.")
-    run.info = data.dataset_info(o.dataset, o.tfds_data_dir, o.tfds_manual_dir)
     if o.conditional and not run.info.num_classes:
         raise ValueError(f"--conditional needs labels, and {o.dataset} has none (use a "
                          "labelled dataset: fashion_mnist, mnist, a folder: of class "
@@ -536,8 +552,11 @@ def _test(run):
         run.model.load_weights(run.paths[rundir.BEST])
     test = run.model.evaluate(run.data["test"], return_dict=True, verbose=0)
     test = {k: float(v) for k, v in test.items()}
-    print(f"Test ELBO on {o.dataset}[{o.test_split}]: {test['elbo']:.3f} nats per image "
-          f"(rate {test['rate']:.3f}, distortion {test['distortion']:.3f}).", flush=True)
+    unit = (f", {test['bits_per_dim']:.4f} bits/dim" if "bits_per_dim" in test else
+            ", a log-density, not a log-probability" if o.likelihood == "gaussian" else "")
+    print(f"Test ELBO on {o.dataset}[{o.test_split}]: {test['elbo']:.3f} nats per image"
+          f"{unit} (rate {test['rate']:.3f}, distortion {test['distortion']:.3f}).",
+          flush=True)
     return test
 
 
@@ -589,12 +608,12 @@ def _summary(run, test):
 # Every flag's default: train_and_evaluate's own, then the model's (build_model, VAE).
 DEFAULTS = {**{name: default for name, default in
                builders.keyword_defaults(train_and_evaluate).items()
-               if name != "callbacks"}, **builders.MODEL_DEFAULTS}
+               if name != "callbacks"}, **MODEL_DEFAULTS}
 # The options with a fixed set of values, from the tuples the library checks them with.
 CHOICES = {
     "binarization": ("static", "dynamic", "none"), "encoder": builders.NETWORKS,
     "decoder": builders.NETWORKS, "posterior": heads.POSTERIORS,
-    "likelihood": distributions.LIKELIHOODS, "prior": builders.PRIORS,
+    "likelihood": ("auto", *distributions.LIKELIHOODS), "prior": builders.PRIORS,
     "kl": objectives.KL_METHODS, "objective": tuple(losses.LOSSES),
     "gradient_estimator": losses.GRADIENT_ESTIMATORS,
     "mmd_kernel": objectives.MMD_KERNELS, "optimizer": tuple(builders.OPTIMIZERS),
@@ -657,7 +676,9 @@ HELP = {
     "flow_hidden_units": "Hidden units of each IAF step.",
     "likelihood": "Pixel likelihood p(x|z): bernoulli (binary pixels), gaussian "
         "(a density of real values) or discretized_logistic (the 256 levels of 8-bit "
-        "images, reported also in bits/dim; tfvae/discretized.py).",
+        "images, reported also in bits/dim; tfvae/discretized.py); auto: the one of "
+        "the data as binarized (bernoulli for binary pixels, discretized_logistic for "
+        "8-bit levels, gaussian for real values).",
     "likelihood_components": "Mixture components of the discretized logistic "
         "likelihood (per pixel; 10 as PixelCNN++ and VDVAE).",
     "prior": "Prior p(z).",
