@@ -208,3 +208,59 @@ def test_the_shipped_classifiers_load_with_their_records():
         assert record["num_classes"] == judge.output_shape[-1] == 10
         assert 0.8 < record["test_accuracy"] <= 1.0
 
+
+@pytest.mark.slow
+def test_evaluate_tool_reports_sample_quality_and_refuses_bad_flags_in_one_line(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pattern_data import binary_images, save_npy
+    from tiny_models import tiny_vae
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = tiny_vae((16, 16, 1), seed=0)
+    model(binary_images(2, (16, 16, 1)))
+    model.save(str(tmp_path / "model.keras"))
+    images = save_npy(tmp_path, "images", binary_images(60, (16, 16, 1)))
+    judge = str(tmp_path / "judge.keras")
+    classifiers.save(classifiers.build((16, 16, 1), 4, units=8), judge)
+    other = str(tmp_path / "other.keras")
+    classifiers.save(classifiers.build((28, 28, 1), 4, units=8), other)
+    output = str(tmp_path / "report.json")
+    common = [str(tmp_path / "model.keras"), f"--images_npy={images}", "--num_samples=0",
+              "--verbose=0", "--nojit_compile", "--sample_quality", "--quality_samples=20"]
+    cases = {"good": [f"--quality_classifier={judge}", f"--output={output}"],
+             "missing": [f"--quality_classifier={tmp_path / 'none.keras'}"],
+             "other shape": [f"--quality_classifier={other}"],
+             "shipped for MNIST": [],
+             "too many": [f"--quality_classifier={judge}", "--quality_samples=100"]}
+    with open(tmp_path / "cases.json", "w") as f:
+        json.dump([common + args for args in cases.values()], f)
+    done = subprocess.run(
+        [sys.executable, os.path.join(repo, "tests", "cli_driver.py"), "tools.evaluate",
+         str(tmp_path / "cases.json"), str(tmp_path / "results.json")], cwd=repo,
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "results.json") as f:
+        outcomes = dict(zip(cases, json.load(f)))
+    good = outcomes.pop("good")
+    assert good["code"] == 0, good["stderr"][-3000:]
+    assert "sample quality: KID" in good["stdout"] and "floor" in good["stdout"]
+    with open(output) as f:
+        quality = json.load(f)["sample_quality"]
+    assert quality["num_samples"] == 20 and quality["sample_images"] == "bernoulli draws"
+    assert np.isfinite([quality["kid"], quality["fid"], quality["floor"]["fid"]]).all()
+    assert quality["classifier"] == judge
+    expected = {"missing": "none.keras does not exist",
+                "other shape": "takes images of (28, 28, 1), the model makes (16, 16, 1)",
+                "shipped for MNIST": "binarized_mnist.keras takes images of (28, 28, 1)",
+                "too many": "--quality_samples=100 needs as many test images, and "
+                            "there are 60"}
+    for case, words in expected.items():
+        outcome = outcomes[case]
+        assert outcome["code"] == 1 and "Traceback" not in outcome["stderr"], outcome
+        line = outcome["stderr"].strip().splitlines()[-1]
+        assert line.startswith("tools.evaluate: error: ") and words in line, line
