@@ -72,7 +72,9 @@ def _uncompiled(classifier, num_classes=None):
 
 
 def train(classifier, dataset, epochs, seed=0, verbose=0):
-    """Fits `classifier` in place with Adam and the cross-entropy of its logits.
+    """Fits `classifier` in place with Adam and the cross-entropy of its logits (seeds
+    Keras with `seed` first: dropout and shuffles; seed it before `build` too for
+    reproducible initial weights).
 
     dataset: a `tf.data.Dataset` of (images, class ids) batches, or a pair of arrays
     (images [N, H, W, C], labels [N]) shuffled each epoch with `seed`."""

@@ -114,6 +114,7 @@ def main(argv):
     except (ValueError, OSError, data.DataUnavailableError) as error:
         checks.fail(PROGRAM, error)
     tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(FLAGS.seed)  # the initial weights too
     model = classifier.build(test_images.shape[1:], len(record["classes"]))
     classifier.train(model, train, FLAGS.epochs, FLAGS.seed, verbose=2)
     accuracy = classifier.accuracy(model, test_images, test_labels)
