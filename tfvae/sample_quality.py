@@ -25,7 +25,8 @@ sets of features (means mu, covariances S, float64):
 
 S_1 S_2 is not symmetric, and a general matrix square root of it (scipy's sqrtm) can
 return complex parts and NaN from rounding. It is similar to the symmetric positive
-semi-definite A = S_1^(1/2) S_2 S_1^(1/2) (S_1 S_2 = S_1^(1/2) A S_1^(-1/2)), so both
+semi-definite A = S_1^(1/2) S_2 S_1^(1/2) (S_1 S_2 = S_1^(1/2) A S_1^(-1/2) for an
+invertible S_1; by continuity the eigenvalues agree for a singular one too), so both
 have the same eigenvalues l_i >= 0 and tr (S_1 S_2)^(1/2) = sum_i sqrt(l_i). Here
 S_1^(1/2) = V diag(sqrt(w)) V^T from numpy's symmetric eigendecomposition
 S_1 = V diag(w) V^T, and the eigenvalues of A come from `eigvalsh` of its symmetrized
