@@ -230,7 +230,7 @@ def test_evaluate_tool_reports_sample_quality_and_refuses_bad_flags_in_one_line(
     other = str(tmp_path / "other.keras")
     classifiers.save(classifiers.build((28, 28, 1), 4, units=8), other)
     output = str(tmp_path / "report.json")
-    common = [str(tmp_path / "model.keras"), f"--images_npy={images}", "--num_samples=0",
+    common = [str(tmp_path / "model.keras"), f"--images={images}", "--num_samples=0",
               "--verbose=0", "--nojit_compile", "--sample_quality", "--quality_samples=20"]
     cases = {"good": [f"--quality_classifier={judge}", f"--output={output}"],
              "missing": [f"--quality_classifier={tmp_path / 'none.keras'}"],

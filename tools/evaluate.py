@@ -34,7 +34,7 @@ Classification Accuracy Score and label consistency (`tfvae.sample_quality`; a
 Bernoulli model's samples are Bernoulli draws of its means, like the binary data):
 
     python -m tools.evaluate hvae_binarized_mnist --sample_quality --num_samples=0 \
-        --tfds_data_dir=~/tfds_data --output=quality.json
+        --output=quality.json
 
 Images follow the rules of `tfvae.checks` (shape, range, no NaN). A Bernoulli model
 is refused grey-level images (values strictly between 0 and 1): its "log-likelihood"
@@ -170,8 +170,7 @@ def quality_judge(config, image_shape, images, num_classes):
         judge, record = classifier.load(FLAGS.quality_classifier), {}
         about = {"classifier": FLAGS.quality_classifier}
     else:
-        judge, record = classifier.for_dataset(option("dataset", config,
-                                                      default="binarized_mnist"))
+        judge, record = classifier.for_dataset(common.option("dataset", config))
         about = {"classifier": f"tfvae/classifiers/{record['keras_file']}",
                  "classifier_test_accuracy": record["test_accuracy"]}
     if tuple(judge.input_shape[1:]) != tuple(image_shape):

@@ -27,15 +27,15 @@ import time
 import numpy as np
 from absl import app, flags
 
-from tfvae import checks
+from tfvae import checks, cli, user_files
+from tools import common
 
 PROGRAM = "tools.train_classifier"
 FLAGS = flags.FLAGS
-parse_flags = checks.flags_parser(PROGRAM)
-flags.DEFINE_enum("dataset", None, ["binarized_mnist", "fashion_mnist"],
-                  "The classifier to train.", required=True)
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (prepared datasets).")
-flags.DEFINE_string("tfds_manual_dir", None, "Directory with the source files.")
+parse_flags = cli.flags_parser(PROGRAM)
+RECIPES = ("binarized_mnist", "fashion_mnist")
+common.define_data_flags(f"The classifier to train: {' or '.join(RECIPES)}.", split=None)
+flags.adopt_module_key_flags(common)
 flags.DEFINE_integer("epochs", 8, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("clusters", 10, "binarized_mnist: k-means clusters (classes).",
                      lower_bound=2)
@@ -95,9 +95,9 @@ def binarized_mnist(load):
                 "digit accuracy"}
 
 
-@checks.interruptible(PROGRAM, "nothing was written.")
+@cli.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
-    checks.start_tool(PROGRAM, argv)
+    cli.start_tool(PROGRAM, argv)
     import keras
     import tensorflow as tf
 
@@ -108,11 +108,14 @@ def main(argv):
     load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
     start = time.perf_counter()
     try:
-        checks.check_writable(path, "--output_dir")
+        if not FLAGS.dataset:
+            raise checks.InputError(f"give --dataset: {' or '.join(RECIPES)}.")
+        checks.choice("--dataset", FLAGS.dataset, RECIPES)
+        user_files.check_writable(path, "--output_dir")
         recipe = fashion_mnist if FLAGS.dataset == "fashion_mnist" else binarized_mnist
         train, test_images, test_labels, record = recipe(load)
     except (ValueError, OSError, data.DataUnavailableError) as error:
-        checks.fail(PROGRAM, error)
+        cli.fail(PROGRAM, error)
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(FLAGS.seed)  # the initial weights too
     model = classifier.build(test_images.shape[1:], len(record["classes"]))
