@@ -17,6 +17,8 @@ setuptools.setup(
     # tools/ stays out: a top-level package named "tools" would clash with others in
     # site-packages; the tools run from a clone (python -m tools.sample ...).
     packages=setuptools.find_packages(include=["tfvae", "tfvae.*"]),
+    # The classifiers of tools.evaluate --sample_quality (tfvae/classifier.py).
+    package_data={"tfvae": ["classifiers/*.keras", "classifiers/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.18",

@@ -579,7 +579,7 @@ def test_every_tool_main_is_interruptible():
     """One wrapper for all: each tool's main is decorated with cli.interruptible."""
     tools = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
                    if name.endswith(".py") and name not in NOT_TOOLS)
-    assert len(tools) == 13  # the 11, tools.serve and tools.load_test
+    assert len(tools) == 14  # the 11, tools.serve, tools.load_test, tools.train_classifier
     for name in tools:
         with open(os.path.join(REPO, "tools", name)) as f:
             tree = ast.parse(f.read())

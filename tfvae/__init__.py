@@ -26,7 +26,8 @@ else:
     from tfvae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
     from tfvae.priors import ConditionalPrior, MixturePrior, StandardNormalPrior, VampPrior
     # The modules the README names, as attributes of `import tfvae`.
-    from tfvae import evaluate, losses, objectives, plots, presets, warmstart  # noqa: F401
+    from tfvae import (evaluate, losses, objectives, plots, presets,  # noqa: F401
+                       sample_quality, warmstart)
 
 
 def __getattr__(name):

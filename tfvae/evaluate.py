@@ -436,7 +436,8 @@ def signature_inputs(inputs):
 def saved_model_functions(loaded):
     """Callables for this module from a `tf.saved_model.load`-ed tfvae export.
 
-    Uses the `log_prob`, `elbo` and `encode` signatures (see DESIGN.md), the image
+    Uses the `log_prob`, `elbo`, `encode` and `sample` (the likelihood's means of
+    `sample(num_samples, labels=None)`) signatures (see DESIGN.md), the image
     shape from `sample`'s output, the likelihood family from the `decode`
     signature's outputs ("mixture_logits": discretized logistic, else "loc"/"scale":
     Gaussian) and, as "context_key", the
@@ -459,6 +460,11 @@ def saved_model_functions(loaded):
         outputs = signatures["encode"](**signature_inputs(inputs))
         return outputs["code"] if "code" in outputs else outputs["loc"]
 
+    def sample(num_samples, labels=None):
+        conditioning = {} if labels is None else {"labels": tf.constant(labels, tf.int32)}
+        return signatures["sample"](num_samples=tf.constant(num_samples, tf.int32),
+                                    **conditioning)["images"]
+
     likelihood = "bernoulli"
     decoded = signatures["decode"].structured_outputs if "decode" in signatures else {}
     if "mixture_logits" in decoded:
@@ -470,7 +476,7 @@ def saved_model_functions(loaded):
     inputs = signatures["elbo"].structured_input_signature[1]
     context_key = next((key for key in ("labels", "context") if key in inputs), None)
     return {"log_prob": log_prob, "elbo": elbo, "posterior_mean": posterior_mean,
-            "likelihood": likelihood, "image_shape": image_shape,
+            "sample": sample, "likelihood": likelihood, "image_shape": image_shape,
             "context_key": context_key}
 
 

@@ -26,6 +26,16 @@ per dimension and the machine to --output as JSON (at the end). With --output, t
 NLL's finished batches are kept beside it (OUTPUT.partial.npz, written every minute)
 and the same command resumes an interrupted evaluation from them.
 
+With --sample_quality it also reports KID (with its standard error) and FID of
+--quality_samples samples against as many test images drawn at random, in the features
+of the classifier tfvae ships for the dataset (tfvae/classifiers/), the same figures
+for two disjoint sets of test images (the floor), and for a conditional model the
+Classification Accuracy Score and label consistency (`tfvae.sample_quality`; a
+Bernoulli model's samples are Bernoulli draws of its means, like the binary data):
+
+    python -m tools.evaluate hvae_binarized_mnist --sample_quality --num_samples=0 \
+        --output=quality.json
+
 Images follow the rules of `tfvae.checks` (shape, range, no NaN). A Bernoulli model
 is refused grey-level images (values strictly between 0 and 1): its "log-likelihood"
 of them is a cross-entropy; --allow_grey_levels reports it anyway. Bad input ends
@@ -66,6 +76,17 @@ flags.DEFINE_bool("allow_grey_levels", False, "Evaluate a Bernoulli model on gre
 flags.DEFINE_bool("jit_compile", True, "Compile the evaluation with XLA.")
 flags.DEFINE_integer("num_levels", 256, "Gaussian likelihoods: bits/dim assume 8-bit "
                      "data dequantized as (x + u) / num_levels.", lower_bound=2)
+flags.DEFINE_bool("sample_quality", False, "Also judge the model's samples: KID (+- "
+                  "s.e.) and FID of --quality_samples samples against as many test "
+                  "images, in a classifier's features; for conditional models CAS and "
+                  "label consistency (tfvae/sample_quality.py).")
+flags.DEFINE_integer("quality_samples", 5000, "N of --sample_quality: the samples, and "
+                     "the test images (drawn at random with --seed) they are compared "
+                     "with; N more give the floor when the split has 2N.",
+                     lower_bound=20)
+flags.DEFINE_string("quality_classifier", None, "A .keras classifier whose penultimate "
+                    "layer gives the features; default: the one tfvae ships for the "
+                    "dataset (tfvae/classifiers/).")
 flags.DEFINE_string("output", None, "Write the report here as JSON.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar.")
 
@@ -139,6 +160,57 @@ def kept_batches(location, description, seed):
     return kept
 
 
+def quality_judge(config, image_shape, images, num_classes):
+    """(classifier, what --sample_quality reports of it) after checking that it fits
+    the model and that the split holds --quality_samples images, before any long
+    computation."""
+    from tfvae import classifier
+
+    if FLAGS.quality_classifier:
+        judge, record = classifier.load(FLAGS.quality_classifier), {}
+        about = {"classifier": FLAGS.quality_classifier}
+    else:
+        judge, record = classifier.for_dataset(common.option("dataset", config))
+        about = {"classifier": f"tfvae/classifiers/{record['keras_file']}",
+                 "classifier_test_accuracy": record["test_accuracy"]}
+    if tuple(judge.input_shape[1:]) != tuple(image_shape):
+        raise checks.InputError(f"{about['classifier']} takes images of "
+                                f"{tuple(judge.input_shape[1:])}, the model makes "
+                                f"{tuple(image_shape)}; give --quality_classifier.")
+    count = len(images["images"] if num_classes else images)
+    if FLAGS.quality_samples > count:
+        raise checks.InputError(f"--quality_samples={FLAGS.quality_samples} needs as "
+                                f"many test images, and there are {count}.")
+    # A classifier of the model's classes judges label consistency; k-means clusters
+    # (the shipped binarized_mnist one) do not.
+    about["judges_labels"] = bool(num_classes) and not record.get("pseudo_labels") \
+        and judge.output_shape[-1] == num_classes
+    return judge, about
+
+
+def sample_quality(model, images, num_classes, likelihood, judge, about, seed):
+    """The --sample_quality report (`tfvae.sample_quality.evaluate_samples`)."""
+    import keras
+
+    from tfvae import sample_quality
+
+    if isinstance(model, dict):  # a SavedModel's functions
+        sample = model["sample"]
+    else:
+        def sample(count, labels=None):
+            return model.sample(count, labels=labels)
+    keras.utils.set_random_seed(seed)
+    real, labels = (images["images"], images["labels"]) if num_classes else (images, None)
+    report = sample_quality.evaluate_samples(
+        sample, real, judge, FLAGS.quality_samples, real_labels=labels,
+        draw_bernoulli=likelihood == "bernoulli" and sample_quality.is_binary(real),
+        label_consistency=about.pop("judges_labels"), seed=seed,
+        log=print if FLAGS.verbose else None)
+    report.update(about)
+    print("sample quality: " + sample_quality.summary(report))
+    return report
+
+
 def print_report(report, description):
     nll = (f"NLL (k={report['k']}): {report['nll']:.3f} +- {report['nll_stderr']:.3f} "
            f"nats in {report['nll_seconds']:.1f} s" if "nll" in report else "")
@@ -170,6 +242,8 @@ def main(argv):
         images, description = load_images(config, image_shape, num_classes)
         if likelihood == "bernoulli" and not FLAGS.allow_grey_levels:
             checks.check_binary(images["images"] if num_classes else images, description)
+        if FLAGS.sample_quality:
+            judge, about = quality_judge(config, image_shape, images, num_classes)
     except (ValueError, OSError, data.DataUnavailableError) as error:
         cli.fail(PROGRAM, error)
     seed = common.option("seed", config)
@@ -190,6 +264,9 @@ def main(argv):
     report.update(model=argv[1], data=description, machine=rundir.machine_info(),
                   date=time.strftime("%Y-%m-%d %H:%M:%S"))
     print_report(report, description)
+    if FLAGS.sample_quality:
+        report["sample_quality"] = sample_quality(model, images, num_classes,
+                                                  likelihood, judge, about, seed)
     if FLAGS.output:
         if os.path.dirname(FLAGS.output):
             os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)

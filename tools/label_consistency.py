@@ -4,14 +4,16 @@ r"""Do a conditional VAE's samples show the class they were asked for?
         --dataset=fashion_mnist --tfds_manual_dir=/usr/share/datasets/fashion-mnist \
         --classifier=runs/fashion_mnist_classifier.keras --output=consistency.json
 
-A small convolutional classifier (two 3x3 conv + max-pool stages, a 128-unit layer)
-is trained on the grey-level training images of --dataset (or loaded from
---classifier when that file exists, else saved there) and scored on its test split.
-It then classifies --samples_per_class samples of each class of MODEL (a SavedModel
-folder, .tflite file, .keras file, run directory or preset name): the
+A small convolutional classifier (`tfvae.classifier.build`: two 3x3 conv + max-pool
+stages, a 128-unit layer) is trained on the grey-level training images of --dataset
+(or loaded from --classifier when that file exists, else saved there) and scored on
+its test split. It then classifies --samples_per_class samples of each class of MODEL
+(a SavedModel folder, .tflite file, .keras file, run directory or preset name): the
 label consistency is the fraction whose predicted class is the requested one. The
 samples are the means of p(x|z, y) (for a Bernoulli model of binarized images, the
 probability of each pixel being on: a grey-level image, the classifier's own kind).
+`tools.evaluate --sample_quality` instead judges Bernoulli draws of the samples with
+the classifier tfvae ships for binarized images (`tfvae.sample_quality`).
 
 Prints the classifier's test accuracy, the consistency overall and per class; writes
 them to --output as JSON. Bad input ends with one line `tools.label_consistency:
@@ -26,6 +28,7 @@ import zipfile
 from absl import app, flags
 
 from tfvae import checks, cli, user_files
+from tfvae.classifier import build as build_classifier
 from tools import common
 
 PROGRAM = "tools.label_consistency"
@@ -43,17 +46,6 @@ flags.DEFINE_integer("samples_per_class", 100, "Conditional samples of each clas
                      lower_bound=1, upper_bound=1000)
 flags.DEFINE_integer("seed", 0, "Seed of the classifier and the samples.")
 flags.DEFINE_string("output", None, "Write the figures here as JSON.")
-
-
-def build_classifier(image_shape, num_classes):
-    import keras
-    return keras.Sequential([
-        keras.Input(image_shape),
-        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(), keras.layers.Dropout(0.3),
-        keras.layers.Dense(128, activation="relu"), keras.layers.Dense(num_classes),
-    ], name="classifier")
 
 
 def classifier_and_accuracy(info, load):

@@ -1,0 +1,210 @@
+"""Small convolutional classifiers: the one definition, its training, the shipped ones.
+
+    build: 3x3 conv (32) -> 2x2 max-pool -> 3x3 conv (64) -> max-pool -> flatten ->
+           dropout 0.3 -> dense 128 + ReLU ("features") -> dense K (logits)
+
+`tools.label_consistency` trains it on a labelled dataset; `tfvae.sample_quality`
+reads images through its "features" layer (the penultimate one) for KID and FID, and
+trains fresh copies of it for the Classification Accuracy Score.
+
+Shipped as package data (`tfvae/classifiers/<name>.keras`, with `<name>.json`
+recording how it was trained and its test accuracy), retrained by
+`python -m tools.train_classifier --dataset=<name>` (seeded, deterministic ops):
+
+* `fashion_mnist`: the 10 labelled classes, trained on dynamically binarized training
+  images (a fresh Bernoulli draw of every grey level each epoch), tested on the
+  statically binarized test split (seed 0), the images `configs/fashion_mnist_cvae.cfg`
+  trains and tests on.
+* `binarized_mnist`: that dataset has no labels and no labelled MNIST can be had
+  offline here, so the classes are pseudo-labels: k-means (`kmeans`, K = 10, k-means++
+  seeding, Lloyd iterations) of the binary training images in pixel space; the test
+  images are labelled by their nearest centroid, and the recorded "test accuracy" is
+  the agreement with that, not digit accuracy. The network still has to tell the
+  kinds of digit shape apart from binary pixels, which is what its features are for.
+
+Which shipped classifier judges a dataset: `for_dataset` (MNIST, binarized or not,
+takes the binarized_mnist one).
+"""
+
+import functools
+import json
+import os
+
+import numpy as np
+
+DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifiers")
+FEATURES = "features"
+# The shipped classifier that judges images of a dataset.
+JUDGES = {"binarized_mnist": "binarized_mnist", "mnist": "binarized_mnist",
+          "fashion_mnist": "fashion_mnist"}
+
+
+def build(image_shape, num_classes, units=128):
+    """The classifier, uncompiled: logits [B, num_classes] of images [B, H, W, C]."""
+    import keras
+
+    return keras.Sequential([
+        keras.Input(tuple(image_shape)),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dropout(0.3),
+        keras.layers.Dense(units, activation="relu", name=FEATURES),
+        keras.layers.Dense(num_classes),
+    ], name="classifier")
+
+
+def fresh_copy(classifier, seed=0, num_classes=None):
+    """The same architecture with new weights drawn with `seed`, uncompiled; with
+    `num_classes`, that many outputs from its last layer (a Dense one)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return _uncompiled(classifier, num_classes)
+
+
+def _uncompiled(classifier, num_classes=None):
+    """A new model of `classifier`'s architecture, fresh weights, no optimizer (Keras's
+    clone_model and model_from_json carry the compile state over)."""
+    config = classifier.get_config()
+    if num_classes:
+        config["layers"][-1]["config"]["units"] = int(num_classes)
+    return type(classifier).from_config(config)
+
+
+def train(classifier, dataset, epochs, seed=0, verbose=0):
+    """Fits `classifier` in place with Adam and the cross-entropy of its logits (seeds
+    Keras with `seed` first: dropout and shuffles; seed it before `build` too for
+    reproducible initial weights).
+
+    dataset: a `tf.data.Dataset` of (images, class ids) batches, or a pair of arrays
+    (images [N, H, W, C], labels [N]) shuffled each epoch with `seed`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if isinstance(dataset, tuple):
+        dataset = array_batches(*dataset, shuffle_seed=seed)
+    classifier.compile(optimizer="adam", metrics=["accuracy"],
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    classifier.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False)  # ds shuffles
+    return classifier
+
+
+def array_batches(images, labels, batch_size=128, shuffle_seed=None):
+    """A `tf.data.Dataset` of (images, labels) batches of arrays, reshuffled each
+    epoch when `shuffle_seed` is given."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(images, np.float32),
+                                             np.asarray(labels, np.int64)))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def predict(classifier, images, batch_size=500):
+    """Class ids [N] that `classifier` gives images [N, H, W, C]."""
+    logits = classifier.predict(np.asarray(images, np.float32), batch_size=batch_size,
+                                verbose=0)
+    return np.argmax(logits, axis=-1)
+
+
+def accuracy(classifier, images, labels, batch_size=500):
+    """The fraction of images classified as their labels."""
+    return float(np.mean(predict(classifier, images, batch_size) == np.asarray(labels)))
+
+
+def features(classifier, images, batch_size=500):
+    """float64 [N, F]: the activations of the penultimate layer (the "features"
+    layer; the one before the logits for a classifier built elsewhere)."""
+    return _extractor(classifier).predict(np.asarray(images, np.float32),
+                                          batch_size=batch_size,
+                                          verbose=0).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=4)  # one per classifier: repeated calls do not retrace
+def _extractor(classifier):
+    import keras
+
+    try:
+        layer = classifier.get_layer(FEATURES)
+    except ValueError:
+        layer = classifier.layers[-2]
+    return keras.Model(classifier.inputs, layer.output)
+
+
+def save(classifier, path):
+    """Writes the classifier's architecture and weights to `path` (.keras), without
+    optimizer state (a third of the size)."""
+    bare = _uncompiled(classifier)
+    bare.set_weights(classifier.get_weights())
+    bare.save(path)
+
+
+def load(path):
+    """The classifier in the .keras file `path`; a one-line ValueError if there is none."""
+    import zipfile
+
+    import keras
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} does not exist; give a .keras classifier.")
+    try:
+        classifier = keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError, KeyError, zipfile.BadZipFile) as error:
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path} cannot be read as a .keras classifier ({line}).") \
+            from None
+    if len(classifier.layers) < 2 or len(classifier.outputs) != 1:
+        raise ValueError(f"{path} is not a classifier of images: it needs a features "
+                         "layer before its logits.")
+    return classifier
+
+
+def shipped_path(name):
+    """The path of the shipped classifier `name` (a key of `JUDGES`' values)."""
+    return os.path.join(DIRECTORY, f"{name}.keras")
+
+
+def for_dataset(dataset):
+    """(classifier, its record) that judge images of `dataset`; ValueError when tfvae
+    ships none for it."""
+    name = JUDGES.get(dataset)
+    if name is None:
+        raise ValueError(f"tfvae ships no classifier for {dataset}; train one "
+                         "(tfvae.classifier.build and train) and pass it as "
+                         "--quality_classifier=FILE.keras.")
+    with open(os.path.join(DIRECTORY, f"{name}.json"), encoding="utf-8") as f:
+        record = json.load(f)
+    return load(shipped_path(name)), record
+
+
+def kmeans(points, k, seed=0, iterations=30):
+    """(labels [N], centroids [k, D]) of Lloyd's k-means on points [N, D], seeded by
+    k-means++ (Arthur & Vassilvitskii 2007) with `seed`; squared Euclidean distance."""
+    points = np.asarray(points, np.float64).reshape(len(points), -1)
+    rng = np.random.default_rng(seed)
+    centroids = points[[rng.integers(len(points))]]
+    closest = _squared_distances(points, centroids).min(axis=1)
+    for _ in range(1, k):  # each new centroid drawn in proportion to D(x)^2
+        chosen = rng.choice(len(points), p=closest / closest.sum())
+        centroids = np.vstack([centroids, points[chosen]])
+        closest = np.minimum(closest, _squared_distances(points, points[[chosen]])[:, 0])
+    for _ in range(iterations):
+        labels = nearest(points, centroids)
+        moved = np.array([points[labels == c].mean(axis=0) if np.any(labels == c)
+                          else centroids[c] for c in range(k)])
+        if np.allclose(moved, centroids):
+            break
+        centroids = moved
+    return nearest(points, centroids), centroids
+
+
+def nearest(points, centroids):
+    """The index of the nearest centroid [N] of each of points [N, ...]."""
+    points = np.asarray(points, np.float64).reshape(len(points), -1)
+    return np.argmin(_squared_distances(points, centroids), axis=1)
+
+
+def _squared_distances(points, centroids):
+    return ((points**2).sum(1)[:, None] - 2 * points @ centroids.T
+            + (centroids**2).sum(1)[None, :])
