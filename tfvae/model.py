@@ -24,15 +24,14 @@ with a `ConditionalPrior`, the prior p(z|c). Every term above is then conditiona
 and ignores the rest.
 """
 
-import contextlib
 import inspect
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import checks, data, distributions, evaluate, heads, losses, objectives
-from tfvae import presets
+from tfvae import distributions, evaluate, heads, losses, model_inputs
+from tfvae import objectives, presets
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior
@@ -47,19 +46,6 @@ def in_multi_worker_mode(strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode())
-
-
-@contextlib.contextmanager
-def _one_line_data_errors():
-    """A dataset batch that fails `data.checked_values` surfaces from TensorFlow as an
-    InvalidArgumentError with a traceback: raise its one line as a ValueError."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as error:
-        line = data.value_check_error(error)
-        if line is None:
-            raise
-        raise line from None
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -204,43 +190,12 @@ class VAE(keras.Model):
             images, context = inputs["images"], inputs.get(self.context_key)
         else:
             images, context = inputs, None
-        images = self._check_images(images)
+        images = model_inputs.images_tensor(images, self.image_shape)
         if not self.context_width:
             return images, None
         if context is None:
-            self._refuse_missing_context()
+            model_inputs.refuse_missing_context(self)
         return images, self.conditioning.tensor(context, tf.shape(images)[0])
-
-    def _refuse_missing_context(self):
-        raise ValueError(f"This VAE is conditional: pass {self.conditioning.example()}"
-                         " (a dict) instead of images alone.")
-
-    def _check_images(self, images):
-        """`images` as float32 after checking dtype and shape, and NaN or Inf when
-        called eagerly; integer pixels are divided by 255 unless all are 0 or 1
-        (`checks.as_images` eagerly, `data.integer_images` per batch when traced).
-        Traced calls (`fit`, the export) are otherwise left graph-pure: the trainer
-        checks its data first (`data.check_images`), the export's signatures check
-        at run time (`export._check_images`)."""
-        images = tf.convert_to_tensor(images)
-        if images.dtype.is_integer and tf.executing_eagerly():
-            images = tf.constant(checks.as_images(images.numpy(), self.image_shape))
-        elif images.dtype.is_integer:
-            images = data.integer_images(images)
-        elif images.dtype != tf.float32:
-            if not images.dtype.is_floating:
-                raise ValueError(f"VAE expects float32 images in [0, 1], got {images.dtype}.")
-            images = tf.cast(images, tf.float32)
-        shape = tuple(images.shape)
-        if len(shape) != 4 or any(
-                got is not None and got != want
-                for got, want in zip(shape[1:], self.image_shape)):
-            raise ValueError(
-                f"VAE expects images of shape (batch, {', '.join(map(str, self.image_shape))}),"
-                f" got {shape}.")
-        if tf.executing_eagerly():
-            checks.check_finite(images.numpy())
-        return images
 
     # -- the probabilistic model -----------------------------------------------
 
@@ -503,66 +458,22 @@ class VAE(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas if replicas > 1 else loss
 
-    def _refuse_targets(self, x, y):
-        """One clear line for fit(x, y) / evaluate(x, y) of a conditional model (before
-        any tracing, which a failure would leave half done)."""
-        spec = getattr(x, "element_spec", None)
-        if self.context_width and (y is not None or (
-                isinstance(spec, tuple) and len(spec) > 1)):
-            raise ValueError(
-                f"A conditional VAE takes its {self.context_key} in the inputs, not as "
-                f"targets: fit it on {self.conditioning.example()} (a dict, or a "
-                "tf.data.Dataset of such dicts), not on (x, y).")
-
-    def _checked_arrays(self, x, what="x"):
-        """`x` with numpy images (alone or a dict's "images") taken by the rules of
-        `checks.as_images`: 0-255 integers divided by 255; NaN, Inf, values outside
-        [0, 1] and other shapes refused in its words; a conditional model's labels
-        (`checks.as_labels`) or context checked against them. A `tf.data.Dataset` has
-        its declared dtype and shape checked up front (`data.check_image_spec`) and
-        its values batch by batch as they are read (`data.checked_values`; reading one
-        up front could cut a cached pipeline short; integer pixels are divided by 255
-        per batch, `data.integer_images`). Tensors pass unchanged."""
-        if isinstance(x, tf.data.Dataset):
-            what = f"the dataset given as {what}"
-            data.check_image_spec(x, self.image_shape, what, integers=True)
-            # Pixels in [0, 1] for Bernoulli and discretized (8-bit) likelihoods.
-            unit = getattr(self.decoder, "likelihood", "bernoulli") != "gaussian"
-            return data.checked_values(x, what, unit_range=unit)
-        inputs = x if isinstance(x, dict) else {"images": x}
-        if not isinstance(inputs.get("images"), np.ndarray):
-            return x
-        name = f"{what}['images']" if isinstance(x, dict) else what
-        inputs = {**inputs, "images": checks.as_images(inputs["images"],
-                                                       self.image_shape, name)}
-        if not self.context_width:
-            return inputs["images"] if not isinstance(x, dict) else inputs
-        if self.context_key not in inputs:
-            self._refuse_missing_context()
-        count, context = len(inputs["images"]), inputs[self.context_key]
-        if self.num_classes:
-            inputs["labels"] = checks.as_labels(context, self.num_classes, count,
-                                                f"{what}['labels']")
-        else:
-            self.conditioning.tensor(context, count)
-        return inputs
-
     def fit(self, x=None, y=None, *args, **kwargs):
-        self._refuse_targets(x, y)
+        model_inputs.refuse_targets(self, x, y)
         if "validation_data" in kwargs:
-            kwargs["validation_data"] = self._checked_arrays(
-                kwargs["validation_data"], "validation_data")
-        with _one_line_data_errors():
-            return super().fit(self._checked_arrays(x), y, *args, **kwargs)
+            kwargs["validation_data"] = model_inputs.checked(
+                self, kwargs["validation_data"], "validation_data")
+        with model_inputs.one_line_data_errors():
+            return super().fit(model_inputs.checked(self, x), y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._refuse_targets(x, y)
-        with _one_line_data_errors():
-            return super().evaluate(self._checked_arrays(x), y, *args, **kwargs)
+        model_inputs.refuse_targets(self, x, y)
+        with model_inputs.one_line_data_errors():
+            return super().evaluate(model_inputs.checked(self, x), y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        with _one_line_data_errors():
-            return super().predict(self._checked_arrays(x), *args, **kwargs)
+        with model_inputs.one_line_data_errors():
+            return super().predict(model_inputs.checked(self, x), *args, **kwargs)
 
     def log_px(self, data, num_samples=1000, batch_size=100, seed=0, verbose=0):
         """Importance-sampled log p(x) (log p(x|c) when conditional) in nats, with
@@ -570,9 +481,9 @@ class VAE(keras.Model):
         (0-255 integers are divided by 255), a dict of a conditional model's inputs,
         or a `tf.data.Dataset`. Returns an `evaluate.Estimate`: `.mean` nats per
         image, `.stderr` its standard error, `.values` per image."""
-        with _one_line_data_errors():
+        with model_inputs.one_line_data_errors():
             return evaluate.importance_sampled_log_px(
-                self, self._checked_arrays(data, "data"), num_samples, batch_size,
+                self, model_inputs.checked(self, data, "data"), num_samples, batch_size,
                 seed=seed, verbose=verbose)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
