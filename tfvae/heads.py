@@ -297,15 +297,21 @@ def pop_legacy_options(layer_kwargs):
             if name in layer_kwargs}
 
 
+def serialize(head):
+    """A body's config of its head: without the head's build shapes, because the body
+    builds its head, under the body's name (so that a model from a file has the weight
+    paths of a fresh one: warm starts match weights by path)."""
+    config = keras.saving.serialize_keras_object(head)
+    return {key: value for key, value in config.items() if key != "build_config"}
+
+
 def resolve(head, latent_dim, min_scale=1e-4, name="head", **legacy):
     """The posterior head of a body over a `latent_dim`-vector: `head` itself (a head
     layer, or its serialized config from a `.keras` file), else the Gaussian, or the
     head an older file's flat options name (`legacy`)."""
     if head is None:
         return posterior_head(latent_dim, min_scale=min_scale, name=name, **legacy)
-    if isinstance(head, dict):
-        # Built later by its body, under the body's name: the weight paths of a model
-        # from a file are those of a fresh one (warm starts match weights by path).
+    if isinstance(head, dict):  # built by its body (`serialize`; older files had shapes)
         head = keras.saving.deserialize_keras_object(
             {key: value for key, value in head.items() if key != "build_config"})
     if getattr(head, "latent_dim", None) != latent_dim:

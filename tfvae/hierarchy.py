@@ -131,5 +131,4 @@ class TopDownBlock(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim,
                 "hidden_units": self.hidden_units, "activation": self.activation,
                 "min_scale": self.min_scale,
-                "posterior_head": keras.saving.serialize_keras_object(
-                    self.posterior_head)}
+                "posterior_head": heads.serialize(self.posterior_head)}

@@ -104,7 +104,7 @@ class _Encoder(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
                 "min_scale": self.min_scale,
-                "head": keras.saving.serialize_keras_object(self.head),
+                "head": heads.serialize(self.head),
                 "context_dim": self.context_dim}
 
 
