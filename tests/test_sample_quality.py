@@ -198,17 +198,21 @@ def test_classifier_files_refused_in_one_line(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="cannot be read as a .keras classifier"):
         classifiers.load(str(bad))
-    with pytest.raises(ValueError, match="ships no classifier for cifar10"):
+    with pytest.raises(ValueError, match="ships no classifier for binary images of cifar10"):
         classifiers.for_dataset("cifar10")
+    with pytest.raises(ValueError, match="no classifier for grey images of mnist"):
+        classifiers.for_dataset("mnist", binary=False)
 
 
-def test_the_shipped_classifiers_load_with_their_records():
-    for dataset in ("binarized_mnist", "fashion_mnist"):
-        judge, record = classifiers.for_dataset(dataset)
-        assert judge.input_shape == (None, 28, 28, 1)
-        assert judge.get_layer(classifiers.FEATURES).units == 128
-        assert record["num_classes"] == judge.output_shape[-1] == 10
-        assert 0.8 < record["test_accuracy"] <= 1.0
+@pytest.mark.parametrize("dataset, binary", [
+    ("binarized_mnist", True), ("fashion_mnist", True), ("fashion_mnist", False)])
+def test_the_shipped_classifiers_load_with_their_records(dataset, binary):
+    judge, record = classifiers.for_dataset(dataset, binary)
+    assert record.get("grey_levels", False) is not binary
+    assert judge.input_shape == (None, 28, 28, 1)
+    assert judge.get_layer(classifiers.FEATURES).units == 128
+    assert record["num_classes"] == judge.output_shape[-1] == 10
+    assert 0.8 < record["test_accuracy"] <= 1.0
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ recording how it was trained and its test accuracy), retrained by
   images (a fresh Bernoulli draw of every grey level each epoch), tested on the
   statically binarized test split (seed 0), the images `configs/fashion_mnist_cvae.cfg`
   trains and tests on.
+* `fashion_mnist_grey`: the same classes, trained and tested on the 8-bit grey levels
+  (`--grey_levels`), which `configs/fashion_mnist_deep.cfg` models.
 * `binarized_mnist`: that dataset has no labels and no labelled MNIST can be had
   offline here, so the classes are pseudo-labels: k-means (`kmeans`, K = 10, k-means++
   seeding, Lloyd iterations) of the binary training images in pixel space; the test
@@ -22,8 +24,8 @@ recording how it was trained and its test accuracy), retrained by
   the agreement with that, not digit accuracy. The network still has to tell the
   kinds of digit shape apart from binary pixels, which is what its features are for.
 
-Which shipped classifier judges a dataset: `for_dataset` (MNIST, binarized or not,
-takes the binarized_mnist one).
+Which shipped classifier judges a dataset's images, binary or grey: `for_dataset`
+(binary MNIST takes the binarized_mnist one; grey MNIST has none).
 """
 
 import functools
@@ -34,9 +36,10 @@ import numpy as np
 
 DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifiers")
 FEATURES = "features"
-# The shipped classifier that judges images of a dataset.
-JUDGES = {"binarized_mnist": "binarized_mnist", "mnist": "binarized_mnist",
-          "fashion_mnist": "fashion_mnist"}
+# The shipped classifier that judges images of (a dataset, binary or not).
+JUDGES = {("binarized_mnist", True): "binarized_mnist", ("mnist", True): "binarized_mnist",
+          ("fashion_mnist", True): "fashion_mnist",
+          ("fashion_mnist", False): "fashion_mnist_grey"}
 
 
 def build(image_shape, num_classes, units=128):
@@ -165,14 +168,14 @@ def shipped_path(name):
     return os.path.join(DIRECTORY, f"{name}.keras")
 
 
-def for_dataset(dataset):
-    """(classifier, its record) that judge images of `dataset`; ValueError when tfvae
-    ships none for it."""
-    name = JUDGES.get(dataset)
+def for_dataset(dataset, binary=True):
+    """(classifier, its record) that judge `binary` (or grey-level) images of
+    `dataset`; ValueError when tfvae ships none for them."""
+    name = JUDGES.get((dataset, bool(binary)))
     if name is None:
-        raise ValueError(f"tfvae ships no classifier for {dataset}; train one "
-                         "(tfvae.classifier.build and train) and pass it as "
-                         "--quality_classifier=FILE.keras.")
+        raise ValueError(f"tfvae ships no classifier for {'binary' if binary else 'grey'}"
+                         f" images of {dataset}; train one (tfvae.classifier.build and "
+                         "train) and pass it as --quality_classifier=FILE.keras.")
     with open(os.path.join(DIRECTORY, f"{name}.json"), encoding="utf-8") as f:
         record = json.load(f)
     return load(shipped_path(name)), record

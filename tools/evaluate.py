@@ -164,13 +164,15 @@ def quality_judge(config, image_shape, images, num_classes):
     """(classifier, what --sample_quality reports of it) after checking that it fits
     the model and that the split holds --quality_samples images, before any long
     computation."""
-    from tfvae import classifier
+    from tfvae import classifier, sample_quality
 
     if FLAGS.quality_classifier:
         judge, record = classifier.load(FLAGS.quality_classifier), {}
         about = {"classifier": FLAGS.quality_classifier}
     else:
-        judge, record = classifier.for_dataset(common.option("dataset", config))
+        real = images["images"] if num_classes else images
+        judge, record = classifier.for_dataset(common.option("dataset", config),
+                                               binary=sample_quality.is_binary(real))
         about = {"classifier": f"tfvae/classifiers/{record['keras_file']}",
                  "classifier_test_accuracy": record["test_accuracy"]}
     if tuple(judge.input_shape[1:]) != tuple(image_shape):

@@ -12,7 +12,8 @@ deterministic ops. The recipes (`tfvae/classifier.py` says why):
 
 * fashion_mnist: labelled training images, a fresh Bernoulli draw of the grey levels
   every epoch; tested on the test split binarized once with --seed (as
-  configs/fashion_mnist_cvae.cfg binarizes it).
+  configs/fashion_mnist_cvae.cfg binarizes it). With --grey_levels: trained and tested
+  on the 8-bit grey levels, written as fashion_mnist_grey (the judge of grey models).
 * binarized_mnist: no labels exist offline, so the classes are k-means clusters
   (--clusters) of the binary training images; test images take their nearest
   centroid's class, and "test_accuracy" is the agreement with that.
@@ -41,6 +42,8 @@ flags.DEFINE_integer("clusters", 10, "binarized_mnist: k-means clusters (classes
                      lower_bound=2)
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the shuffles, the draws and "
                      "k-means.")
+flags.DEFINE_bool("grey_levels", False, "fashion_mnist: train and test on the grey "
+                  "levels, not binarized (written as fashion_mnist_grey).")
 flags.DEFINE_string("output_dir", None, "Where DATASET.keras and DATASET.json go; "
                     "default: tfvae/classifiers/ of this checkout.")
 
@@ -60,16 +63,20 @@ def fashion_mnist(load):
     """(training data for `classifier.train`, test images, test labels, record)."""
     from tfvae import data
 
-    train = data.load_dataset("fashion_mnist", "train", 128, binarize="dynamic",
-                              shuffle=True, seed=FLAGS.seed, with_labels=True, **load)
-    test_images, test_labels = split_arrays("fashion_mnist", "test", "static", True, load)
+    grey = FLAGS.grey_levels
+    train = data.load_dataset("fashion_mnist", "train", 128,
+                              binarize=None if grey else "dynamic", shuffle=True,
+                              seed=FLAGS.seed, with_labels=True, **load)
+    test_images, test_labels = split_arrays("fashion_mnist", "test",
+                                            None if grey else "static", True, load)
     info = data.dataset_info("fashion_mnist", **load)
     return train, test_images, test_labels, {
         "classes": list(info.class_names),
-        "train": "fashion_mnist[train], 60,000 images, a fresh Bernoulli draw of the "
-                 "grey levels every epoch",
-        "test": f"fashion_mnist[test], 10,000 images binarized once with seed "
-                f"{FLAGS.seed}"}
+        "train": "fashion_mnist[train], 60,000 images, " + (
+            "grey levels" if grey else "a fresh Bernoulli draw of the grey levels every "
+                                       "epoch"),
+        "test": "fashion_mnist[test], 10,000 images, " + (
+            "grey levels" if grey else f"binarized once with seed {FLAGS.seed}")}
 
 
 def binarized_mnist(load):
@@ -104,13 +111,17 @@ def main(argv):
     from tfvae import classifier, data, rundir
 
     output_dir = FLAGS.output_dir or classifier.DIRECTORY
-    path = os.path.join(output_dir, f"{FLAGS.dataset}.keras")
+    name = classifier.JUDGES.get((FLAGS.dataset, not FLAGS.grey_levels), FLAGS.dataset)
+    path = os.path.join(output_dir, f"{name}.keras")
     load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
     start = time.perf_counter()
     try:
         if not FLAGS.dataset:
             raise checks.InputError(f"give --dataset: {' or '.join(RECIPES)}.")
         checks.choice("--dataset", FLAGS.dataset, RECIPES)
+        if FLAGS.grey_levels and FLAGS.dataset != "fashion_mnist":
+            raise checks.InputError("--grey_levels is for fashion_mnist (binarized_mnist "
+                                    "has no grey levels).")
         user_files.check_writable(path, "--output_dir")
         recipe = fashion_mnist if FLAGS.dataset == "fashion_mnist" else binarized_mnist
         train, test_images, test_labels, record = recipe(load)
@@ -123,7 +134,8 @@ def main(argv):
     accuracy = classifier.accuracy(model, test_images, test_labels)
     classifier.save(model, path)
     record.update(
-        dataset=FLAGS.dataset, keras_file=os.path.basename(path),
+        dataset=FLAGS.dataset, grey_levels=FLAGS.grey_levels,
+        keras_file=os.path.basename(path),
         num_classes=len(record["classes"]), test_accuracy=accuracy,
         test_images=len(test_images), feature_layer=classifier.FEATURES,
         feature_dim=int(model.get_layer(classifier.FEATURES).units),
@@ -132,9 +144,9 @@ def main(argv):
         command=f"python -m tools.train_classifier --dataset={FLAGS.dataset} "
                 f"--epochs={FLAGS.epochs} --seed={FLAGS.seed}"
                 + (f" --clusters={FLAGS.clusters}" if FLAGS.dataset == "binarized_mnist"
-                   else ""),
+                   else "") + (" --grey_levels" if FLAGS.grey_levels else ""),
         machine=rundir.machine_info(), date=time.strftime("%Y-%m-%d %H:%M:%S"))
-    with open(os.path.join(output_dir, f"{FLAGS.dataset}.json"), "w") as f:
+    with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
         json.dump(record, f, indent=2)
     print(f"test accuracy {accuracy:.4f}; wrote {path} "
           f"({record['size_bytes'] / 1e3:.0f} KB) in {record['seconds']:.0f} s")
