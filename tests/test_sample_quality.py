@@ -271,6 +271,23 @@ def test_evaluate_tool_reports_sample_quality_and_refuses_bad_flags_in_one_line(
         assert line.startswith("tools.evaluate: error: ") and words in line, line
 
 
+@pytest.mark.slow
+def test_train_classifier_refuses_grey_levels_of_binarized_mnist_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.train_classifier", "--dataset=binarized_mnist",
+         "--grey_levels", f"--output_dir={tmp_path}"], cwd=repo, capture_output=True,
+        text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "tools.train_classifier: error: --grey_levels is for fashion_mnist "
+        "(binarized_mnist has no grey levels).")
+    assert not os.listdir(tmp_path)
+
+
 SHARED_MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "..", "shared", "data", "binarized_mnist")
 
