@@ -167,6 +167,11 @@ def as_labels(labels, num_classes, count, what="labels"):
     return np.broadcast_to(labels, (count,)).astype(np.int32)
 
 
+def is_binary(images):
+    """Whether every pixel of `images` is 0 or 1."""
+    return bool(np.all((images == 0) | (images == 1)))
+
+
 def check_binary(images, what="the images", flag="--allow_grey_levels"):
     """InputError when `images` (in [0, 1]) hold grey levels, for a Bernoulli model."""
     grey = (images > 0) & (images < 1)

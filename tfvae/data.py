@@ -241,6 +241,7 @@ _Source = collections.namedtuple(
 def _tfds_source(name, data_dir, manual_dir):
     builder = get_builder(name, data_dir, manual_dir)
     feature = _image_feature(builder)
+    dtype = tf.as_dtype(feature.tf_dtype)
     features = builder.info.features
     labels = features["label"] if "label" in features else None
     info = DatasetInfo(
@@ -249,8 +250,7 @@ def _tfds_source(name, data_dir, manual_dir):
         num_examples={k: v.num_examples for k, v in builder.info.splits.items()},
         num_classes=getattr(labels, "num_classes", None),
         class_names=tuple(labels.names) if getattr(labels, "names", None) else None,
-        pixels=_tfds_pixels(name, tf.as_dtype(feature.tf_dtype)))
-    dtype = tf.as_dtype(feature.tf_dtype)
+        pixels=_tfds_pixels(name, dtype))
 
     def read(split, with_labels, shuffle_files, seed):
         keys = ("image", "label") if with_labels else ("image",)
@@ -274,7 +274,7 @@ def _tfds_pixels(name, dtype):
 def _user_pixels(images, scale):
     if np.issubdtype(images.dtype, np.integer):
         return "8-bit" if scale == 255.0 else "binary"
-    return "binary" if bool(np.all((images == 0) | (images == 1))) else "real"
+    return "binary" if checks.is_binary(images) else "real"
 
 
 def _user_source(name):

@@ -301,7 +301,10 @@ def serialize(head):
     """A body's config of its head: without the head's build shapes, because the body
     builds its head, under the body's name (so that a model from a file has the weight
     paths of a fresh one: warm starts match weights by path)."""
-    config = keras.saving.serialize_keras_object(head)
+    return _without_build_shapes(keras.saving.serialize_keras_object(head))
+
+
+def _without_build_shapes(config):
     return {key: value for key, value in config.items() if key != "build_config"}
 
 
@@ -312,8 +315,7 @@ def resolve(head, latent_dim, min_scale=1e-4, name="head", **legacy):
     if head is None:
         return posterior_head(latent_dim, min_scale=min_scale, name=name, **legacy)
     if isinstance(head, dict):  # built by its body (`serialize`; older files had shapes)
-        head = keras.saving.deserialize_keras_object(
-            {key: value for key, value in head.items() if key != "build_config"})
+        head = keras.saving.deserialize_keras_object(_without_build_shapes(head))
     if getattr(head, "latent_dim", None) != latent_dim:
         raise ValueError(f"The posterior head is over {getattr(head, 'latent_dim', '?')} "
                          f"dimensions, its body's latent_dim is {latent_dim}.")

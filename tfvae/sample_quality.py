@@ -58,6 +58,7 @@ import time
 import numpy as np
 
 from tfvae import classifier as classifiers
+from tfvae.checks import is_binary
 
 SAMPLE_BATCH = 1000  # samples drawn per call of the model
 
@@ -147,11 +148,6 @@ def bernoulli_draws(means, seed=0):
     """float32 binary images x ~ Bernoulli(means), drawn with `seed`."""
     means = np.asarray(means, np.float32)
     return (np.random.default_rng(seed).random(means.shape) < means).astype(np.float32)
-
-
-def is_binary(images):
-    """Whether every pixel is 0 or 1."""
-    return bool(np.all((images == 0) | (images == 1)))
 
 
 def draw_samples(sample, count, labels=None):

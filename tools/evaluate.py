@@ -164,22 +164,22 @@ def quality_judge(config, image_shape, images, num_classes):
     """(classifier, what --sample_quality reports of it) after checking that it fits
     the model and that the split holds --quality_samples images, before any long
     computation."""
-    from tfvae import classifier, sample_quality
+    from tfvae import classifier
 
+    real = images["images"] if num_classes else images
     if FLAGS.quality_classifier:
         judge, record = classifier.load(FLAGS.quality_classifier), {}
         about = {"classifier": FLAGS.quality_classifier}
     else:
-        real = images["images"] if num_classes else images
         judge, record = classifier.for_dataset(common.option("dataset", config),
-                                               binary=sample_quality.is_binary(real))
+                                               binary=checks.is_binary(real))
         about = {"classifier": f"tfvae/classifiers/{record['keras_file']}",
                  "classifier_test_accuracy": record["test_accuracy"]}
     if tuple(judge.input_shape[1:]) != tuple(image_shape):
         raise checks.InputError(f"{about['classifier']} takes images of "
                                 f"{tuple(judge.input_shape[1:])}, the model makes "
                                 f"{tuple(image_shape)}; give --quality_classifier.")
-    count = len(images["images"] if num_classes else images)
+    count = len(real)
     if FLAGS.quality_samples > count:
         raise checks.InputError(f"--quality_samples={FLAGS.quality_samples} needs as "
                                 f"many test images, and there are {count}.")
@@ -205,7 +205,7 @@ def sample_quality(model, images, num_classes, likelihood, judge, about, seed):
     real, labels = (images["images"], images["labels"]) if num_classes else (images, None)
     report = sample_quality.evaluate_samples(
         sample, real, judge, FLAGS.quality_samples, real_labels=labels,
-        draw_bernoulli=likelihood == "bernoulli" and sample_quality.is_binary(real),
+        draw_bernoulli=likelihood == "bernoulli" and checks.is_binary(real),
         label_consistency=about.pop("judges_labels"), seed=seed,
         log=print if FLAGS.verbose else None)
     report.update(about)
