@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import distributions
+from tfvae.checks import InputError
 from tfvae import MLPDecoder, MLPEncoder, MixturePrior, VAE, VampPrior
 from tiny_models import softplus
 
@@ -92,6 +93,27 @@ def test_float16_params_give_float32_distributions():
     assert distributions.gaussian_posterior(params, 1e-4).dtype == tf.float32
     p = distributions.image_likelihood("bernoulli", tf.zeros([2, 2, 2, 1], tf.float16), 1e-3)
     assert p.dtype == tf.float32
+
+
+def test_at_temperature_shrinks_gaussian_draws_toward_the_mean():
+    params = tf.constant([[0.5, -2.0, 0.3, 1.0]])
+    gaussian = distributions.gaussian_posterior(params, 1e-4)
+    draws = gaussian.sample(4, seed=1)
+    cooled = distributions.at_temperature(gaussian, draws, 0.25)
+    np.testing.assert_allclose(cooled - gaussian.mean(), 0.25 * (draws - gaussian.mean()),
+                               rtol=1e-5, atol=1e-6)
+    assert distributions.at_temperature(gaussian, draws, 1) is draws
+    mixture = distributions.gaussian_mixture(
+        tf.zeros([3]), tfd.Independent(tfd.Normal(tf.zeros([3, 2]), 1.0), 1))
+    with pytest.raises(InputError, match="needs Gaussian priors"):
+        distributions.at_temperature(mixture, draws[..., :2], 0.5)
+
+
+@pytest.mark.parametrize("temperature", [0, -1, float("nan"), "hot"])
+def test_sampling_at_a_temperature_that_is_not_positive_is_one_clear_line(temperature):
+    model = VAE(MLPEncoder(2, hidden_units=(4,)), MLPDecoder((4, 4, 1), hidden_units=(4,)))
+    with pytest.raises(InputError, match="temperature must be a positive number"):
+        model.sample(2, temperature=temperature)
 
 
 # -- the fast paths equal TFP's own distributions ------------------------------------

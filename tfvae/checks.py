@@ -31,6 +31,8 @@ imports nothing of the package, so that every module can use it and the LiteRT p
 `tools.sample` runs where TensorFlow is not installed.
 """
 
+import math
+
 import numpy as np
 
 # Most images one `sample` call draws. Memory grows linearly: 10**6 MNIST samples took
@@ -89,6 +91,17 @@ def check_count(value, name="num_samples", maximum=None):
     if count is None or count != value or count < 1 or (maximum and count > maximum):
         raise InputError(f"{count_message(name, maximum)}, got {value!r}.")
     return count
+
+
+def check_positive(value, name):
+    """`value` as a float > 0 (finite); InputError naming `name` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (0 < number < math.inf):
+        raise InputError(f"{name} must be a positive number, got {value!r}.")
+    return number
 
 
 # -- images -----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import discretized
-from tfvae.checks import check_count, choice
+from tfvae.checks import InputError, check_count, choice
 
 tfd = tfp.distributions
 
@@ -107,6 +107,26 @@ def gaussian_posterior(params, min_scale):
         reinterpreted_batch_ndims=1,
         name="posterior",
     )
+
+
+def is_diagonal_gaussian(distribution):
+    """Whether `distribution` is a diagonal Gaussian as the heads above build them."""
+    return isinstance(distribution, tfd.Independent) and isinstance(
+        distribution.distribution, tfd.Normal)
+
+
+def at_temperature(distribution, draws, temperature):
+    """Draws of a diagonal Gaussian moved toward its mean, m + t (z - m): draws of
+    the same Gaussian with every scale times t (samples "at temperature t", as NVAE
+    and VDVAE show them: t < 1 trades diversity for typical, cleaner images).
+    InputError for another distribution (a mixture has no one mean to shrink to)."""
+    if temperature == 1:
+        return draws
+    if not is_diagonal_gaussian(distribution):
+        raise InputError(f"a temperature other than 1 needs Gaussian priors; this "
+                         f"model's prior is a {type(distribution).__name__}.")
+    mean = distribution.mean()
+    return mean + temperature * (draws - mean)
 
 
 class BernoulliLogits(tfd.Bernoulli):

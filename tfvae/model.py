@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae import distributions, evaluate, heads, losses, model_inputs
-from tfvae import objectives, presets
+from tfvae import checks, objectives, presets
 from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior
@@ -275,16 +275,18 @@ class VAE(keras.Model):
             return posterior.experimental_sample_and_log_prob(shape, seed=seeds[index])
         return choose
 
-    def sample(self, num_samples, return_codes=False, labels=None):
+    def sample(self, num_samples, return_codes=False, labels=None, temperature=1.0):
         """Images (the likelihood's mean) decoded from `num_samples` draws of p(z)
         (of p(z|c) and p(x|z, c), for the `labels` of a conditional model: one class
-        id, or one per sample; one vector or one per sample for a context_dim model)."""
+        id, or one per sample; one vector or one per sample for a context_dim model).
+        `temperature` t scales every layer's Gaussian prior scale by t (z = m + t (z'
+        - m), `distributions.at_temperature`); 1 draws from the model itself."""
+        temperature = checks.check_positive(temperature, "temperature")
         context = self.given_context(labels, num_samples)
 
         def choose(index, posterior, prior):
-            if index == 0:
-                return self.prior_draws(prior, num_samples), None
-            return prior.sample(), None
+            z = self.prior_draws(prior, num_samples) if index == 0 else prior.sample()
+            return distributions.at_temperature(prior, z, temperature), None
 
         layers, inputs = self.walk(None, choose, context)
         images = self.decoder(inputs).mean()

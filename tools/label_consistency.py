@@ -44,6 +44,8 @@ flags.DEFINE_string("classifier", None, "A .keras classifier: loaded when it exi
 flags.DEFINE_integer("epochs", 3, "Training epochs of a new classifier.", lower_bound=1)
 flags.DEFINE_integer("samples_per_class", 100, "Conditional samples of each class.",
                      lower_bound=1, upper_bound=1000)
+flags.DEFINE_float("temperature", 1.0, "Scale of every Gaussian prior's spread when "
+                   "sampling (VAE.sample); a .keras model or run directory for t != 1.")
 flags.DEFINE_integer("seed", 0, "Seed of the classifier and the samples.")
 flags.DEFINE_string("output", None, "Write the figures here as JSON.")
 
@@ -81,19 +83,23 @@ def classifier_and_accuracy(info, load):
     return classifier, float(accuracy)
 
 
-def conditional_sampler(path):
+def conditional_sampler(path, temperature=1.0):
     """sample(n, labels) -> images of a conditional model, and its number of classes."""
     from tfvae import presets
 
+    temperature = checks.check_positive(temperature, "--temperature")
     path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
+        if temperature != 1:
+            raise checks.InputError(f"{path} is an export, which samples at temperature "
+                                    "1; give its .keras file for --temperature.")
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
         return sampler.sample, sampler.num_classes, sampler.image_shape
     model = common.load_keras(path)[0]
 
     def sample(count, labels):
-        return model.sample(count, labels=labels).numpy()
+        return model.sample(count, labels=labels, temperature=temperature).numpy()
     return sample, model.num_classes, model.image_shape
 
 
@@ -117,7 +123,7 @@ def main(argv):
 
     try:
         user_files.check_writable(FLAGS.output)
-        sample, num_classes, image_shape = conditional_sampler(argv[1])
+        sample, num_classes, image_shape = conditional_sampler(argv[1], FLAGS.temperature)
         if not num_classes:  # before the data: a wrong model needs no dataset to say so
             raise checks.InputError(f"{argv[1]} is not a class-conditional model.")
         load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
@@ -134,13 +140,15 @@ def main(argv):
     names = info.class_names or [str(c) for c in range(num_classes)]
     print(f"classifier test accuracy on {FLAGS.dataset}[{FLAGS.test_split}]: "
           f"{accuracy:.4f}")
-    print(f"label consistency of {per_class * num_classes} samples: {overall:.4f}")
+    print(f"label consistency of {per_class * num_classes} samples at temperature "
+          f"{FLAGS.temperature:g}: {overall:.4f}")
     for name, value in zip(names, by_class):
         print(f"  {name}: {value:.3f}")
     report = {"model": argv[1], "dataset": FLAGS.dataset,
               "classifier_test_accuracy": accuracy, "label_consistency": overall,
               "per_class": dict(zip(names, by_class)),
-              "num_samples": per_class * num_classes, "machine": rundir.machine_info(),
+              "num_samples": per_class * num_classes,
+              "temperature": FLAGS.temperature, "machine": rundir.machine_info(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
