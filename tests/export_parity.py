@@ -14,8 +14,11 @@ def check_export_parity(model, paths, images):
     x, count, dims = tf.constant(images), len(images), model.latent_dim
     encoded = loaded["encode"](images=x)
     np.testing.assert_allclose(encoded["code"], model.code(images), atol=1e-5)
+    from tfvae import distributions
+    discretized = distributions.is_discretized(model.decoder.likelihood)
     layers = {f"rate_{l}" for l in range(1, model.num_layers + 1)}
-    assert {"elbo", "rate", "distortion", *layers} == set(loaded["elbo"](images=x))
+    bits = {"bits_per_dim"} if discretized else set()
+    assert {"elbo", "rate", "distortion", *layers, *bits} == set(loaded["elbo"](images=x))
     z = np.random.default_rng(0).normal(size=(count, dims)).astype("float32")
     np.testing.assert_allclose(loaded["decode"](z=tf.constant(z))["images"],
                                model.decode(z).mean(), atol=1e-5)
@@ -23,6 +26,8 @@ def check_export_parity(model, paths, images):
                                model.reconstruct(images), atol=1e-5)
     log_p = loaded["log_prob"](images=x, num_samples=tf.constant(50))
     assert np.all(np.isfinite(log_p["log_prob"]))
+    if discretized:  # a log-probability of the levels
+        assert np.all(log_p["log_prob"].numpy() <= 0)
     sampled = loaded["sample"](num_samples=tf.constant(6))
     assert sampled["z"].shape == (6, dims)
     assert sampled["images"].shape == (6, *model.image_shape)

@@ -202,7 +202,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         the two sides)."""
         top = NUM_LEVELS - 1.0
         levels = tf.clip_by_value(tf.round(tf.cast(x, tf.float32) * top), 0.0, top)
-        levels = levels[..., None]
+        levels = tf.expand_dims(levels, -1)
         loc = top * self._coupled_loc(levels / top, self._loc, self._coefficients)
         scale = top * self._scale
         upper = (levels + 0.5 - loc) / scale
@@ -224,7 +224,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         logits = tf.broadcast_to(self._logits, tf.concat([lead, [self.num_components]], 0))
         component = tf.argmax(logits - tf.math.log(-tf.math.log(
             _uniform(tf.shape(logits), seeds[0]))), axis=-1, output_type=tf.int32)
-        chosen = tf.one_hot(component, self.num_components)[..., None, :]  # [n,...,1,K]
+        chosen = tf.expand_dims(tf.one_hot(component, self.num_components), -2)  # [n,...,1,K]
 
         def pick(tensor):  # [..., C', K] -> [n, ..., H, W, C'] of the chosen component
             return tf.reduce_sum(tensor * chosen, axis=-1)
@@ -257,7 +257,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         return tf.stack(means, axis=-2)
 
     def _mean(self):
-        weights = tf.nn.softmax(self._logits)[..., None, :]
+        weights = tf.expand_dims(tf.nn.softmax(self._logits), -2)
         return tf.reduce_sum(weights * self.component_means(), axis=-1)
 
     def decoded_parameters(self):
