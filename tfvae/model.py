@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae import distributions, evaluate, heads, losses, model_inputs
-from tfvae import checks, objectives, presets
-from tfvae.checks import choice
+from tfvae import objectives, presets
+from tfvae.checks import check_positive, choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior
 from tfvae.version import __version__
@@ -281,7 +281,7 @@ class VAE(keras.Model):
         id, or one per sample; one vector or one per sample for a context_dim model).
         `temperature` t scales every layer's Gaussian prior scale by t (z = m + t (z'
         - m), `distributions.at_temperature`); 1 draws from the model itself."""
-        temperature = checks.check_positive(temperature, "temperature")
+        temperature = check_positive(temperature, "temperature")
         context = self.given_context(labels, num_samples)
 
         def choose(index, posterior, prior):
