@@ -318,3 +318,23 @@ def test_the_shipped_models_rank_above_the_floor_and_the_hierarchy_above_the_bas
                         reports["hvae_binarized_mnist"], reports["vae_binarized_mnist"])
     assert floor["fid"] < hvae["fid"] < vae["fid"]
     assert max(floor["kid"], hvae["kid"]) + 3 * vae["kid_stderr"] < vae["kid"]
+
+
+@pytest.mark.parametrize("architecture", classifiers.ARCHITECTURES)
+def test_each_classifier_architecture_round_trips_and_predicts_deterministically(
+        tmp_path, architecture):
+    images = np.random.default_rng(0).random((8, 16, 16, 1)).astype(np.float32)
+    judge = classifiers.build((16, 16, 1), CLASSES, units=8, architecture=architecture)
+    path = str(tmp_path / "judge.keras")
+    classifiers.save(judge, path)
+    loaded = classifiers.load(path)
+    logits = loaded.predict(images, verbose=0)
+    # The wide one's random shifts and flips act in training only.
+    np.testing.assert_array_equal(logits, loaded.predict(images, verbose=0))
+    np.testing.assert_allclose(logits, judge.predict(images, verbose=0), atol=1e-6)
+    assert loaded.get_layer(classifiers.FEATURES).units == 8
+
+
+def test_an_unknown_classifier_architecture_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="architecture 'deep': one of"):
+        classifiers.build((16, 16, 1), CLASSES, architecture="deep")

@@ -13,7 +13,9 @@ deterministic ops. The recipes (`tfvae/classifier.py` says why):
 * fashion_mnist: labelled training images, a fresh Bernoulli draw of the grey levels
   every epoch; tested on the test split binarized once with --seed (as
   configs/fashion_mnist_cvae.cfg binarizes it). With --grey_levels: trained and tested
-  on the 8-bit grey levels, written as fashion_mnist_grey (the judge of grey models).
+  on the 8-bit grey levels, written as fashion_mnist_grey (the judge of grey models);
+  with --architecture=wide too, as fashion_mnist_grey_wide (the judge of label
+  consistency).
 * binarized_mnist: no labels exist offline, so the classes are k-means clusters
   (--clusters) of the binary training images; test images take their nearest
   centroid's class, and "test_accuracy" is the agreement with that.
@@ -29,6 +31,7 @@ import numpy as np
 from absl import app, flags
 
 from tfvae import checks, cli, user_files
+from tfvae.classifier import ARCHITECTURES
 from tools import common
 
 PROGRAM = "tools.train_classifier"
@@ -44,6 +47,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the weights, the shuffles, the draws an
                      "k-means.")
 flags.DEFINE_bool("grey_levels", False, "fashion_mnist: train and test on the grey "
                   "levels, not binarized (written as fashion_mnist_grey).")
+flags.DEFINE_enum("architecture", "small", ARCHITECTURES, "tfvae.classifier.build's "
+                  "network; any but small is written with its name as a suffix.")
 flags.DEFINE_string("output_dir", None, "Where DATASET.keras and DATASET.json go; "
                     "default: tfvae/classifiers/ of this checkout.")
 
@@ -112,6 +117,7 @@ def main(argv):
 
     output_dir = FLAGS.output_dir or classifier.DIRECTORY
     name = classifier.JUDGES.get((FLAGS.dataset, not FLAGS.grey_levels), FLAGS.dataset)
+    name += "" if FLAGS.architecture == "small" else f"_{FLAGS.architecture}"
     path = os.path.join(output_dir, f"{name}.keras")
     load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
     start = time.perf_counter()
@@ -129,13 +135,14 @@ def main(argv):
         cli.fail(PROGRAM, error)
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(FLAGS.seed)  # the initial weights too
-    model = classifier.build(test_images.shape[1:], len(record["classes"]))
+    model = classifier.build(test_images.shape[1:], len(record["classes"]),
+                             architecture=FLAGS.architecture)
     classifier.train(model, train, FLAGS.epochs, FLAGS.seed, verbose=2)
     accuracy = classifier.accuracy(model, test_images, test_labels)
     classifier.save(model, path)
     record.update(
         dataset=FLAGS.dataset, grey_levels=FLAGS.grey_levels,
-        keras_file=os.path.basename(path),
+        keras_file=os.path.basename(path), architecture=FLAGS.architecture,
         num_classes=len(record["classes"]), test_accuracy=accuracy,
         test_images=len(test_images), feature_layer=classifier.FEATURES,
         feature_dim=int(model.get_layer(classifier.FEATURES).units),
@@ -144,7 +151,9 @@ def main(argv):
         command=f"python -m tools.train_classifier --dataset={FLAGS.dataset} "
                 f"--epochs={FLAGS.epochs} --seed={FLAGS.seed}"
                 + (f" --clusters={FLAGS.clusters}" if FLAGS.dataset == "binarized_mnist"
-                   else "") + (" --grey_levels" if FLAGS.grey_levels else ""),
+                   else "") + (" --grey_levels" if FLAGS.grey_levels else "")
+                + (f" --architecture={FLAGS.architecture}"
+                   if FLAGS.architecture != "small" else ""),
         machine=rundir.machine_info(), date=time.strftime("%Y-%m-%d %H:%M:%S"))
     with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
         json.dump(record, f, indent=2)
