@@ -519,6 +519,12 @@ def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
         "no model": ([], ("usage: python -m tools.label_consistency MODEL",)),
         "a non-model classifier": ([files["saved_model"], f"--classifier={files['a_file']}"],
                                    ("is not a class-conditional model",)),
+        "zero temperature": ([files["keras"], "--temperature=0"], (
+            "--temperature must be a positive number",)),
+        "nan temperature": ([files["keras"], "--temperature=nan"], (
+            "--temperature must be a positive number",)),
+        "temperature of an export": ([files["saved_model"], "--temperature=0.5"], (
+            "samples at temperature 1; give its .keras file",)),
     }
     for outcome, words in tool_outcomes("tools.label_consistency", consistency,
                                         files["root"]).values():

@@ -338,3 +338,16 @@ def test_each_classifier_architecture_round_trips_and_predicts_deterministically
 def test_an_unknown_classifier_architecture_is_refused_in_one_line():
     with pytest.raises(ValueError, match="architecture 'deep': one of"):
         classifiers.build((16, 16, 1), CLASSES, architecture="deep")
+
+
+def test_the_shipped_judge_of_label_consistency_loads_with_its_record():
+    import json
+
+    path = classifiers.shipped_path("fashion_mnist_grey_wide")
+    with open(path.replace(".keras", ".json"), encoding="utf-8") as f:
+        record = json.load(f)
+    judge = classifiers.load(path)
+    assert record["architecture"] == "wide" and record["grey_levels"] is True
+    assert judge.input_shape == (None, 28, 28, 1) and judge.output_shape[-1] == 10
+    assert any("batch_normalization" in layer.name for layer in judge.layers)
+    assert 0.9 < record["test_accuracy"] <= 1.0

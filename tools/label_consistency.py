@@ -1,13 +1,15 @@
 r"""Do a conditional VAE's samples show the class they were asked for?
 
-    python -m tools.label_consistency saved_models/cvae_fashion_mnist/1 \
+    python -m tools.label_consistency saved_models/cvae_fashion_mnist/3 \
         --dataset=fashion_mnist --tfds_manual_dir=/usr/share/datasets/fashion-mnist \
-        --classifier=runs/fashion_mnist_classifier.keras --output=consistency.json
+        --classifier=tfvae/classifiers/fashion_mnist_grey_wide.keras \
+        --output=consistency.json
 
-A small convolutional classifier (`tfvae.classifier.build`: two 3x3 conv + max-pool
-stages, a 128-unit layer) is trained on the grey-level training images of --dataset
-(or loaded from --classifier when that file exists, else saved there) and scored on
-its test split. It then classifies --samples_per_class samples of each class of MODEL
+The judge is loaded from --classifier when that file exists (the one above is trained
+separately on real grey-level Fashion-MNIST by `tools.train_classifier`, the judge of
+the README's figures); otherwise a small convolutional classifier
+(`tfvae.classifier.build`) is trained on the grey-level training images of --dataset
+for --epochs and saved there. It is scored on the test split. It then classifies --samples_per_class samples of each class of MODEL
 (a SavedModel folder, .tflite file, .keras file, run directory or preset name): the
 label consistency is the fraction whose predicted class is the requested one. The
 samples are the means of p(x|z, y) (for a Bernoulli model of binarized images, the
@@ -23,12 +25,10 @@ error: ...` and status 1.
 import json
 import os
 import time
-import zipfile
 
 from absl import app, flags
 
 from tfvae import checks, cli, user_files
-from tfvae.classifier import build as build_classifier
 from tools import common
 
 PROGRAM = "tools.label_consistency"
@@ -52,35 +52,26 @@ flags.DEFINE_string("output", None, "Write the figures here as JSON.")
 
 def classifier_and_accuracy(info, load):
     """(classifier, its test accuracy): loaded from --classifier, or trained."""
-    import keras
-
-    from tfvae import data
-
-    def split(name, shuffle):
-        return data.load_dataset(FLAGS.dataset, name, 128, binarize=None,
-                                 with_labels=True, shuffle=shuffle, seed=FLAGS.seed,
-                                 **load)
+    from tfvae import classifier, data
 
     if FLAGS.classifier and os.path.isfile(FLAGS.classifier):
         try:
-            classifier = keras.saving.load_model(FLAGS.classifier)
-        except (ValueError, OSError, zipfile.BadZipFile) as error:
-            raise checks.InputError(f"--classifier {FLAGS.classifier} cannot be read "
-                                    f"as a .keras model ({checks.first_line(error)}).") \
-                from None
+            judge = classifier.load(FLAGS.classifier)
+        except ValueError as error:
+            raise checks.InputError(f"--classifier {error}") from None
     else:
-        keras.utils.set_random_seed(FLAGS.seed)
-        classifier = build_classifier(info.image_shape, info.num_classes)
-        classifier.compile(optimizer="adam", metrics=["accuracy"],
-                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        classifier.fit(split(FLAGS.train_split, True), epochs=FLAGS.epochs, verbose=2)
+        import keras
+
+        keras.utils.set_random_seed(FLAGS.seed)  # the initial weights
+        judge = classifier.build(info.image_shape, info.num_classes)
+        train = data.load_dataset(FLAGS.dataset, FLAGS.train_split, 128, binarize=None,
+                                  with_labels=True, shuffle=True, seed=FLAGS.seed, **load)
+        classifier.train(judge, train, FLAGS.epochs, FLAGS.seed, verbose=2)
         if FLAGS.classifier:
-            classifier.save(FLAGS.classifier)
-    classifier.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
-    accuracy = classifier.evaluate(split(FLAGS.test_split, False), verbose=0,
-                                   return_dict=True)["accuracy"]
-    return classifier, float(accuracy)
+            classifier.save(judge, FLAGS.classifier)
+    test, _ = common.split_images(FLAGS.dataset, FLAGS.test_split, info.image_shape, 500,
+                                  labels=True, binarize=None, **load)
+    return judge, classifier.accuracy(judge, test["images"], test["labels"])
 
 
 def conditional_sampler(path, temperature=1.0):
@@ -145,6 +136,7 @@ def main(argv):
     for name, value in zip(names, by_class):
         print(f"  {name}: {value:.3f}")
     report = {"model": argv[1], "dataset": FLAGS.dataset,
+              "classifier": FLAGS.classifier or f"trained here, {FLAGS.epochs} epochs",
               "classifier_test_accuracy": accuracy, "label_consistency": overall,
               "per_class": dict(zip(names, by_class)),
               "num_samples": per_class * num_classes,
