@@ -351,3 +351,14 @@ def test_the_shipped_judge_of_label_consistency_loads_with_its_record():
     assert judge.input_shape == (None, 28, 28, 1) and judge.output_shape[-1] == 10
     assert any("batch_normalization" in layer.name for layer in judge.layers)
     assert 0.9 < record["test_accuracy"] <= 1.0
+
+
+def test_a_classifier_of_other_images_or_classes_is_refused_in_one_line():
+    judge = classifiers.build((16, 16, 1), CLASSES, units=8)
+    classifiers.check_fits(judge, (16, 16, 1), "judge.keras", CLASSES)
+    with pytest.raises(ValueError, match=r"judge.keras takes images of \(16, 16, 1\), "
+                                         r"the model makes \(28, 28, 1\)\.$"):
+        classifiers.check_fits(judge, (28, 28, 1), "judge.keras")
+    with pytest.raises(ValueError, match=f"judge.keras tells {CLASSES} classes apart, "
+                                         "the model has 10.$"):
+        classifiers.check_fits(judge, (16, 16, 1), "judge.keras", 10)

@@ -188,6 +188,18 @@ def load(path):
     return classifier
 
 
+def check_fits(judge, image_shape, name, num_classes=None):
+    """ValueError unless the classifier `judge` (called `name`) takes images of
+    `image_shape` and, given `num_classes`, tells that many classes apart."""
+    takes = tuple(judge.input_shape[1:])
+    if takes != tuple(image_shape):
+        raise ValueError(f"{name} takes images of {takes}, the model makes "
+                         f"{tuple(image_shape)}.")
+    if num_classes and judge.output_shape[-1] != num_classes:
+        raise ValueError(f"{name} tells {judge.output_shape[-1]} classes apart, the "
+                         f"model has {num_classes}.")
+
+
 def shipped_path(name):
     """The path of the shipped classifier `name` (a key of `JUDGES`' values)."""
     return os.path.join(DIRECTORY, f"{name}.keras")

@@ -175,10 +175,10 @@ def quality_judge(config, image_shape, images, num_classes):
                                                binary=checks.is_binary(real))
         about = {"classifier": f"tfvae/classifiers/{record['keras_file']}",
                  "classifier_test_accuracy": record["test_accuracy"]}
-    if tuple(judge.input_shape[1:]) != tuple(image_shape):
-        raise checks.InputError(f"{about['classifier']} takes images of "
-                                f"{tuple(judge.input_shape[1:])}, the model makes "
-                                f"{tuple(image_shape)}; give --quality_classifier.")
+    try:
+        classifier.check_fits(judge, image_shape, about["classifier"])
+    except ValueError as error:
+        raise checks.InputError(f"{error} Give --quality_classifier.") from None
     count = len(real)
     if FLAGS.quality_samples > count:
         raise checks.InputError(f"--quality_samples={FLAGS.quality_samples} needs as "

@@ -57,6 +57,8 @@ def classifier_and_accuracy(info, load):
     if FLAGS.classifier and os.path.isfile(FLAGS.classifier):
         try:
             judge = classifier.load(FLAGS.classifier)
+            classifier.check_fits(judge, info.image_shape, FLAGS.classifier,
+                                  info.num_classes)
         except ValueError as error:
             raise checks.InputError(f"--classifier {error}") from None
     else:
