@@ -9,11 +9,12 @@ The judge is loaded from --classifier when that file exists (the one above is tr
 separately on real grey-level Fashion-MNIST by `tools.train_classifier`, the judge of
 the README's figures); otherwise a small convolutional classifier
 (`tfvae.classifier.build`) is trained on the grey-level training images of --dataset
-for --epochs and saved there. It is scored on the test split. It then classifies --samples_per_class samples of each class of MODEL
-(a SavedModel folder, .tflite file, .keras file, run directory or preset name): the
-label consistency is the fraction whose predicted class is the requested one. The
-samples are the means of p(x|z, y) (for a Bernoulli model of binarized images, the
-probability of each pixel being on: a grey-level image, the classifier's own kind).
+for --epochs and saved there. It is scored on the test split. It then classifies
+--samples_per_class samples of each class of MODEL (a SavedModel folder, .tflite file,
+.keras file, run directory or preset name): the label consistency is the fraction
+whose predicted class is the requested one. The samples are the means of p(x|z, y)
+(for a Bernoulli model of binarized images, the probability of each pixel being on: a
+grey-level image, the classifier's own kind).
 `tools.evaluate --sample_quality` instead judges Bernoulli draws of the samples with
 the classifier tfvae ships for binarized images (`tfvae.sample_quality`).
 
