@@ -54,14 +54,11 @@ flags.DEFINE_string("output_dir", None, "Where DATASET.keras and DATASET.json go
 
 
 def split_arrays(name, split, binarize, labels, load):
-    """All images of a split as float32 [N, H, W, C] (and their labels [N])."""
-    from tfvae import data
-
-    ds = data.load_dataset(name, split, 1000, binarize=binarize, shuffle=False,
-                           with_labels=labels, seed=FLAGS.seed, **load)
-    batches = [(b[0].numpy(), b[1].numpy()) if labels else (b.numpy(), None) for b in ds]
-    images = np.concatenate([b[0] for b in batches])
-    return (images, np.concatenate([b[1] for b in batches])) if labels else images
+    """All images of a split as float32 [N, 28, 28, 1] (and their labels [N]), checked
+    by `common.split_images`."""
+    batch, _ = common.split_images(name, split, (28, 28, 1), 1000, labels=labels,
+                                   binarize=binarize, seed=FLAGS.seed, **load)
+    return (batch["images"], batch["labels"]) if labels else batch
 
 
 def fashion_mnist(load):
