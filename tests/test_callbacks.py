@@ -1,7 +1,8 @@
 """The training callbacks (`callbacks.py`) on tiny models, against known answers.
 
 * NonFiniteGuard stops at the first NaN batch and voids that epoch's logs;
-* BestCheckpoint saves finite improvements only and knows its best epoch;
+* BestCheckpoint saves finite improvements only, knows its best epoch and records it
+  (best.json) for a resumed run whose history dropped that epoch;
 * Backup keeps the last good backup of a run that diverged, resumes from it, falls
   back to its previous copy and fails in one line when neither can be read; History
   then logs each epoch once;
@@ -23,7 +24,7 @@ import tensorflow as tf
 
 from pattern_data import binary_images
 from tfvae import callbacks as vae_callbacks
-from tfvae import evaluate
+from tfvae import evaluate, rundir
 from tiny_models import tiny_vae
 
 NAN = float("nan")
@@ -125,6 +126,36 @@ def test_a_resumed_checkpoint_starts_from_the_best_it_had(tmp_path):
     assert not os.path.exists(path) and checkpoint.best_epoch == 4
     checkpoint.on_epoch_end(6, {"val_elbo": -2.0})
     assert os.path.exists(path) and checkpoint.best_epoch == 7
+
+
+def test_the_checkpoint_records_what_its_file_holds_for_a_resumed_run(tmp_path):
+    """A run resumed from a backup older than its best epoch drops that epoch from
+    history.csv; a second resume must still know what best.keras holds, and not
+    overwrite it with a worse model."""
+    files = rundir.paths(str(tmp_path))
+    checkpoint = vae_callbacks.BestCheckpoint(
+        files[rundir.BEST], "val_elbo", record_path=files[rundir.BEST_RECORD])
+    checkpoint.set_model(regression())
+    for epoch, value in enumerate([-5.0, -3.0, -4.0]):
+        checkpoint.on_epoch_end(epoch, {"val_elbo": value})
+    with open(files[rundir.HISTORY], "w") as f:  # the rows a resume kept: epoch 1 only
+        f.write("epoch,val_elbo\n0,-5.0\n")
+    assert rundir.best_saved(str(tmp_path), "val_elbo") == (2, -3.0)
+    assert rundir.best_saved(str(tmp_path), "val_iwae") is None  # another bound
+    os.remove(files[rundir.BEST_RECORD])  # a run from before best.json: history
+    assert rundir.best_saved(str(tmp_path), "val_elbo") == (1, -5.0)
+    assert sorted(os.listdir(tmp_path)) == ["best.keras", "history.csv"]  # no partials
+
+
+def test_a_minimizing_checkpoint_saves_decreases(tmp_path):
+    checkpoint = vae_callbacks.BestCheckpoint(str(tmp_path / "best.keras"), "val_loss",
+                                              mode="min", initial_best=(1, 3.0))
+    checkpoint.set_model(regression())
+    for epoch, value in enumerate([4.0, 2.0, 2.0, 1.0], start=1):
+        checkpoint.on_epoch_end(epoch, {"val_loss": value})
+    assert (checkpoint.best_epoch, checkpoint.best) == (5, 1.0)
+    with pytest.raises(ValueError, match="Unknown mode 'up'"):
+        vae_callbacks.BestCheckpoint("best.keras", "val_loss", mode="up")
 
 
 # -- Backup --------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 * `NonFiniteGuard` stops `fit` at the first batch whose loss is NaN or Inf (or at an
   epoch whose validation loss is), and voids that epoch's logs (all NaN) so that no
   later callback takes the diverged weights for the best ones. Put it first.
-* `BestCheckpoint` is `ModelCheckpoint(save_best_only=True)` that never saves an
-  epoch whose monitored value is missing or not finite, and knows its best epoch.
+* `BestCheckpoint` saves the model of each epoch that beats the best validation value
+  so far (never one whose value is missing or not finite), whole or not at all, and
+  records which epoch and value the file holds (best.json) for a resumed run.
 * `Backup` is `keras.callbacks.BackupAndRestore` that says when it resumes, never
   saves weights after a non-finite loss (the last good backup survives), keeps the
   backup when training diverged, and turns an unreadable backup into one clear error.
@@ -74,27 +75,50 @@ class NonFiniteGuard(keras.callbacks.Callback):
                 logs[key] = float("nan")
 
 
-class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`ModelCheckpoint(save_best_only=True)` that skips epochs whose monitored value
-    is missing, NaN or Inf (Keras 3 saves those when no best value is known yet).
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model at each epoch whose `monitor` beats the best so far ("max" or
+    "min" `mode`); an epoch whose value is missing, NaN or Inf is never saved.
+
+    The file appears whole: the model is written beside it and renamed over it, then
+    `record_path` (best.json) says which epoch and value it holds. A resumed run
+    passes that as `initial_best`: its history.csv has dropped the epochs it trains
+    again, and best.keras may hold one of them.
 
     `best` and `best_epoch` (1-based, None before the first save) say what the file
-    holds; a resumed run passes the best (epoch, value) of its earlier epochs.
+    holds.
     """
 
-    def __init__(self, filepath, monitor, mode="max", initial_best=None, verbose=0):
-        epoch, value = initial_best or (None, None)
-        super().__init__(filepath, monitor=monitor, mode=mode, save_best_only=True,
-                         initial_value_threshold=value, verbose=verbose)
-        self.best_epoch = epoch
+    def __init__(self, filepath, monitor, mode="max", initial_best=None,
+                 record_path=None, verbose=0):
+        super().__init__()
+        checks.choice("mode", mode, ("max", "min"))
+        self.filepath, self.monitor, self.record_path = filepath, monitor, record_path
+        self.sign, self.verbose = (1.0 if mode == "max" else -1.0), verbose
+        self.best_epoch, self.best = initial_best or (None, None)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is not None and _finite(value):
-            previous = self.best
-            super().on_epoch_end(epoch, logs)
-            if self.best != previous:
-                self.best_epoch = epoch + 1
+        if value is None or not _finite(value):
+            return
+        value, epoch = float(value), epoch + 1
+        if self.best is not None and self.sign * (value - self.best) <= 0:
+            self._say(f"Epoch {epoch}: {self.monitor} did not improve from "
+                      f"{self.best:.5f}")
+            return
+        self._say(f"Epoch {epoch}: {self.monitor} improved from "
+                  f"{'None' if self.best is None else f'{self.best:.5f}'} to "
+                  f"{value:.5f}, saving model to {self.filepath}")
+        partial = f"{self.filepath}.saving.keras"
+        self.model.save(partial, overwrite=True)
+        os.replace(partial, self.filepath)
+        self.best, self.best_epoch = value, epoch
+        if self.record_path:
+            rundir.write_json(self.record_path, {
+                "epoch": epoch, "monitor": self.monitor, "value": value})
+
+    def _say(self, message):
+        if self.verbose:
+            print(f"\n{message}", flush=True)
 
 
 class History(keras.callbacks.CSVLogger):

@@ -4,6 +4,7 @@
 
     config.json    the options of the run
     best.keras     the model with the best validation bound so far (ELBO, or IWAE)
+    best.json      which epoch (1-based) and value best.keras holds
     model.keras    the final model: the best.keras weights, tested and exported
     history.csv    per-epoch train and validation metrics, epoch time and images/s
     metrics.json   test ELBO / rate / distortion and a summary of the run
@@ -34,6 +35,7 @@ import socket
 
 CONFIG = "config.json"
 BEST = "best.keras"
+BEST_RECORD = "best.json"
 FINAL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
@@ -42,7 +44,7 @@ WARM_START = "warm_start.json"
 LOGS = "logs"
 METADATA_FILE = "metadata.json"  # beside an export's saved_model.pb
 BACKUP = "backup"
-FILES = (CONFIG, BEST, FINAL, HISTORY, METRICS, CURVE, WARM_START, LOGS, BACKUP)
+FILES = (CONFIG, BEST, BEST_RECORD, FINAL, HISTORY, METRICS, CURVE, WARM_START, LOGS, BACKUP)
 LOCK = ".lock"
 
 
@@ -199,6 +201,28 @@ def best_logged(path, monitor):
               for row in history_rows(path)]
     logged = [(epoch, value) for epoch, value in logged if math.isfinite(value)]
     return max(logged, key=lambda ev: ev[1]) if logged else None
+
+
+def best_saved(directory, monitor):
+    """(1-based epoch, value) that best.keras holds: from best.json, or for a run
+    written before it existed, the best `monitor` in history.csv; None if neither."""
+    files = paths(directory)
+    try:
+        with open(files[BEST_RECORD]) as f:
+            record = json.load(f)
+        if record["monitor"] == monitor and os.path.exists(files[BEST]):
+            return int(record["epoch"]), float(record["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return best_logged(files[HISTORY], monitor)
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path` whole: to a neighbour first, then renamed."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
+        json.dump(value, f, indent=2, default=str)
+    os.replace(partial, path)
 
 
 def history_path(run):

@@ -160,11 +160,6 @@ def _export_failure(error, paths):
             f"--checkpoint={paths['model.keras']}.")
 
 
-def _write_json(path, value):
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2, default=str)
-
-
 def _warmup_steps(requested, total_steps):
     """The rate weight's warm-up, ended by half of the run at the latest.
 
@@ -278,8 +273,7 @@ def _setup(run):
     _load_data(run)
     _build_model(run)
     run.curve = _bound_curve(run) if o.curve_points_per_decade and run.chief else None
-    with open(run.paths[rundir.CONFIG], "w") as f:
-        json.dump(run.config, f, indent=2)
+    rundir.write_json(run.paths[rundir.CONFIG], run.config)
     kind = "a conditional VAE" if o.conditional else "a VAE"
     print(f"Training {kind} ({run.model.count_params():,} weights) on {o.dataset}"
           f"[{o.train_split}], {run.steps or '?'} steps per epoch of {o.batch_size} "
@@ -396,7 +390,7 @@ def _warm_start(run, model):
     except ValueError as error:
         raise ValueError(f"--init_from: {error}") from None
     print(report.summary(), flush=True)
-    _write_json(report_path, report.as_dict())
+    rundir.write_json(report_path, report.as_dict())
 
 
 # -- callbacks and fit ----------------------------------------------------------------
@@ -421,8 +415,8 @@ def _callbacks(run):
         cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     run.best = vae_callbacks.BestCheckpoint(
         paths[rundir.BEST], run.monitor, mode="max", verbose=int(o.verbose > 0),
-        initial_best=rundir.best_logged(paths[rundir.HISTORY], run.monitor)
-        if run.resuming else None)
+        initial_best=rundir.best_saved(run.work_dir, run.monitor) if run.resuming
+        else None, record_path=paths[rundir.BEST_RECORD])
     cbs.append(run.best)
     if o.early_stopping_patience:
         cbs.append(keras.callbacks.EarlyStopping(
@@ -513,9 +507,9 @@ def _finish(run):
     metrics = _summary(run, _test(run))
     if run.chief:
         run.model.save(paths[rundir.FINAL])
-    _write_json(paths[rundir.METRICS], metrics)  # Before the extras or export can fail.
+    rundir.write_json(paths[rundir.METRICS], metrics)  # Before the extras or export can fail.
     if run.chief and _end_of_run_extra(run, metrics, "projector", _write_projector):
-        _write_json(paths[rundir.METRICS], metrics)
+        rundir.write_json(paths[rundir.METRICS], metrics)
     if run.chief and o.export:
         try:
             metrics["export"] = export_lib.export_model(
@@ -524,9 +518,9 @@ def _finish(run):
                     "dataset": o.dataset, "class_names": run.info.class_names})
         except Exception as error:  # noqa: BLE001 -- one line, figures kept
             metrics["export_error"] = f"{type(error).__name__}: {error}"
-            _write_json(paths[rundir.METRICS], metrics)
+            rundir.write_json(paths[rundir.METRICS], metrics)
             raise ExportFailed(_export_failure(error, paths)) from error
-        _write_json(paths[rundir.METRICS], metrics)
+        rundir.write_json(paths[rundir.METRICS], metrics)
     return metrics
 
 
