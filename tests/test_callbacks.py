@@ -13,6 +13,8 @@
 """
 
 import csv
+import datetime
+import json
 import math
 import os
 import types
@@ -24,7 +26,7 @@ import tensorflow as tf
 
 from pattern_data import binary_images
 from tfvae import callbacks as vae_callbacks
-from tfvae import evaluate, rundir
+from tfvae import evaluate, rundir, user_files
 from tiny_models import tiny_vae
 
 NAN = float("nan")
@@ -145,6 +147,18 @@ def test_the_checkpoint_records_what_its_file_holds_for_a_resumed_run(tmp_path):
     os.remove(files[rundir.BEST_RECORD])  # a run from before best.json: history
     assert rundir.best_saved(str(tmp_path), "val_elbo") == (1, -5.0)
     assert sorted(os.listdir(tmp_path)) == ["best.keras", "history.csv"]  # no partials
+
+
+def test_a_json_record_is_written_whole_or_not_at_all(tmp_path):
+    path = str(tmp_path / "best.json")
+    user_files.write_json(path, {"value": -3.5, "date": datetime.date(2026, 12, 6)})
+    circular = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular reference"):
+        user_files.write_json(path, {"value": circular})
+    with open(path) as f:
+        assert json.load(f) == {"value": -3.5, "date": "2026-12-06"}  # the old file
+    assert os.listdir(tmp_path) == ["best.json"]  # no partial left
 
 
 def test_a_minimizing_checkpoint_saves_decreases(tmp_path):

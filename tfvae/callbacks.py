@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import checks, evaluate, rundir
+from tfvae import checks, evaluate, rundir, user_files
 from tfvae.model import in_multi_worker_mode
 
 
@@ -113,7 +113,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         os.replace(partial, self.filepath)
         self.best, self.best_epoch = value, epoch
         if self.record_path:
-            rundir.write_json(self.record_path, {
+            user_files.write_json(self.record_path, {
                 "epoch": epoch, "monitor": self.monitor, "value": value})
 
     def _say(self, message):

@@ -217,14 +217,6 @@ def best_saved(directory, monitor):
     return best_logged(files[HISTORY], monitor)
 
 
-def write_json(path, value):
-    """Writes `value` as JSON to `path` whole: to a neighbour first, then renamed."""
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(value, f, indent=2, default=str)
-    os.replace(partial, path)
-
-
 def history_path(run):
     """history.csv of a run directory; a file path is returned as it is."""
     return os.path.join(run, HISTORY) if os.path.isdir(run) else run

@@ -39,7 +39,7 @@ from absl import app, flags, logging
 from tfvae import builders, callbacks as vae_callbacks, checks, cli, data, distributions
 from tfvae import evaluate, export as export_lib, heads, losses, objectives
 from tfvae import projector
-from tfvae import rundir, warmstart
+from tfvae import rundir, user_files, warmstart
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # Test images whose posterior codes the run writes for TensorBoard's projector.
@@ -273,7 +273,7 @@ def _setup(run):
     _load_data(run)
     _build_model(run)
     run.curve = _bound_curve(run) if o.curve_points_per_decade and run.chief else None
-    rundir.write_json(run.paths[rundir.CONFIG], run.config)
+    user_files.write_json(run.paths[rundir.CONFIG], run.config)
     kind = "a conditional VAE" if o.conditional else "a VAE"
     print(f"Training {kind} ({run.model.count_params():,} weights) on {o.dataset}"
           f"[{o.train_split}], {run.steps or '?'} steps per epoch of {o.batch_size} "
@@ -390,7 +390,7 @@ def _warm_start(run, model):
     except ValueError as error:
         raise ValueError(f"--init_from: {error}") from None
     print(report.summary(), flush=True)
-    rundir.write_json(report_path, report.as_dict())
+    user_files.write_json(report_path, report.as_dict())
 
 
 # -- callbacks and fit ----------------------------------------------------------------
@@ -507,9 +507,9 @@ def _finish(run):
     metrics = _summary(run, _test(run))
     if run.chief:
         run.model.save(paths[rundir.FINAL])
-    rundir.write_json(paths[rundir.METRICS], metrics)  # Before the extras or export can fail.
+    user_files.write_json(paths[rundir.METRICS], metrics)  # Before the extras or export can fail.
     if run.chief and _end_of_run_extra(run, metrics, "projector", _write_projector):
-        rundir.write_json(paths[rundir.METRICS], metrics)
+        user_files.write_json(paths[rundir.METRICS], metrics)
     if run.chief and o.export:
         try:
             metrics["export"] = export_lib.export_model(
@@ -518,9 +518,9 @@ def _finish(run):
                     "dataset": o.dataset, "class_names": run.info.class_names})
         except Exception as error:  # noqa: BLE001 -- one line, figures kept
             metrics["export_error"] = f"{type(error).__name__}: {error}"
-            rundir.write_json(paths[rundir.METRICS], metrics)
+            user_files.write_json(paths[rundir.METRICS], metrics)
             raise ExportFailed(_export_failure(error, paths)) from error
-        rundir.write_json(paths[rundir.METRICS], metrics)
+        user_files.write_json(paths[rundir.METRICS], metrics)
     return metrics
 
 

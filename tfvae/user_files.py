@@ -1,5 +1,5 @@
 """The user's files, read without TensorFlow: .npy arrays, the writer of a .keras file,
-and whether an output can be written.
+whether an output can be written; and JSON reports written whole (`write_json`).
 
 Each failure is one `checks.InputError` line naming the file: a missing or unreadable
 .npy file (cut short, another format), an output that cannot be written (checked
@@ -41,6 +41,19 @@ def check_writable(path, flag="--output"):
                          f"({first_line(error)}).") from None
     if not os.access(folder, os.W_OK) or os.path.isdir(path):
         raise InputError(f"{flag} {path} cannot be written.")
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path` whole: to a neighbour first, then renamed over
+    `path`, so that a kill leaves the old file or the new one, never half of one."""
+    partial = f"{path}.partial"
+    try:
+        with open(partial, "w") as f:
+            json.dump(value, f, indent=2, default=str)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def keras_writer(path):

@@ -38,7 +38,6 @@ Bad input (a missing or unreadable --config, a bad flag in it, a count below 1, 
 and status 1 before any timing; Ctrl-C with one line and status 130.
 """
 
-import json
 import statistics
 import time
 
@@ -314,9 +313,8 @@ def main(argv):
     print()
     print(table(results, machine, label))
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump({"machine": machine, "model": label, "batch_size": batch_size,
-                       "results": results}, f, indent=2)
+        user_files.write_json(FLAGS.output, {"machine": machine, "model": label,
+                                             "batch_size": batch_size, "results": results})
         print("results:", FLAGS.output)
 
 

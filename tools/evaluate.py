@@ -42,7 +42,6 @@ of them is a cross-entropy; --allow_grey_levels reports it anyway. Bad input end
 with one line `tools.evaluate: error: ...` and status 1, before any long computation.
 """
 
-import json
 import os
 import time
 
@@ -272,8 +271,7 @@ def main(argv):
     if FLAGS.output:
         if os.path.dirname(FLAGS.output):
             os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
-        with open(FLAGS.output, "w") as f:
-            json.dump(report, f, indent=2)
+        user_files.write_json(FLAGS.output, report)
         kept.delete()
         print("report:", FLAGS.output)
 

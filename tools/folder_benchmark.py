@@ -115,10 +115,10 @@ def main(argv):
     print(f"folder: {folder:,.0f} images/s; TFDS: {reference:,.0f} images/s; ratio "
           f"{ratio:.2f} (target >= {TARGET_RATIO:.2f}: {verdict})")
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump({"folder_images_per_s": folder, "tfds_images_per_s": reference,
-                       "ratio": ratio, "target": TARGET_RATIO, "num_images": count,
-                       "machine": machine}, f, indent=2)
+        user_files.write_json(FLAGS.output, {
+            "folder_images_per_s": folder, "tfds_images_per_s": reference,
+            "ratio": ratio, "target": TARGET_RATIO, "num_images": count,
+            "machine": machine})
 
 
 if __name__ == "__main__":

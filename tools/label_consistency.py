@@ -23,7 +23,6 @@ them to --output as JSON. Bad input ends with one line `tools.label_consistency:
 error: ...` and status 1.
 """
 
-import json
 import os
 import time
 
@@ -146,8 +145,7 @@ def main(argv):
               "temperature": FLAGS.temperature, "machine": rundir.machine_info(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(report, f, indent=2)
+        user_files.write_json(FLAGS.output, report)
         print("report:", FLAGS.output)
 
 

@@ -26,7 +26,6 @@ K times the work) and that classifier's accuracy.
 Bad input ends with one line `tools.nll_gap: error: ...` and status 1.
 """
 
-import json
 import time
 
 from absl import app, flags
@@ -126,8 +125,7 @@ def main(argv):
     report.update(seconds=time.perf_counter() - start, machine=rundir.machine_info(),
                   models=argv[1:], date=time.strftime("%Y-%m-%d %H:%M:%S"))
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(report, f, indent=2)
+        user_files.write_json(FLAGS.output, report)
         print("report:", FLAGS.output)
 
 

@@ -23,7 +23,6 @@ deterministic ops. The recipes (`tfvae/classifier.py` says why):
 Bad input ends with one line `tools.train_classifier: error: ...` and status 1.
 """
 
-import json
 import os
 import time
 
@@ -152,8 +151,7 @@ def main(argv):
                 + (f" --architecture={FLAGS.architecture}"
                    if FLAGS.architecture != "small" else ""),
         machine=rundir.machine_info(), date=time.strftime("%Y-%m-%d %H:%M:%S"))
-    with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
-        json.dump(record, f, indent=2)
+    user_files.write_json(os.path.join(output_dir, f"{name}.json"), record)
     print(f"test accuracy {accuracy:.4f}; wrote {path} "
           f"({record['size_bytes'] / 1e3:.0f} KB) in {record['seconds']:.0f} s")
 
