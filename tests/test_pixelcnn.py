@@ -51,6 +51,20 @@ def test_the_masks_keep_the_taps_before_the_centre():
     np.testing.assert_array_equal(b, [[1, 1, 1], [1, 1, 0], [0, 0, 0]])
 
 
+@pytest.mark.parametrize("size, kind", [(3, "A"), (3, "B"), (5, "A"), (5, "B")])
+def test_the_masked_convolution_is_the_same_convolution_of_the_masked_kernel(size, kind):
+    """It convolves only the kernel's rows down to the centre (the rows below are
+    masked out): the result must be the full "same" convolution's, on any image."""
+    layer = pixelcnn.MaskedConv2D(3, size, kind)
+    images = np.random.default_rng(0).normal(size=(2, 6, 7, 2)).astype(np.float32)
+    got = layer(images)
+    kernel = layer.kernel * pixelcnn.causal_mask(size, kind)
+    expected = tf.nn.conv2d(images, kernel, 1, "SAME") + layer.bias
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="stride-1"):
+        pixelcnn.MaskedConv2D(3, size, kind, strides=2)
+
+
 def test_each_logit_depends_on_the_pixels_before_it_only():
     height, width = 4, 5
     likelihood = random_likelihood((height, width, 1), layers=3, batch=1)
