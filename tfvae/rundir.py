@@ -44,7 +44,8 @@ WARM_START = "warm_start.json"
 LOGS = "logs"
 METADATA_FILE = "metadata.json"  # beside an export's saved_model.pb
 BACKUP = "backup"
-FILES = (CONFIG, BEST, BEST_RECORD, FINAL, HISTORY, METRICS, CURVE, WARM_START, LOGS, BACKUP)
+FILES = (CONFIG, BEST, BEST_RECORD, FINAL, HISTORY, METRICS, CURVE, WARM_START, LOGS,
+         BACKUP)
 LOCK = ".lock"
 
 

@@ -507,7 +507,8 @@ def _finish(run):
     metrics = _summary(run, _test(run))
     if run.chief:
         run.model.save(paths[rundir.FINAL])
-    user_files.write_json(paths[rundir.METRICS], metrics)  # Before the extras or export can fail.
+    # Written before the extras or the export can fail.
+    user_files.write_json(paths[rundir.METRICS], metrics)
     if run.chief and _end_of_run_extra(run, metrics, "projector", _write_projector):
         user_files.write_json(paths[rundir.METRICS], metrics)
     if run.chief and o.export:

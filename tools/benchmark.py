@@ -314,7 +314,8 @@ def main(argv):
     print(table(results, machine, label))
     if FLAGS.output:
         user_files.write_json(FLAGS.output, {"machine": machine, "model": label,
-                                             "batch_size": batch_size, "results": results})
+                                             "batch_size": batch_size,
+                                             "results": results})
         print("results:", FLAGS.output)
 
 
