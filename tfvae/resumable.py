@@ -17,6 +17,8 @@ import zipfile
 
 import numpy as np
 
+from tfvae import user_files
+
 
 class BatchResults:
     """Results [n] of numbered batches, kept in `path` (a .npz) under `key`.
@@ -57,11 +59,10 @@ class BatchResults:
             self.write()
 
     def write(self):
-        partial = f"{self.path}.writing"
-        with open(partial, "wb") as f:
+        with user_files.written_whole(self.path, ".writing") as partial, \
+                open(partial, "wb") as f:
             np.savez(f, key=np.array(self.key), seconds=np.array(self.seconds),
                      **{f"batch_{index}": values for index, values in self.done.items()})
-        os.replace(partial, self.path)
         self._written = time.monotonic()
 
     def delete(self):

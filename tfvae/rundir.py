@@ -171,12 +171,12 @@ def drop_history_from(path, epoch):
     kept = [row for row in rows if int(row["epoch"]) < epoch]
     if len(kept) == len(rows):
         return
-    partial = f"{path}.partial"
-    with open(partial, "w", newline="") as f:
+    from tfvae import user_files  # noqa: PLC0415 -- numpy only when a run resumes
+
+    with user_files.written_whole(path) as partial, open(partial, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(kept)
-    os.replace(partial, path)
 
 
 def read_history(path):

@@ -1,5 +1,5 @@
 """The user's files, read without TensorFlow: .npy arrays, the writer of a .keras file,
-whether an output can be written; and JSON reports written whole (`write_json`).
+whether an output can be written; files written whole (`written_whole`, `write_json`).
 
 Each failure is one `checks.InputError` line naming the file: a missing or unreadable
 .npy file (cut short, another format), an output that cannot be written (checked
@@ -8,6 +8,7 @@ before a long computation, not after it). `keras_writer` names the tfvae that wr
 (`keras_files.load_keras_model`, `tools.upgrade`). Needs only numpy, as `checks` does.
 """
 
+import contextlib
 import json
 import os
 import pickle
@@ -43,17 +44,24 @@ def check_writable(path, flag="--output"):
         raise InputError(f"{flag} {path} cannot be written.")
 
 
-def write_json(path, value):
-    """Writes `value` as JSON to `path` whole: to a neighbour first, then renamed over
-    `path`, so that a kill leaves the old file or the new one, never half of one."""
-    partial = f"{path}.partial"
+@contextlib.contextmanager
+def written_whole(path, suffix=".partial"):
+    """Yields a neighbour of `path` to write; when the block ends it is renamed over
+    `path`, or removed if the block raised: a kill leaves the old file or the new one,
+    never half of one."""
+    partial = f"{path}{suffix}"
     try:
-        with open(partial, "w") as f:
-            json.dump(value, f, indent=2, default=str)
+        yield partial
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path` whole (`written_whole`)."""
+    with written_whole(path) as partial, open(partial, "w") as f:
+        json.dump(value, f, indent=2, default=str)
 
 
 def keras_writer(path):
