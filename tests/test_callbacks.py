@@ -2,7 +2,8 @@
 
 * NonFiniteGuard stops at the first NaN batch and voids that epoch's logs;
 * BestCheckpoint saves finite improvements only, knows its best epoch and records it
-  (best.json) for a resumed run whose history dropped that epoch;
+  (best.json) for a resumed run whose history dropped that epoch; a model and a
+  record are written whole or not at all, and clearing a run leaves no partials;
 * Backup keeps the last good backup of a run that diverged, resumes from it, falls
   back to its previous copy and fails in one line when neither can be read; History
   then logs each epoch once;
@@ -159,6 +160,33 @@ def test_a_json_record_is_written_whole_or_not_at_all(tmp_path):
     with open(path) as f:
         assert json.load(f) == {"value": -3.5, "date": "2026-12-06"}  # the old file
     assert os.listdir(tmp_path) == ["best.json"]  # no partial left
+
+
+def test_a_model_save_that_fails_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = str(tmp_path / "model.keras")
+    model = regression()
+    user_files.save_model_whole(model, path)
+    before = open(path, "rb").read()
+
+    def half_then_fail(filepath, **_):
+        with open(filepath, "wb") as f:
+            f.write(b"PK half an archive")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(model, "save", half_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        user_files.save_model_whole(model, path)
+    assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_clearing_a_run_directory_removes_partials_and_keeps_other_files(tmp_path):
+    files = rundir.paths(str(tmp_path))
+    os.makedirs(files[rundir.BACKUP])
+    for path in (files[rundir.BEST], files[rundir.BEST] + user_files.KERAS_PARTIAL,
+                 files[rundir.METRICS] + user_files.PARTIAL, str(tmp_path / "notes.txt")):
+        with open(path, "w") as f:
+            f.write("x")
+    rundir.clear(str(tmp_path))
+    assert os.listdir(tmp_path) == ["notes.txt"]
 
 
 def test_a_minimizing_checkpoint_saves_decreases(tmp_path):

@@ -108,8 +108,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self._say(f"Epoch {epoch}: {self.monitor} improved from "
                   f"{'None' if self.best is None else f'{self.best:.5f}'} to "
                   f"{value:.5f}, saving model to {self.filepath}")
-        with user_files.written_whole(self.filepath, ".saving.keras") as partial:
-            self.model.save(partial, overwrite=True)
+        user_files.save_model_whole(self.model, self.filepath)
         self.best, self.best_epoch = value, epoch
         if self.record_path:
             user_files.write_json(self.record_path, {

@@ -44,6 +44,8 @@ import os
 
 import numpy as np
 
+from tfvae import user_files
+
 DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifiers")
 FEATURES = "features"
 # The shipped classifier that judges images of (a dataset, binary or not).
@@ -166,7 +168,7 @@ def save(classifier, path):
     optimizer state (a third of the size)."""
     bare = _uncompiled(classifier)
     bare.set_weights(classifier.get_weights())
-    bare.save(path)
+    user_files.save_model_whole(bare, path)
 
 
 def load(path):

@@ -70,7 +70,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import checks, distributions, heads, objectives, priors
+from tfvae import checks, distributions, heads, objectives, priors, user_files
 from tfvae.rundir import METADATA_FILE
 from tfvae.version import __version__
 
@@ -517,7 +517,7 @@ def _rebuilt(model, config):
 def save_keras(model, path):
     """`model` as a `.keras` file of its config and weights, without the optimizer's
     state (which would double or triple the file): what `VAE.from_preset` loads."""
-    _rebuilt(model, model.get_config()).save(path)
+    user_files.save_model_whole(_rebuilt(model, model.get_config()), path)
 
 
 def _float32_policies(config):

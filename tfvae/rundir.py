@@ -55,12 +55,15 @@ def paths(directory):
 
 
 def clear(directory):
-    """Deletes what a run wrote in `directory` (its `FILES`), nothing else."""
+    """Deletes what a run wrote in `directory` (its `FILES`, and the partial copies a
+    kill mid-write can leave beside them), nothing else."""
+    from tfvae.user_files import KERAS_PARTIAL, PARTIAL  # noqa: PLC0415 -- as below
     for path in paths(directory).values():
         if os.path.isdir(path):
             shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+        for leftover in (path, path + PARTIAL, path + KERAS_PARTIAL):
+            if os.path.isfile(leftover):
+                os.remove(leftover)
 
 
 # -- one trainer per directory ------------------------------------------------------

@@ -506,7 +506,7 @@ def _finish(run):
     o, paths = run.options, run.paths
     metrics = _summary(run, _test(run))
     if run.chief:
-        run.model.save(paths[rundir.FINAL])
+        user_files.save_model_whole(run.model, paths[rundir.FINAL])
     # Written before the extras or the export can fail.
     user_files.write_json(paths[rundir.METRICS], metrics)
     if run.chief and _end_of_run_extra(run, metrics, "projector", _write_projector):

@@ -44,8 +44,12 @@ def check_writable(path, flag="--output"):
         raise InputError(f"{flag} {path} cannot be written.")
 
 
+PARTIAL = ".partial"
+KERAS_PARTIAL = ".saving.keras"  # Keras writes only to names that end in .keras
+
+
 @contextlib.contextmanager
-def written_whole(path, suffix=".partial"):
+def written_whole(path, suffix=PARTIAL):
     """Yields a neighbour of `path` to write; when the block ends it is renamed over
     `path`, or removed if the block raised: a kill leaves the old file or the new one,
     never half of one."""
@@ -56,6 +60,13 @@ def written_whole(path, suffix=".partial"):
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def save_model_whole(model, path):
+    """`model.save(path)`, whole (`written_whole`): Keras writes its archive in place,
+    so a kill mid-save would leave half of one."""
+    with written_whole(path, KERAS_PARTIAL) as partial:
+        model.save(partial, overwrite=True)
 
 
 def write_json(path, value):
