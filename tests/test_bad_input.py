@@ -525,6 +525,8 @@ def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
             "--temperature must be a positive number",)),
         "temperature of an export": ([files["saved_model"], "--temperature=0.5"], (
             "samples at temperature 1; give its .keras file",)),
+        "a temperature per layer, too many": ([files["keras"], "--temperature=0.5,1"], (
+            "--temperature gives 2 temperatures; this model has 1 stochastic layers",)),
     }
     for outcome, words in tool_outcomes("tools.label_consistency", consistency,
                                         files["root"]).values():

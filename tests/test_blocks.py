@@ -122,15 +122,17 @@ def test_iwae_stays_below_log_px_and_rises_toward_it_and_rates_add_up():
     np.testing.assert_allclose(terms["rate"], terms["rate/1"] + terms["rate/2"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("temperature", [0.5, 1.0])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, (0.25, 1.0), [1.0, 0.5]])
 def test_codes_sampled_at_temperature_t_have_t_squared_the_covariance(temperature):
-    # z = c + G eps at t = 1; every layer's draw shrunk toward its mean by t gives
-    # z = c + t G eps: mean c, covariance t^2 G G^T, exactly, in the linear model.
+    # z = c + G eps at t = 1; layer l's draw shrunk toward its mean by t_l gives
+    # z = c + G T eps, T diagonal with t_l on layer l's draws: mean c, covariance
+    # G T^2 G^T, exactly, in the linear model (t^2 G G^T for one t).
     model = linear_model()
     c, g, _, _, _ = generative_jacobians(model)
     _, codes = model.sample(20000, return_codes=True, temperature=temperature)
     codes = codes.numpy().astype("float64")
-    expected = temperature ** 2 * g @ g.T
+    t = np.repeat(np.broadcast_to(temperature, [2]), list(model.latent_dims))
+    expected = g @ np.diag(t ** 2) @ g.T
     scale = np.sqrt(np.diag(expected))
     np.testing.assert_allclose(codes.mean(0), c, atol=0.05 * scale.max())
     np.testing.assert_allclose(np.cov(codes.T), expected, atol=0.05 * scale.max() ** 2)

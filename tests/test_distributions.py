@@ -116,6 +116,16 @@ def test_sampling_at_a_temperature_that_is_not_positive_is_one_clear_line(temper
         model.sample(2, temperature=temperature)
 
 
+@pytest.mark.parametrize("temperature, message", [
+    ((0.5, 1.0), "temperature gives 2 temperatures; this model has 1 stochastic layers"),
+    ([-1.0], "temperature must be a positive number"), ((0.5, "hot"), "gives 2")])
+def test_one_temperature_per_layer_or_one_clear_line(temperature, message):
+    model = VAE(MLPEncoder(2, hidden_units=(4,)), MLPDecoder((4, 4, 1), hidden_units=(4,)))
+    assert model.sample(2, temperature=[0.5]).shape == (2, 4, 4, 1)
+    with pytest.raises(InputError, match=message):
+        model.sample(2, temperature=temperature)
+
+
 # -- the fast paths equal TFP's own distributions ------------------------------------
 
 def test_mixture_prior_log_prob_matches_tfp():

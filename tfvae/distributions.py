@@ -37,7 +37,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import discretized
-from tfvae.checks import InputError, check_count, choice
+from tfvae.checks import InputError, check_count, check_positive, choice
 
 tfd = tfp.distributions
 
@@ -113,6 +113,19 @@ def is_diagonal_gaussian(distribution):
     """Whether `distribution` is a diagonal Gaussian as the heads above build them."""
     return isinstance(distribution, tfd.Independent) and isinstance(
         distribution.distribution, tfd.Normal)
+
+
+def layer_temperatures(temperature, num_layers, name="temperature"):
+    """One positive temperature per stochastic layer, top first: `temperature` is one
+    number for every layer or a sequence of `num_layers` (VDVAE samples with such a
+    list: a cool top layer picks typical global structure, the layers below keep
+    their detail). InputError naming `name` otherwise."""
+    values = temperature if isinstance(temperature, (list, tuple)) else \
+        [temperature] * num_layers
+    if len(values) != num_layers:
+        raise InputError(f"{name} gives {len(values)} temperatures; this model has "
+                         f"{num_layers} stochastic layers (one number, or one each).")
+    return tuple(check_positive(value, name) for value in values)
 
 
 def at_temperature(distribution, draws, temperature):

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from tfvae import distributions, evaluate, heads, losses, model_inputs
 from tfvae import objectives, presets
-from tfvae.checks import check_positive, choice
+from tfvae.checks import choice
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior
 from tfvae.version import __version__
@@ -280,13 +280,14 @@ class VAE(keras.Model):
         (of p(z|c) and p(x|z, c), for the `labels` of a conditional model: one class
         id, or one per sample; one vector or one per sample for a context_dim model).
         `temperature` t scales every layer's Gaussian prior scale by t (z = m + t (z'
-        - m), `distributions.at_temperature`); 1 draws from the model itself."""
-        temperature = check_positive(temperature, "temperature")
+        - m), `distributions.at_temperature`), or one t per layer, top first; 1 draws
+        from the model itself."""
+        temperatures = distributions.layer_temperatures(temperature, self.num_layers)
         context = self.given_context(labels, num_samples)
 
         def choose(index, posterior, prior):
             z = self.prior_draws(prior, num_samples) if index == 0 else prior.sample()
-            return distributions.at_temperature(prior, z, temperature), None
+            return distributions.at_temperature(prior, z, temperatures[index]), None
 
         layers, inputs = self.walk(None, choose, context)
         images = self.decoder(inputs).mean()

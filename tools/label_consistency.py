@@ -44,8 +44,9 @@ flags.DEFINE_string("classifier", None, "A .keras classifier: loaded when it exi
 flags.DEFINE_integer("epochs", 3, "Training epochs of a new classifier.", lower_bound=1)
 flags.DEFINE_integer("samples_per_class", 100, "Conditional samples of each class.",
                      lower_bound=1, upper_bound=1000)
-flags.DEFINE_float("temperature", 1.0, "Scale of every Gaussian prior's spread when "
-                   "sampling (VAE.sample); a .keras model or run directory for t != 1.")
+flags.DEFINE_list("temperature", ["1"], "Scale of every Gaussian prior's spread when "
+                  "sampling (VAE.sample): one number, or one per stochastic layer, top "
+                  "first (0.5,1,1,1); a .keras model or run directory for t != 1.")
 flags.DEFINE_integer("seed", 0, "Seed of the classifier and the samples.")
 flags.DEFINE_string("output", None, "Write the figures here as JSON.")
 
@@ -76,20 +77,24 @@ def classifier_and_accuracy(info, load):
     return judge, classifier.accuracy(judge, test["images"], test["labels"])
 
 
-def conditional_sampler(path, temperature=1.0):
-    """sample(n, labels) -> images of a conditional model, and its number of classes."""
-    from tfvae import presets
+def conditional_sampler(path, temperature=("1",)):
+    """sample(n, labels) -> images of a conditional model, its number of classes and
+    image shape; `temperature`: --temperature's values."""
+    from tfvae import distributions, presets
 
-    temperature = checks.check_positive(temperature, "--temperature")
+    temperature = [checks.check_positive(t, "--temperature") for t in temperature]
     path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
-        if temperature != 1:
+        if set(temperature) != {1}:
             raise checks.InputError(f"{path} is an export, which samples at temperature "
                                     "1; give its .keras file for --temperature.")
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
         return sampler.sample, sampler.num_classes, sampler.image_shape
     model = common.load_keras(path)[0]
+    temperature = distributions.layer_temperatures(
+        temperature[0] if len(temperature) == 1 else temperature, model.num_layers,
+        "--temperature")
 
     def sample(count, labels):
         return model.sample(count, labels=labels, temperature=temperature).numpy()
@@ -112,6 +117,8 @@ def consistency(classifier, sample, num_classes, per_class):
 @cli.interruptible(PROGRAM, "nothing was written.")
 def main(argv):
     cli.start_tool(PROGRAM, argv, 1, "python -m tools.label_consistency MODEL [flags]")
+    import keras
+
     from tfvae import data, rundir
 
     try:
@@ -129,12 +136,13 @@ def main(argv):
     except (ValueError, OSError, ImportError, data.DataUnavailableError) as error:
         cli.fail(PROGRAM, error)
     per_class = FLAGS.samples_per_class
+    keras.utils.set_random_seed(FLAGS.seed)  # the same samples each time
     overall, by_class = consistency(classifier, sample, num_classes, per_class)
     names = info.class_names or [str(c) for c in range(num_classes)]
     print(f"classifier test accuracy on {FLAGS.dataset}[{FLAGS.test_split}]: "
           f"{accuracy:.4f}")
     print(f"label consistency of {per_class * num_classes} samples at temperature "
-          f"{FLAGS.temperature:g}: {overall:.4f}")
+          f"{','.join(FLAGS.temperature)}: {overall:.4f}")
     for name, value in zip(names, by_class):
         print(f"  {name}: {value:.3f}")
     report = {"model": argv[1], "dataset": FLAGS.dataset,
@@ -142,7 +150,7 @@ def main(argv):
               "classifier_test_accuracy": accuracy, "label_consistency": overall,
               "per_class": dict(zip(names, by_class)),
               "num_samples": per_class * num_classes,
-              "temperature": FLAGS.temperature, "machine": rundir.machine_info(),
+              "temperature": [float(t) for t in FLAGS.temperature], "machine": rundir.machine_info(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if FLAGS.output:
         user_files.write_json(FLAGS.output, report)
