@@ -36,4 +36,27 @@ def check_export_parity(model, paths, images):
     assert out["images"].shape == (4, *model.image_shape) and np.all(np.isfinite(out["z"]))
     decoder = Interpreter(model_path=paths["tflite_float32"]).get_signature_runner("decode")
     np.testing.assert_allclose(decoder(z=z)["images"], model.decode(z).mean(), atol=1e-5)
+    check_cooled_samples(model, loaded, paths)
     return encoded
+
+
+def check_cooled_samples(model, loaded, paths):
+    """`sample_at_temperature` (SavedModel and float32 TFLite), known answers: at t
+    near 0 every layer draws its prior's mean, the codes of `VAE.sample` at that t;
+    with only the top layer cooled, the top codes agree and the others vary."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, means = model.sample(1, return_codes=True, temperature=1e-6)
+    runner = Interpreter(model_path=paths["tflite_float32"]).get_signature_runner(
+        "sample_at_temperature")
+    cold = np.full([model.num_layers], 1e-6, np.float32)
+    for sample in (loaded["sample_at_temperature"], runner):
+        z = np.asarray(sample(num_samples=np.array(3, np.int32), temperature=cold)["z"])
+        np.testing.assert_allclose(z, np.repeat(means, 3, axis=0), atol=1e-4)
+    top = model.latent_dims[0]
+    cold_top = np.array([1e-6] + [1.0] * (model.num_layers - 1), np.float32)
+    z = loaded["sample_at_temperature"](num_samples=tf.constant(3),
+                                        temperature=tf.constant(cold_top))["z"].numpy()
+    np.testing.assert_allclose(z[:, :top], np.repeat(means[:, :top], 3, axis=0), atol=1e-4)
+    if model.num_layers > 1:
+        assert np.all(z[:, top:].std(axis=0) > 0)

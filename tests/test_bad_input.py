@@ -524,7 +524,9 @@ def test_tools_label_consistency_nll_gap_and_folder_benchmark(files):
         "nan temperature": ([files["keras"], "--temperature=nan"], (
             "--temperature must be a positive number",)),
         "temperature of an export": ([files["saved_model"], "--temperature=0.5"], (
-            "samples at temperature 1; give its .keras file",)),
+            "is not a class-conditional model",)),  # it samples through the signature
+        "temperatures of an export": ([files["saved_model"], "--temperature=0.5,1"], (
+            "--temperature gives 2 temperatures; this model has 1 stochastic layers",)),
         "a temperature per layer, too many": ([files["keras"], "--temperature=0.5,1"], (
             "--temperature gives 2 temperatures; this model has 1 stochastic layers",)),
     }

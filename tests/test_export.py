@@ -76,6 +76,7 @@ def test_signatures_follow_the_contract(loaded, mixture_export):
         "reconstruct": ({"images"}, {"images"}),
         "log_prob": ({"images", "num_samples"}, {"log_prob"}),
         "elbo": ({"images"}, {"elbo", "distortion", "rate"}),
+        "sample_at_temperature": ({"num_samples", "temperature"}, {"images", "z"}),
     }
     assert set(loaded.signatures) == set(expected)
     for key, (inputs, outputs) in expected.items():
@@ -83,6 +84,7 @@ def test_signatures_follow_the_contract(loaded, mixture_export):
         assert set(function.structured_input_signature[1]) == inputs, key
         assert set(function.structured_outputs) == outputs, key
     gaussian = tf.saved_model.load(mixture_export["saved_model"])
+    assert "sample_at_temperature" not in gaussian.signatures  # no one mean to cool to
     assert set(gaussian.signatures["decode"].structured_outputs) == {
         "images", "loc", "scale"}
 
@@ -142,6 +144,23 @@ def test_vamp_prior_exports_its_sampler():
     assert out["z"].shape == (6, LATENT_DIM)
     assert out["images"].shape == (6, *IMAGE_SHAPE)
     assert np.all(np.isfinite(out["z"]))
+
+
+def test_sample_at_temperature_draws_the_prior_mean_when_cold(bernoulli_model, loaded,
+                                                             bernoulli_export,
+                                                             mixture_export):
+    from export_parity import check_cooled_samples
+    from tools.samplers import load_sampler
+    check_cooled_samples(bernoulli_model, loaded.signatures, bernoulli_export)
+    mean = bernoulli_model.decode(np.zeros([1, LATENT_DIM], np.float32)).mean()
+    for path in (bernoulli_export["saved_model"], bernoulli_export["tflite_float32"]):
+        sampler = load_sampler(path)
+        np.testing.assert_allclose(sampler.sample(2, temperature=1e-6),
+                                   np.repeat(mean, 2, axis=0), atol=1e-5)
+        with pytest.raises(ValueError, match="temperature gives 2 temperatures"):
+            sampler.sample(2, temperature=[0.5, 1.0])
+    with pytest.raises(ValueError, match="has no sample_at_temperature signature"):
+        load_sampler(mixture_export["saved_model"]).sample(2, temperature=0.5)
 
 
 def test_log_prob_is_the_elbo_at_one_sample_and_higher_with_more(loaded):
@@ -277,6 +296,11 @@ def test_wrong_dtype_and_range_and_count_are_named(loaded):
                            match="num_samples must be a positive integer"):
             loaded.signatures["log_prob"](images=tf.zeros((2, *IMAGE_SHAPE)),
                                           num_samples=tf.constant(count))
+    for temperature in (0.0, -1.0, np.nan, np.inf):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="temperature must be positive numbers, one per"):
+            loaded.signatures["sample_at_temperature"](
+                num_samples=tf.constant(2), temperature=tf.constant([temperature]))
 
 
 def test_export_model_layout_errors(bernoulli_model, tmp_path):
@@ -309,7 +333,8 @@ def test_the_version_folder_has_the_umask_mode(bernoulli_model, tmp_path):
 
 def test_tflite_decode_matches_keras(bernoulli_model, bernoulli_export):
     interpreter = litert(bernoulli_export["tflite_float32"])
-    assert set(interpreter.get_signature_list()) == {"sample", "decode"}
+    assert set(interpreter.get_signature_list()) == {"sample", "decode",
+                                                     "sample_at_temperature"}
     z = np.random.default_rng(8).normal(size=(5, LATENT_DIM)).astype(np.float32)
     out = interpreter.get_signature_runner("decode")(z=z)
     likelihood = bernoulli_model.decode(z)

@@ -221,6 +221,12 @@ def test_sample_answers_the_asked_number_of_rows(conditional, flat):
     images = by_row(answer["predictions"])["images"]
     assert status == 200 and images.shape == (2, *IMAGE_SHAPE)
     assert np.all((images >= 0) & (images <= 1))
+    status, answer = conditional.predict(columnar(
+        "sample_at_temperature", num_samples=np.int32(2), labels=np.array([1], np.int32),
+        temperature=np.array([1e-6], np.float32)))
+    images = np.asarray(answer["outputs"]["images"])
+    assert status == 200 and images.shape == (2, *IMAGE_SHAPE)
+    np.testing.assert_allclose(images[0], images[1], atol=1e-5)  # p(z|y)'s mean, twice
 
 
 def test_status_and_metadata_follow_tf_serving(conditional):
@@ -281,6 +287,8 @@ BAD = {
     "count_10**7": ("sample", dict(num_samples=np.int32(10**7), labels=TWO[:1])),
     "label_out_of_range": ("sample", dict(num_samples=np.int32(2),
                                           labels=np.array([CLASSES], np.int32))),
+    "temperature_0": ("sample_at_temperature", dict(
+        num_samples=np.int32(2), temperature=np.zeros([1], np.float32), labels=TWO[:1])),
     "labels_for_other_rows": ("elbo", dict(images=binary_images(2),
                                            labels=np.array([0, 1, 2], np.int32))),
 }

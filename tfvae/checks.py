@@ -104,6 +104,19 @@ def check_positive(value, name):
     return number
 
 
+def layer_temperatures(temperature, num_layers, name="temperature"):
+    """One positive temperature per stochastic layer, top first: `temperature` is one
+    number for every layer or a sequence of `num_layers` (VDVAE samples with such a
+    list: a cool top layer picks typical global structure, the layers below keep
+    their detail). InputError naming `name` otherwise."""
+    values = temperature if isinstance(temperature, (list, tuple)) else \
+        [temperature] * num_layers
+    if len(values) != num_layers:
+        raise InputError(f"{name} gives {len(values)} temperatures; this model has "
+                         f"{num_layers} stochastic layers (one number, or one each).")
+    return tuple(check_positive(value, name) for value in values)
+
+
 # -- images -----------------------------------------------------------------------------
 
 def as_images(array, image_shape, what="the images"):

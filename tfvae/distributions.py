@@ -37,7 +37,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import discretized
-from tfvae.checks import InputError, check_count, check_positive, choice
+from tfvae.checks import InputError, check_count, choice
 
 tfd = tfp.distributions
 
@@ -115,26 +115,13 @@ def is_diagonal_gaussian(distribution):
         distribution.distribution, tfd.Normal)
 
 
-def layer_temperatures(temperature, num_layers, name="temperature"):
-    """One positive temperature per stochastic layer, top first: `temperature` is one
-    number for every layer or a sequence of `num_layers` (VDVAE samples with such a
-    list: a cool top layer picks typical global structure, the layers below keep
-    their detail). InputError naming `name` otherwise."""
-    values = temperature if isinstance(temperature, (list, tuple)) else \
-        [temperature] * num_layers
-    if len(values) != num_layers:
-        raise InputError(f"{name} gives {len(values)} temperatures; this model has "
-                         f"{num_layers} stochastic layers (one number, or one each).")
-    return tuple(check_positive(value, name) for value in values)
-
-
 def at_temperature(distribution, draws, temperature):
     """Draws of a diagonal Gaussian moved toward its mean, m + t (z - m): draws of
     the same Gaussian with every scale times t (samples "at temperature t", as NVAE
     and VDVAE show them: t < 1 trades diversity for typical, cleaner images).
     InputError for another distribution (a mixture has no one mean to shrink to)."""
-    if temperature == 1:
-        return draws
+    if isinstance(temperature, (int, float)) and temperature == 1:
+        return draws  # (a tensor `temperature`, as the export's, is always applied)
     if not is_diagonal_gaussian(distribution):
         raise InputError(f"a temperature other than 1 needs Gaussian priors; this "
                          f"model's prior is a {type(distribution).__name__}.")

@@ -23,6 +23,9 @@ SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1], 
     log_prob     images, num_samples -> log_prob, the IWAE bound (Burda et al. 2016)
                      log p(x) >= log 1/k sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x)
     elbo         images              -> elbo, distortion, rate per image (nats)
+    sample_at_temperature  num_samples, temperature [layers] -> as `sample`, each
+                     layer's prior draw moved toward its mean, m + t (z - m) (models
+                     whose priors are all diagonal Gaussians; `VAE.sample`'s temperature)
 
 A conditional model's signatures all take one more input: `labels` (int32 [batch],
 class ids 0..K-1; for `sample` one per sample, or one for all) for a class-conditional
@@ -41,7 +44,8 @@ u_k)) with u_k ~ U(0, 1), and z = m_k + s_k * eps with eps ~ N(0, I) from
 `tf.random.normal`; a conditional prior p(z|c) is one Gaussian per sample. The draws
 of a discretized likelihood take the same built-in ops (`discretized.py`: Gumbel-max
 over the mixture logits, logistic noise log u - log(1 - u), rounding). The TFLite
-file holds two signatures, `sample` and `decode` (with `labels` when conditional);
+file holds `sample`, `decode` and, where the SavedModel has it, `sample_at_temperature`
+(with `labels` when conditional);
 LiteRT raises no assertion, so there a label outside 0..K-1 gives NaN images instead.
 
 An autoregressive decoder (`pixelcnn.py`) has no closed-form mean: `sample`, `decode`
@@ -77,7 +81,7 @@ from tfvae.version import __version__
 tfd = tfp.distributions
 
 QUANTIZATIONS = ("float32", "float16", "int8")
-TFLITE_SIGNATURES = ("sample", "decode")
+TFLITE_SIGNATURES = ("sample", "decode", "sample_at_temperature")  # those it has
 # Largest number of (sample, image) pairs one log_prob chunk decodes at once. With the
 # 784-500-500-50 MLP VAE, k = 5000 on 100 MNIST images raised the peak memory by
 # about 270 MB (and by 740 MB before the loop ran one chunk at a time).
@@ -120,6 +124,13 @@ def _checked(tensor, ok, message):
             return tf.identity(tensor)
 
     return tf.cond(ok, lambda: tf.identity(tensor), fail)
+
+
+def _check_temperature(temperature):
+    ok = tf.reduce_all(tf.logical_and(temperature > 0, tf.math.is_finite(temperature)))
+    return _checked(temperature, ok, [
+        "temperature must be positive numbers, one per stochastic layer, top first; "
+        "got", temperature])
 
 
 def _check_num_samples(num_samples, maximum=None):
@@ -249,6 +260,12 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
             model, labels, tf.shape(images)[0])}
 
     def sample(num_samples, labels=None):
+        return draw(num_samples, labels)
+
+    def sample_at_temperature(num_samples, temperature, labels=None):
+        return draw(num_samples, labels, _check_temperature(temperature))
+
+    def draw(num_samples, labels, temperature=None):
         num_samples = _check_num_samples(num_samples, checks.MAX_SAMPLES)
         if context_spec:
             labels = _check_context(model, labels, num_samples, allow_one=True)
@@ -256,8 +273,12 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
 
         def choose(index, posterior, prior):
             if index == 0 and not model.conditional_prior:
-                return sample_mixture(*prior_mixture(model, prior), num_samples), None
-            return _normal_draw(prior), None
+                z = sample_mixture(*prior_mixture(model, prior), num_samples)
+            else:
+                z = _normal_draw(prior)
+            if temperature is not None:
+                z = distributions.at_temperature(prior, z, temperature[index])
+            return z, None
 
         layers, inputs = model.walk(None, choose, context)
         likelihood = model.decoder(inputs, training=False)
@@ -309,18 +330,30 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
 
     module = tf.Module(name="vae_export")
     module.model_variables = [w.value for w in model.weights]
-    for function, spec in ((sample, [count_spec]), (encode, [image_spec]),
-                           (decode, [z_spec]), (reconstruct, [image_spec]),
-                           (log_prob, [image_spec, count_spec]), (elbo, [image_spec])):
+    functions = [(sample, [count_spec]), (encode, [image_spec]), (decode, [z_spec]),
+                 (reconstruct, [image_spec]), (log_prob, [image_spec, count_spec]),
+                 (elbo, [image_spec])]
+    if samples_at_temperature(model):
+        temperature_spec = tf.TensorSpec([model.num_layers], tf.float32, "temperature")
+        functions.append((sample_at_temperature, [count_spec, temperature_spec]))
+    for function, spec in functions:
         setattr(module, function.__name__,
                 tf.function(function, input_signature=spec + context_spec))
     return module
 
 
+def samples_at_temperature(model):
+    """Whether every prior of `model` is a diagonal Gaussian, which `VAE.sample` and
+    the export's `sample_at_temperature` can cool (a mixture prior cannot)."""
+    return getattr(model.prior, "gaussian", False)
+
+
 def signatures(module):
     """SavedModel signature key -> concrete function of a `serving_module`."""
-    names = ("sample", "encode", "decode", "reconstruct", "log_prob", "elbo")
-    functions = {name: getattr(module, name).get_concrete_function() for name in names}
+    names = ("sample", "encode", "decode", "reconstruct", "log_prob", "elbo",
+             "sample_at_temperature")
+    functions = {name: getattr(module, name).get_concrete_function() for name in names
+                 if hasattr(module, name)}
     return {"serving_default": functions["sample"], **functions}
 
 
@@ -340,8 +373,9 @@ def tflite_from_saved_model(saved_model_dir, path, quantization="float32"):
     (dynamic-range: int8 weights, float activations). Built-in ops only.
     """
     checks.choice("quantization", quantization, QUANTIZATIONS)
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        saved_model_dir, signature_keys=list(TFLITE_SIGNATURES))
+    keys = [key for key in TFLITE_SIGNATURES if key in saved_signatures(saved_model_dir)]
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
+                                                         signature_keys=keys)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -351,6 +385,16 @@ def tflite_from_saved_model(saved_model_dir, path, quantization="float32"):
     with open(path, "wb") as f:
         f.write(flatbuffer)
     return path
+
+
+def saved_signatures(saved_model_dir):
+    """The signature keys of a SavedModel, read from its saved_model.pb (no load)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    return set(saved.meta_graphs[0].signature_def)
 
 
 def tflite_path(version_dir, name, quantization):
@@ -405,6 +449,10 @@ def signature_summary(model):
         "log_prob": f"{images}, num_samples (int32 scalar) -> log_prob [batch]",
         "elbo": f"{images} -> elbo, {rates} [batch]",
     }
+    if samples_at_temperature(model):
+        summary["sample_at_temperature"] = sample.replace(" -> ", (
+            f", temperature [{model.num_layers}] (float32 > 0, one per stochastic layer, "
+            "top first: every prior scale times t) -> "), 1)
     if model.context_width:  # the context's input goes last, before the arrow
         context = (f"labels [batch] (int32 class ids 0..{model.num_classes - 1})"
                    if model.num_classes else f"context [batch, {model.context_dim}]")

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from tfvae import distributions, evaluate, heads, losses, model_inputs
 from tfvae import objectives, presets
-from tfvae.checks import choice
+from tfvae.checks import choice, layer_temperatures
 from tfvae.conditioning import Conditioning, join
 from tfvae.priors import StandardNormalPrior
 from tfvae.version import __version__
@@ -282,7 +282,7 @@ class VAE(keras.Model):
         `temperature` t scales every layer's Gaussian prior scale by t (z = m + t (z'
         - m), `distributions.at_temperature`), or one t per layer, top first; 1 draws
         from the model itself."""
-        temperatures = distributions.layer_temperatures(temperature, self.num_layers)
+        temperatures = layer_temperatures(temperature, self.num_layers)
         context = self.given_context(labels, num_samples)
 
         def choose(index, posterior, prior):

@@ -67,6 +67,7 @@ class Prior(keras.layers.Layer):
 
     conditional = False
     uses_encoder = False
+    gaussian = False  # a diagonal Gaussian, which sampling can cool (`at_temperature`)
 
     def __init__(self, **kwargs):
         super().__init__(**float32(kwargs))
@@ -86,6 +87,7 @@ class ConditionalPrior(Prior):
     """
 
     conditional = True
+    gaussian = True
 
     def __init__(self, latent_dim, context_dim, min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
@@ -117,6 +119,8 @@ class ConditionalPrior(Prior):
 @keras.saving.register_keras_serializable(package="tfvae")
 class StandardNormalPrior(Prior):
     """p(z) = N(0, I) over a `latent_dim`-vector. Owns no weights."""
+
+    gaussian = True
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)

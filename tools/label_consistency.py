@@ -46,7 +46,8 @@ flags.DEFINE_integer("samples_per_class", 100, "Conditional samples of each clas
                      lower_bound=1, upper_bound=1000)
 flags.DEFINE_list("temperature", ["1"], "Scale of every Gaussian prior's spread when "
                   "sampling (VAE.sample): one number, or one per stochastic layer, top "
-                  "first (0.5,1,1,1); a .keras model or run directory for t != 1.")
+                  "first (0.5,1,1,1); an export samples through its "
+                  "sample_at_temperature signature.")
 flags.DEFINE_integer("seed", 0, "Seed of the classifier and the samples.")
 flags.DEFINE_string("output", None, "Write the figures here as JSON.")
 
@@ -79,22 +80,25 @@ def classifier_and_accuracy(info, load):
 
 def conditional_sampler(path, temperature=("1",)):
     """sample(n, labels) -> images of a conditional model, its number of classes and
-    image shape; `temperature`: --temperature's values."""
-    from tfvae import distributions, presets
+    image shape; `temperature`: --temperature's values (one, or one per layer)."""
+    from tfvae import presets
 
-    temperature = [checks.check_positive(t, "--temperature") for t in temperature]
+    values = [checks.check_positive(t, "--temperature") for t in temperature]
+    temperature = values[0] if len(values) == 1 else values
     path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
-        if set(temperature) != {1}:
-            raise checks.InputError(f"{path} is an export, which samples at temperature "
-                                    "1; give its .keras file for --temperature.")
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
-        return sampler.sample, sampler.num_classes, sampler.image_shape
+        cooled = set(values) != {1}
+        if cooled:  # checked before any data or judge is loaded
+            sampler.temperature_input(temperature, "--temperature")
+
+        def sample(count, labels):
+            return sampler.sample(count, labels, temperature if cooled else None)
+        return sample, sampler.num_classes, sampler.image_shape
     model = common.load_keras(path)[0]
-    temperature = distributions.layer_temperatures(
-        temperature[0] if len(temperature) == 1 else temperature, model.num_layers,
-        "--temperature")
+    temperature = checks.layer_temperatures(temperature, model.num_layers,
+                                            "--temperature")
 
     def sample(count, labels):
         return model.sample(count, labels=labels, temperature=temperature).numpy()

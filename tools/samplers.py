@@ -2,7 +2,10 @@
 
 `load_sampler(path)` gives an object with `sample(n, labels=None)`,
 `decode(z, labels=None)`, `reconstruct(images, labels=None)` (SavedModel only),
-`image_shape`, `latent_dim`, `class_names` and `num_classes` (0: unconditional).
+`image_shape`, `latent_dim`, `class_names` and `num_classes` (0: unconditional);
+`sample(n, labels, temperature=...)` draws through `sample_at_temperature`, one
+temperature or one per stochastic layer (`num_layers`; None for an export without
+that signature).
 Inputs are checked by the rules of `tfvae.checks` before anything runs: LiteRT
 crashes or fails without a message on bad counts and codes, and runs no assertions,
 so a conditional .tflite file's labels are checked against its metadata.json here.
@@ -41,6 +44,17 @@ class _Conditional:
     def num_classes(self):
         return len(self.class_names) if self.class_names else 0
 
+    num_layers = None  # the length of sample_at_temperature's temperature, if it has one
+
+    def temperature_input(self, temperature, name="temperature"):
+        """{"temperature": float32 [num_layers]}, by `checks.layer_temperatures`."""
+        if self.num_layers is None:
+            raise checks.InputError(
+                f"{self.path} has no sample_at_temperature signature (exported before "
+                "it existed, or its prior is a mixture); give its .keras file.")
+        return {"temperature": np.array(checks.layer_temperatures(
+            temperature, self.num_layers, name), np.float32)}
+
     def _labels(self, labels, count):
         """{} or {"labels": int32 [count]} after the rules of `checks.as_labels`."""
         if not self.num_classes:
@@ -58,6 +72,7 @@ class SavedModelSampler(_Conditional):
     def __init__(self, path):
         import tensorflow as tf
         self._tf = tf
+        self.path = path
         self.signatures = load_saved_model(path).signatures
         missing = {"sample", "reconstruct", "decode"} - set(self.signatures)
         if missing:
@@ -69,12 +84,18 @@ class SavedModelSampler(_Conditional):
             "z"].shape[-1]
         self.class_names = _class_names(path, "labels" in self.signatures[
             "sample"].structured_input_signature[1], path)
+        if "sample_at_temperature" in self.signatures:
+            self.num_layers = self.signatures["sample_at_temperature"].\
+                structured_input_signature[1]["temperature"].shape[0]
 
-    def sample(self, num_samples, labels=None):
+    def sample(self, num_samples, labels=None, temperature=None):
         num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
-        out = self.signatures["sample"](num_samples=self._tf.constant(
-            num_samples, self._tf.int32), **self._labels(labels, num_samples))
-        return out["images"].numpy()
+        inputs = {"num_samples": self._tf.constant(num_samples, self._tf.int32),
+                  **self._labels(labels, num_samples)}
+        if temperature is None:
+            return self.signatures["sample"](**inputs)["images"].numpy()
+        inputs.update(self.temperature_input(temperature))
+        return self.signatures["sample_at_temperature"](**inputs)["images"].numpy()
 
     def reconstruct(self, images, labels=None):
         images = checks.as_images(images, self.image_shape)
@@ -98,10 +119,16 @@ class TFLiteSampler(_Conditional):
         except ImportError as error:
             raise ImportError("Running .tflite files needs the LiteRT interpreter: "
                               "pip install ai-edge-litert") from error
+        self.path = path
         try:
             self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
             self._sample = self.interpreter.get_signature_runner("sample")
             self._decode = self.interpreter.get_signature_runner("decode")
+            if "sample_at_temperature" in self.interpreter.get_signature_list():
+                self._cooled = self.interpreter.get_signature_runner(
+                    "sample_at_temperature")
+                self.num_layers = int(self._cooled.get_input_details()["temperature"][
+                    "shape_signature"][0])
         except (ValueError, RuntimeError) as error:
             raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
                                     f"({checks.first_line(error)}).") from None
@@ -112,11 +139,14 @@ class TFLiteSampler(_Conditional):
         self.class_names = _class_names(os.path.dirname(path) or ".", "labels" in
                                         self._sample.get_input_details(), path)
 
-    def sample(self, num_samples, labels=None):
+    def sample(self, num_samples, labels=None, temperature=None):
         # Before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
         num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
-        return self._sample(num_samples=np.array(num_samples, np.int32),
-                            **self._labels(labels, num_samples))["images"]
+        inputs = {"num_samples": np.array(num_samples, np.int32),
+                  **self._labels(labels, num_samples)}
+        if temperature is None:
+            return self._sample(**inputs)["images"]
+        return self._cooled(**inputs, **self.temperature_input(temperature))["images"]
 
     def decode(self, z, labels=None):
         # Before invoke: another width fails in XNNPack, one code [D] passes as [1, D].
