@@ -243,6 +243,10 @@ def sample_cases(f):
         "cut npy": ([saved, f"--images={f['cut_npy']}"], ("cannot be read as a .npy",)),
         "tflite reconstructions": ([tflite, f"--images={f['good']}"], ("holds only",)),
         "zero columns": ([saved, "--columns=0"], ("--columns=0",)),
+        "tflite temperatures": ([tflite, "--temperature=0.5,1"], (
+            "--temperature gives 2 temperatures; this model has 1 stochastic layers",)),
+        "saved zero temperature": ([saved, "--temperature=0"], (
+            "--temperature must be a positive number",)),
         "tflite wide codes": ([tflite, f"--codes={f['wide_codes']}"], (
             "wide_codes.npy has shape (2, 5); z must have shape [batch, 3]",)),
         "tflite one code": ([tflite, f"--codes={f['one_code']}"], (

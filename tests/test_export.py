@@ -482,3 +482,8 @@ def test_export_and_sample_tools(bernoulli_model, bernoulli_export, tmp_path):
                       "--benchmark_runs=3")
     assert read_png(tmp_path / "tflite.png").shape == (2 * 8, 3 * 8, 1)
     assert "us per sample" in stdout
+    run_tool("tools.sample", str(version_dir / "cli_int8.tflite"), "--num_samples=4",
+             "--columns=4", "--temperature=1e-6", f"--output={tmp_path / 'cold.png'}")
+    cold = read_png(tmp_path / "cold.png").astype(int)  # four draws of p(z)'s mean
+    for i in (1, 2, 3):  # one image, to a grey level (these sit near 0.5: 127 or 128)
+        assert np.abs(cold[:8, :8] - cold[:8, 8 * i:8 * i + 8]).max() <= 1

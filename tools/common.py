@@ -75,6 +75,20 @@ def define_run_data_flags(images):
                          "the sampler; default: the run's config.json, else 0.")
 
 
+def define_temperature_flag():
+    """--temperature: one number, or one per stochastic layer (`flag_temperature`)."""
+    flags.DEFINE_list("temperature", ["1"], "Sampling temperature: every Gaussian "
+                      "prior's spread times t (VAE.sample), one number or one per "
+                      "stochastic layer, top first (0.5,1,1,1); an export samples "
+                      "through its sample_at_temperature signature.")
+
+
+def flag_temperature(values):
+    """--temperature's values: one positive number, or a tuple of one per layer."""
+    numbers = tuple(checks.check_positive(value, "--temperature") for value in values)
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
 # -- a run ---------------------------------------------------------------------------
 
 def load_keras(path):

@@ -44,10 +44,7 @@ flags.DEFINE_string("classifier", None, "A .keras classifier: loaded when it exi
 flags.DEFINE_integer("epochs", 3, "Training epochs of a new classifier.", lower_bound=1)
 flags.DEFINE_integer("samples_per_class", 100, "Conditional samples of each class.",
                      lower_bound=1, upper_bound=1000)
-flags.DEFINE_list("temperature", ["1"], "Scale of every Gaussian prior's spread when "
-                  "sampling (VAE.sample): one number, or one per stochastic layer, top "
-                  "first (0.5,1,1,1); an export samples through its "
-                  "sample_at_temperature signature.")
+common.define_temperature_flag()
 flags.DEFINE_integer("seed", 0, "Seed of the classifier and the samples.")
 flags.DEFINE_string("output", None, "Write the figures here as JSON.")
 
@@ -78,23 +75,20 @@ def classifier_and_accuracy(info, load):
     return judge, classifier.accuracy(judge, test["images"], test["labels"])
 
 
-def conditional_sampler(path, temperature=("1",)):
+def conditional_sampler(path, temperature=1):
     """sample(n, labels) -> images of a conditional model, its number of classes and
-    image shape; `temperature`: --temperature's values (one, or one per layer)."""
+    image shape; `temperature`: one, or one per stochastic layer."""
     from tfvae import presets
 
-    values = [checks.check_positive(t, "--temperature") for t in temperature]
-    temperature = values[0] if len(values) == 1 else values
     path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
-        cooled = set(values) != {1}
-        if cooled:  # checked before any data or judge is loaded
+        if temperature != 1:  # checked before any data or judge is loaded
             sampler.temperature_input(temperature, "--temperature")
 
         def sample(count, labels):
-            return sampler.sample(count, labels, temperature if cooled else None)
+            return sampler.sample(count, labels, temperature)
         return sample, sampler.num_classes, sampler.image_shape
     model = common.load_keras(path)[0]
     temperature = checks.layer_temperatures(temperature, model.num_layers,
@@ -127,7 +121,8 @@ def main(argv):
 
     try:
         user_files.check_writable(FLAGS.output)
-        sample, num_classes, image_shape = conditional_sampler(argv[1], FLAGS.temperature)
+        sample, num_classes, image_shape = conditional_sampler(
+            argv[1], common.flag_temperature(FLAGS.temperature))
         if not num_classes:  # before the data: a wrong model needs no dataset to say so
             raise checks.InputError(f"{argv[1]} is not a class-conditional model.")
         load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
@@ -154,7 +149,8 @@ def main(argv):
               "classifier_test_accuracy": accuracy, "label_consistency": overall,
               "per_class": dict(zip(names, by_class)),
               "num_samples": per_class * num_classes,
-              "temperature": [float(t) for t in FLAGS.temperature], "machine": rundir.machine_info(),
+              "temperature": [float(t) for t in FLAGS.temperature],
+              "machine": rundir.machine_info(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if FLAGS.output:
         user_files.write_json(FLAGS.output, report)

@@ -3,8 +3,8 @@
 `load_sampler(path)` gives an object with `sample(n, labels=None)`,
 `decode(z, labels=None)`, `reconstruct(images, labels=None)` (SavedModel only),
 `image_shape`, `latent_dim`, `class_names` and `num_classes` (0: unconditional);
-`sample(n, labels, temperature=...)` draws through `sample_at_temperature`, one
-temperature or one per stochastic layer (`num_layers`; None for an export without
+`sample(n, labels, temperature=t)` with t != 1 draws through `sample_at_temperature`,
+t one number or one per stochastic layer (`num_layers`; None for an export without
 that signature).
 Inputs are checked by the rules of `tfvae.checks` before anything runs: LiteRT
 crashes or fails without a message on bad counts and codes, and runs no assertions,
@@ -88,11 +88,11 @@ class SavedModelSampler(_Conditional):
             self.num_layers = self.signatures["sample_at_temperature"].\
                 structured_input_signature[1]["temperature"].shape[0]
 
-    def sample(self, num_samples, labels=None, temperature=None):
+    def sample(self, num_samples, labels=None, temperature=1):
         num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
         inputs = {"num_samples": self._tf.constant(num_samples, self._tf.int32),
                   **self._labels(labels, num_samples)}
-        if temperature is None:
+        if temperature == 1:
             return self.signatures["sample"](**inputs)["images"].numpy()
         inputs.update(self.temperature_input(temperature))
         return self.signatures["sample_at_temperature"](**inputs)["images"].numpy()
@@ -139,12 +139,12 @@ class TFLiteSampler(_Conditional):
         self.class_names = _class_names(os.path.dirname(path) or ".", "labels" in
                                         self._sample.get_input_details(), path)
 
-    def sample(self, num_samples, labels=None, temperature=None):
+    def sample(self, num_samples, labels=None, temperature=1):
         # Before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
         num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
         inputs = {"num_samples": np.array(num_samples, np.int32),
                   **self._labels(labels, num_samples)}
-        if temperature is None:
+        if temperature == 1:
             return self._sample(**inputs)["images"]
         return self._cooled(**inputs, **self.temperature_input(temperature))["images"]
 
