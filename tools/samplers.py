@@ -35,6 +35,18 @@ def _class_names(folder, conditional, path):
     return tuple(str(name) for name in names)
 
 
+def _image_shape(folder, path):
+    """The image shape an export's metadata.json records."""
+    from tfvae import rundir
+    shape = rundir.read_json(os.path.join(folder, rundir.METADATA_FILE), {}).get(
+        "image_shape")
+    if not shape:
+        raise checks.InputError(f"{path} declares no image size, and the metadata.json "
+                                "beside it (image_shape) is missing; keep the export "
+                                "folder whole.")
+    return tuple(int(d) for d in shape)
+
+
 class _Conditional:
     """The labels of a sampler's calls: none for an unconditional export."""
 
@@ -135,6 +147,8 @@ class TFLiteSampler(_Conditional):
         self.latent_dim = int(self._decode.get_input_details()["z"]["shape_signature"][-1])
         self.image_shape = tuple(int(d) for d in self._decode.get_output_details()[
             "images"]["shape_signature"][1:])
+        if min(self.image_shape) < 0:  # a conv decoder's maps: -1 for height and width
+            self.image_shape = _image_shape(os.path.dirname(path) or ".", path)
         # LiteRT runs no assertions: labels are checked here, against metadata.json.
         self.class_names = _class_names(os.path.dirname(path) or ".", "labels" in
                                         self._sample.get_input_details(), path)
