@@ -65,10 +65,10 @@ def model_inputs(model, images, labels=None):
     return {"images": images, "labels": np.asarray(labels).reshape(-1)}
 
 
-def save_prior_samples(model, path, num_samples=64, columns=None, zoom=1):
-    """Means of p(x|z) for `num_samples` draws z ~ p(z)."""
-    return save_image_grid(_numpy(model.sample(int(num_samples))), path, columns,
-                           zoom=zoom)
+def save_prior_samples(model, path, num_samples=64, columns=None, zoom=1, temperature=1):
+    """Means of p(x|z) for `num_samples` draws z ~ p(z) (at `temperature`: VAE.sample)."""
+    return save_image_grid(_numpy(model.sample(int(num_samples), temperature=temperature)),
+                           path, columns, zoom=zoom)
 
 
 def save_reconstructions(model, images, path, columns=8, zoom=1, labels=None):
@@ -226,16 +226,18 @@ def save_latent_scatter(model, images, labels, path, figsize=(6, 6), dpi=100,
     return _save_figure(figure, path)
 
 
-def save_class_samples(model, path, class_names=None, per_class=10, zoom=2, dpi=100):
+def save_class_samples(model, path, class_names=None, per_class=10, zoom=2, dpi=100,
+                       temperature=1):
     """A class-conditional model's samples: row c holds `per_class` means of
-    p(x|z, c), z ~ p(z) (p(z|c)), labelled with class_names[c]."""
+    p(x|z, c), z ~ p(z) (p(z|c)) at `temperature` (VAE.sample), labelled with
+    class_names[c]."""
     classes = int(getattr(model, "num_classes", 0))
     if not classes:
         raise ValueError("save_class_samples needs a class-conditional model.")
     names = list(class_names or range(classes))
     labels = class_rows(classes, per_class)
-    grid = image_grid(_numpy(model.sample(len(labels), labels=labels)), int(per_class),
-                      padding=1)
+    samples = model.sample(len(labels), labels=labels, temperature=temperature)
+    grid = image_grid(_numpy(samples), int(per_class), padding=1)
     height, width = grid.shape[:2]
     figure = _figure((width * zoom / dpi + 1.5, height * zoom / dpi + 0.4), dpi)
     axes = figure.add_axes([1.5 / (width * zoom / dpi + 1.5), 0.02,

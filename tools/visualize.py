@@ -55,6 +55,7 @@ common.define_run_data_flags(images="to draw instead of the dataset's (their "
                              "--image_labels colour the scatter)")
 flags.adopt_module_key_flags(common)
 flags.DEFINE_integer("num_samples", 100, "Prior samples.", lower_bound=1)
+common.define_temperature_flag()
 flags.DEFINE_integer("num_reconstructions", 32, "Test images to reconstruct.",
                      lower_bound=1)
 flags.DEFINE_integer("interpolation_pairs", 5, "Rows of the interpolation figure.",
@@ -140,12 +141,14 @@ def draw_model_figures(model, images, labels, dims, out, class_names=None):
     if conditional and labels is None:
         raise checks.InputError("the model is conditional: the images need labels "
                                 "(a labelled dataset, or --image_labels).")
+    temperature = checks.layer_temperatures(
+        common.flag_temperature(FLAGS.temperature), model.num_layers, "--temperature")
     if conditional:
         show(plots.save_class_samples(model, out("samples.png"), class_names,
-                                      zoom=max(zoom, 2)))
+                                      zoom=max(zoom, 2), temperature=temperature))
     else:
         show(plots.save_prior_samples(model, out("samples.png"), FLAGS.num_samples,
-                                      zoom=zoom))
+                                      zoom=zoom, temperature=temperature))
 
     def some(count, start=0):
         return None if labels is None else labels[start:start + count]
