@@ -352,7 +352,7 @@ def export_cases(f):
 
 
 @pytest.mark.slow
-def test_tools_export(files):
+def test_tools_export(files, tmp_path):
     f = {**files, "exports_base": os.path.dirname(os.path.dirname(files["saved_model"]))}
     for outcome, words in tool_outcomes("tools.export", export_cases(f),
                                         files["root"]).values():
@@ -366,6 +366,18 @@ def test_tools_export(files):
     assert run_dir["code"] == 0, run_dir["stderr"][-3000:]
     assert os.path.isfile(os.path.join(f["exports_base"], "from_run", "1",
                                        "saved_model.pb"))
+    # A trainer's run directory: the dataset and class names of its metrics.json.
+    (tmp_path / "run").mkdir()
+    shutil.copy(os.path.join(files["root"], "model.keras"), tmp_path / "run")
+    names = ["zero", "one", "two"]
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(
+        {"dataset": "three_patterns", "class_names": names}))
+    outcome = run_tool("tools.export", {"run": [
+        f"--checkpoint={tmp_path / 'run'}", f"--base_dir={tmp_path / 'exports'}",
+        "--tflite="]}, files["root"])["run"]
+    assert outcome["code"] == 0, outcome["stderr"][-3000:]
+    metadata = json.loads((tmp_path / "exports" / "vae" / "1" / "metadata.json").read_text())
+    assert (metadata["dataset"], metadata["class_names"]) == ("three_patterns", names)
 
 
 # -- tools.visualize --------------------------------------------------------------------------

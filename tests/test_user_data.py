@@ -286,6 +286,8 @@ def test_an_rgb_folder_trains_on_its_levels_and_reports_bits_per_dim(pets, tmp_p
                          f"--output_dir={run}", f"--export_dir={tmp_path / 'models'}"])
     with open(run / "config.json", encoding="utf-8") as f:
         assert json.load(f)["likelihood"] == "discretized_logistic"
+    with open(run / "metrics.json", encoding="utf-8") as f:  # for tools.export of the run
+        assert json.load(f)["class_names"] == ["bird", "cat", "dog"]
     test = metrics["test"]
     assert test["bits_per_dim"] == pytest.approx(-test["elbo"] / (3072 * math.log(2.0)),
                                                  rel=1e-4)

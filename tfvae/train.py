@@ -579,6 +579,7 @@ def _summary(run, test):
     best = run.best.best if run.best.best_epoch else None
     return {
         "dataset": o.dataset,
+        "class_names": run.info.class_names,  # for tools.export of the run directory
         "test_split": o.test_split,
         "test": test,
         f"best_{run.monitor}": None if best is None else float(best),

@@ -7,7 +7,8 @@ writes saved_models/mnist_vae/<version>/ (next free integer unless --version) ho
 the SavedModel, metadata.json, mnist_vae.keras and mnist_vae.tflite,
 mnist_vae_float16.tflite, mnist_vae_int8.tflite. Re-export a shipped model with this
 version, keeping its measured figures (--metadata: an older metadata.json's entries,
-refreshed where they describe the model and the export):
+refreshed where they describe the model and the export; a run directory's dataset and
+class names come from its metrics.json):
 
     python -m tools.export --checkpoint=hvae_binarized_mnist --name=hvae_binarized_mnist \
         --metadata=saved_models/hvae_binarized_mnist/2/metadata.json \
@@ -20,6 +21,7 @@ one line and status 130.
 """
 
 import json
+import os
 
 from absl import app, flags
 
@@ -52,8 +54,9 @@ flags.mark_flag_as_required("checkpoint")
 def main(argv):
     cli.start_tool(PROGRAM, argv)
     try:
-        extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else None
-        model = common.load_keras(FLAGS.checkpoint)[0]
+        extra = read_metadata(FLAGS.metadata) if FLAGS.metadata else {}
+        model, location = common.load_keras(FLAGS.checkpoint)
+        extra = {**run_record(location["path"]), **extra}
     except (OSError, ValueError) as error:  # InputError too
         cli.fail(PROGRAM, error)
     from tfvae import export
@@ -66,6 +69,20 @@ def main(argv):
         cli.fail(PROGRAM, f"{error} (nothing was written)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+
+
+def run_record(checkpoint):
+    """The dataset and class names that the trainer's metrics.json beside `checkpoint`
+    records (a run directory's), for metadata.json; {} elsewhere."""
+    from tfvae import rundir
+
+    try:
+        metrics = rundir.read_json(os.path.join(os.path.dirname(checkpoint),
+                                                rundir.METRICS), {})
+    except (OSError, ValueError):  # unreadable: the model still exports
+        return {}
+    return {key: metrics[key] for key in ("dataset", "class_names")
+            if isinstance(metrics, dict) and metrics.get(key)}
 
 
 def read_metadata(path):
