@@ -14,7 +14,9 @@ for --epochs and saved there. It is scored on the test split. It then classifies
 .keras file, run directory or preset name): the label consistency is the fraction
 whose predicted class is the requested one. The samples are the means of p(x|z, y)
 (for a Bernoulli model of binarized images, the probability of each pixel being on: a
-grey-level image, the classifier's own kind).
+grey-level image, the classifier's own kind), drawn with --seed at --temperature: one
+number, or one per stochastic layer, top first (--temperature=0.3,1,1,1 cools only the
+top group; an export samples through its `sample_at_temperature` signature).
 `tools.evaluate --sample_quality` instead judges Bernoulli draws of the samples with
 the classifier tfvae ships for binarized images (`tfvae.sample_quality`).
 
