@@ -363,6 +363,9 @@ def test_benchmark_tool_takes_the_configs_model_and_steps_per_execution(tmp_path
     assert 4 * weights < train["gflop_per_image"] * 1e9 < 7 * weights
     assert report["machine"]["matmul_tflop_per_s"]["bfloat16"] > 0
     assert report["results"]["jit_compile=False, float32"]["nll"]["num_samples"] == 8
+    # The NLL is timed as tools.evaluate computes it: the float32 copy of a bf16 model.
+    bf16 = report["results"]["jit_compile=False, mixed_bfloat16"]
+    assert bf16["nll"]["compute_dtypes"] == ["float32"]
 
 
 @pytest.mark.slow

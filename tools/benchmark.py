@@ -19,7 +19,9 @@ as the config's (20 by default, as configs/mnist.cfg); images/s is the median
 over the timed epochs after `--warmup_epochs` (which include tracing and XLA
 compilation). Evaluation: `tfvae.evaluate.importance_sampled_log_px` with
 k=`--num_samples` on `--nll_images` images after a compile-only warm-up, reported
-as seconds per 1000 images and extrapolated to the 10,000 test images of MNIST.
+as seconds per 1000 images and extrapolated to the 10,000 test images of MNIST; of
+the model's float32 copy, as `tools.evaluate` computes it (`--nll_precision=trained`:
+in the setting's policy, as `tools.evaluate --precision=trained`).
 
 Besides wall time, the table gives process CPU seconds (all threads): on a machine
 shared with other jobs the wall time can vary 2x or more, the CPU time much less.
@@ -68,6 +70,9 @@ flags.DEFINE_integer("nll_images", 100, "Images of the timed NLL evaluation.",
                      lower_bound=1)
 flags.DEFINE_integer("nll_batch_size", 100, "Images per compiled NLL call.",
                      lower_bound=1)
+flags.DEFINE_enum("nll_precision", "float32", ["float32", "trained"], "float32: time the "
+                  "NLL of the model's float32 copy, as tools.evaluate computes it by "
+                  "default; trained: in the setting's policy (its --precision=trained).")
 flags.DEFINE_list("jit", ["true", "false"], "jit_compile settings to compare.")
 flags.register_validator("jit", lambda v: bool(v) and all(
     s.lower() in JIT_SETTINGS for s in v), message="--jit must list true and/or false.")
@@ -194,14 +199,18 @@ def training_throughput(options, jit_compile, images, batch_size, warmup, epochs
             "epoch_s": wall, "params": model.count_params()}
 
 
-def nll_time(options, jit_compile, images, num_samples, batch_size):
-    """Seconds (wall and CPU) per 1000 images of the k-sample NLL, after compiling."""
+def nll_time(options, jit_compile, images, num_samples, batch_size, precision="float32"):
+    """Seconds (wall and CPU) per 1000 images of the k-sample NLL, after compiling; of
+    the model's float32 copy unless `precision` is "trained" (as tools.evaluate)."""
     import keras
 
     from tfvae import evaluate
+    from tfvae.export import float32_copy
 
     keras.utils.set_random_seed(0)
     model = build(options, jit_compile)
+    if precision == "float32":
+        model = float32_copy(model)
     batch_size = min(batch_size, len(images["images"] if model.num_classes else images))
     # Compile on one batch with the same shapes (k is static in the compiled call).
     evaluate.importance_sampled_log_px(model, rows(images, batch_size), num_samples,
@@ -214,7 +223,9 @@ def nll_time(options, jit_compile, images, num_samples, batch_size):
     return {"s_per_1000_images": 1000 * estimate.seconds / count,
             "cpu_s_per_1000_images": 1000 * cpu / count,
             "minutes_for_10000_images": 10_000 * estimate.seconds / count / 60,
-            "images": count, "num_samples": num_samples}
+            "images": count, "num_samples": num_samples,
+            "compute_dtypes": sorted({layer.compute_dtype
+                                      for layer in model._flatten_layers()})}
 
 
 def table(results, machine, label):
@@ -225,7 +236,9 @@ def table(results, machine, label):
              f"TensorFlow {machine['tensorflow']}, GPU: {gpus}",
              f"matmul 2048x2048 in this run: float32 {peaks['float32']:.2f} TFLOP/s, "
              f"bfloat16 {peaks['bfloat16']:.2f} TFLOP/s",
-             f"model: {label}", "",
+             f"model: {label}",
+             "NLL: " + ("of the float32 copy, as tools.evaluate computes it"
+                        if FLAGS.nll_precision == "float32" else "in each policy"), "",
              "| measurement | " + " | ".join(settings) + " |",
              "| --- |" + " --- |" * len(settings)]
     first = results[settings[0]]
@@ -266,7 +279,7 @@ def run_setting(name, options, jit, precision, images, train_images, nll_images,
         print(f"{name}: NLL k={FLAGS.num_samples} on {nll_images} images ...",
               flush=True)
         nll = nll_time(options, jit, rows(images, nll_images), FLAGS.num_samples,
-                       FLAGS.nll_batch_size)
+                       FLAGS.nll_batch_size, FLAGS.nll_precision)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return {"train": train, "nll": nll}
