@@ -103,14 +103,11 @@ def conditional_sampler(path, temperature=1):
 
 def consistency(classifier, sample, num_classes, per_class):
     """(overall fraction, per-class fractions) of samples classified as requested."""
-    import numpy as np
-
+    from tfvae import classifier as classifiers
     from tfvae.images import class_rows
 
     labels = class_rows(num_classes, per_class)
-    images = sample(len(labels), labels)
-    predicted = np.argmax(classifier.predict(images, batch_size=500, verbose=0), axis=1)
-    hits = predicted == labels
+    hits = classifiers.predict(classifier, sample(len(labels), labels)) == labels
     return float(hits.mean()), [float(hits[labels == c].mean()) for c in range(num_classes)]
 
 
