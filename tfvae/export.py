@@ -344,7 +344,8 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
 
 def samples_at_temperature(model):
     """Whether every prior of `model` is a diagonal Gaussian, which `VAE.sample` and
-    the export's `sample_at_temperature` can cool (a mixture prior cannot)."""
+    the export's `sample_at_temperature` can cool (a mixture prior cannot). The top
+    prior decides: the layers below draw from Gaussian prior heads by construction."""
     return getattr(model.prior, "gaussian", False)
 
 
