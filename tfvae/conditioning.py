@@ -64,6 +64,14 @@ class Conditioning:
             raise ValueError(f"{tf.shape(context)[0]} {self.key} for {batch} images.")
         return context
 
+    def dropped(self, context, rate):
+        """The context [B, C] with each row replaced by the null context, zeros (no
+        class: one-hot of none), with probability `rate`: the training of
+        classifier-free guidance (Ho & Salimans 2022), which then has one model of
+        p(x|y) and of p(x) (`guidance.py`)."""
+        keep = tf.random.uniform(tf.shape(context)[:1]) >= rate
+        return context * tf.cast(keep, context.dtype)[:, None]
+
     def given(self, labels, count):
         """The context [count, C] for `count` samples or codes from class ids [count]
         or one id, vectors [count, C] or one [C]; None for an unconditional model,

@@ -34,6 +34,7 @@ from tfvae import distributions, evaluate, heads, losses, model_inputs
 from tfvae import objectives, presets
 from tfvae.checks import choice, layer_temperatures
 from tfvae.conditioning import Conditioning, join
+from tfvae.guidance import check_guidance, guided_sample
 from tfvae.priors import StandardNormalPrior
 from tfvae.version import __version__
 
@@ -74,10 +75,14 @@ class VAE(keras.Model):
         context_dim: condition on float vectors [B, context_dim], the "context" of
             the inputs; 0 for none. The encoder must have been built with
             context_dim = num_classes or context_dim (`build_model` does that).
+        context_dropout: share of training rows whose labels are replaced by none
+            (zeros), so that the model learns p(x) beside p(x|y) and samples with
+            classifier-free guidance (`guidance.py`); 0 for none.
     """
 
     def __init__(self, encoder, decoder, prior=None, num_samples=1, kl="auto",
-                 loss="elbo", num_classes=0, context_dim=0, top_down=(), **kwargs):
+                 loss="elbo", num_classes=0, context_dim=0, context_dropout=0.0,
+                 top_down=(), **kwargs):
         flat = {name: kwargs.pop(name) for name in losses.FLAT_OPTIONS if name in kwargs}
         super().__init__(**kwargs)
         self.encoder = encoder
@@ -91,6 +96,7 @@ class VAE(keras.Model):
         self.training_objective = losses.resolve(loss, **flat)
         self.conditioning = Conditioning(num_classes, context_dim)
         self.num_classes, self.context_dim = int(num_classes), int(context_dim)
+        self.context_dropout = float(context_dropout)
         self.training_objective.check(self)
         self._check_context()
         self.image_shape = tuple(decoder.output_shape)
@@ -147,6 +153,12 @@ class VAE(keras.Model):
                 self.prior, "context_dim", None) != self.context_width:
             raise ValueError("A conditional prior needs the model's context: give "
                              "num_classes or context_dim of the prior's size.")
+        if not 0 <= self.context_dropout < 1 or (
+                self.context_dropout and not self.num_classes):
+            raise ValueError(f"context_dropout is the share of training labels "
+                             f"dropped for guidance: in [0, 1), for a class-conditional "
+                             f"model only; got {self.context_dropout} for a model of "
+                             f"{self.num_classes} classes.")
         if self.context_width and self.prior_uses_encoder:
             raise ValueError(f"{type(self.prior).__name__} mixes unconditional "
                              "posteriors; a conditional model takes "
@@ -275,15 +287,22 @@ class VAE(keras.Model):
             return posterior.experimental_sample_and_log_prob(shape, seed=seeds[index])
         return choose
 
-    def sample(self, num_samples, return_codes=False, labels=None, temperature=1.0):
+    def sample(self, num_samples, return_codes=False, labels=None, temperature=1.0,
+               guidance=0.0):
         """Images (the likelihood's mean) decoded from `num_samples` draws of p(z)
         (of p(z|c) and p(x|z, c), for the `labels` of a conditional model: one class
         id, or one per sample; one vector or one per sample for a context_dim model).
         `temperature` t scales every layer's Gaussian prior scale by t (z = m + t (z'
         - m), `distributions.at_temperature`), or one t per layer, top first; 1 draws
-        from the model itself."""
+        from the model itself. `guidance` w > 0 moves each prior mean away from the
+        unconditional one by w times their difference (classifier-free guidance,
+        `guidance.py`; a model trained with `context_dropout`)."""
         temperatures = layer_temperatures(temperature, self.num_layers)
         context = self.given_context(labels, num_samples)
+        if check_guidance(self, guidance):
+            images, codes = guided_sample(self, num_samples, context, temperatures,
+                                          float(guidance))
+            return (images, codes) if return_codes else images
 
         def choose(index, posterior, prior):
             z = self.prior_draws(prior, num_samples) if index == 0 else prior.sample()
@@ -448,6 +467,8 @@ class VAE(keras.Model):
         """Per-example terms of the training objective (`losses.Objective.terms`);
         keys with '_' are its own."""
         images, context = self.split_inputs(inputs)
+        if training and self.context_dropout:
+            context = self.conditioning.dropped(context, self.context_dropout)
         return self.training_objective.terms(self, images, context, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,

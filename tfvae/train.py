@@ -682,6 +682,9 @@ HELP = {
         "pseudo-inputs (default 500); 0 for the default.",
     "num_samples": "Samples of z per image (L for the ELBO, k for IWAE).",
     "kl": "Rate estimator: closed form where TFP has one (auto), or sampled.",
+    "context_dropout": "Share of training labels replaced by no label, so that a "
+        "conditional model also learns p(x) and can sample with --guidance "
+        "(classifier-free guidance; 0.1 as Ho & Salimans 2022).",
     "objective": "Objective.",
     "gradient_estimator": "Encoder gradient estimator.",
     "beta": "Weight of the rate (beta-VAE).",
@@ -753,7 +756,8 @@ BOUNDS = {
     "autoregressive_layers": (0, None), "autoregressive_channels": (1, None),
     "flow_steps": (1, None), "flow_hidden_units": (1, None),
     "likelihood_components": (1, 256), "prior_components": (0, None),
-    "num_samples": (1, None), "beta": (0.0, None), "kl_warmup_steps": (0, None),
+    "num_samples": (1, None), "context_dropout": (0.0, 0.99), "beta": (0.0, None),
+    "kl_warmup_steps": (0, None),
     "free_bits": (0.0, None), "epochs": (1, None), "steps_per_epoch": (0, None),
     "lr_decay_rate": (0.0, None), "clipnorm": (0.0, None),
     "global_clipnorm": (0.0, None), "skip_threshold": (0.0, None),
