@@ -298,7 +298,7 @@ def test_wrong_dtype_and_range_and_count_are_named(loaded):
                                           num_samples=tf.constant(count))
     for temperature in (0.0, -1.0, np.nan, np.inf):
         with pytest.raises(tf.errors.InvalidArgumentError,
-                           match="temperature must be positive numbers, one per"):
+                           match="temperature must be 1 positive numbers, one per"):
             loaded.signatures["sample_at_temperature"](
                 num_samples=tf.constant(2), temperature=tf.constant([temperature]))
 

@@ -104,6 +104,18 @@ def check_positive(value, name):
     return number
 
 
+def check_guidance_value(value, name="guidance"):
+    """A guidance weight (`tfvae.guidance`) as a float >= 0 (finite); InputError
+    naming `name` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (0 <= number < math.inf):
+        raise InputError(f"{name} must be a number >= 0 (0: no guidance), got {value!r}.")
+    return number
+
+
 def layer_temperatures(temperature, num_layers, name="temperature"):
     """One positive temperature per stochastic layer, top first: `temperature` is one
     number for every layer or a sequence of `num_layers` (VDVAE samples with such a

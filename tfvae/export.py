@@ -26,6 +26,10 @@ SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1], 
     sample_at_temperature  num_samples, temperature [layers] -> as `sample`, each
                      layer's prior draw moved toward its mean, m + t (z - m) (models
                      whose priors are all diagonal Gaussians; `VAE.sample`'s temperature)
+    sample_guided  num_samples, temperature [layers], guidance (float32 scalar >= 0),
+                     labels -> as `sample`, with classifier-free guidance of weight w
+                     (`guidance.py`; class-conditional models trained with
+                     context_dropout > 0)
 
 A conditional model's signatures all take one more input: `labels` (int32 [batch],
 class ids 0..K-1; for `sample` one per sample, or one for all) for a class-conditional
@@ -44,8 +48,8 @@ u_k)) with u_k ~ U(0, 1), and z = m_k + s_k * eps with eps ~ N(0, I) from
 `tf.random.normal`; a conditional prior p(z|c) is one Gaussian per sample. The draws
 of a discretized likelihood take the same built-in ops (`discretized.py`: Gumbel-max
 over the mixture logits, logistic noise log u - log(1 - u), rounding). The TFLite
-file holds `sample`, `decode` and, where the SavedModel has it, `sample_at_temperature`
-(with `labels` when conditional);
+file holds `sample`, `decode` and, where the SavedModel has them, `sample_at_temperature`
+and `sample_guided` (with `labels` when conditional);
 LiteRT raises no assertion, so there a label outside 0..K-1 gives NaN images instead.
 
 An autoregressive decoder (`pixelcnn.py`) has no closed-form mean: `sample`, `decode`
@@ -75,13 +79,15 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import checks, distributions, heads, objectives, priors, user_files
+from tfvae.guidance import guided_likelihood
 from tfvae.rundir import METADATA_FILE
 from tfvae.version import __version__
 
 tfd = tfp.distributions
 
 QUANTIZATIONS = ("float32", "float16", "int8")
-TFLITE_SIGNATURES = ("sample", "decode", "sample_at_temperature")  # those it has
+TFLITE_SIGNATURES = ("sample", "decode", "sample_at_temperature",
+                     "sample_guided")  # those the SavedModel has
 # Largest number of (sample, image) pairs one log_prob chunk decodes at once. With the
 # 784-500-500-50 MLP VAE, k = 5000 on 100 MNIST images raised the peak memory by
 # about 270 MB (and by 740 MB before the loop ran one chunk at a time).
@@ -126,11 +132,21 @@ def _checked(tensor, ok, message):
     return tf.cond(ok, lambda: tf.identity(tensor), fail)
 
 
-def _check_temperature(temperature):
-    ok = tf.reduce_all(tf.logical_and(temperature > 0, tf.math.is_finite(temperature)))
-    return _checked(temperature, ok, [
-        "temperature must be positive numbers, one per stochastic layer, top first; "
-        "got", temperature])
+def _check_temperature(temperature, num_layers):
+    """temperature [num_layers] after a run-time check of its size and values (the
+    signature declares [None]: a static length would let grappler fold the check)."""
+    ok = tf.logical_and(tf.equal(tf.size(temperature), num_layers), tf.reduce_all(
+        tf.logical_and(temperature > 0, tf.math.is_finite(temperature))))
+    checked = _checked(temperature, ok, [
+        f"temperature must be {num_layers} positive numbers, one per stochastic layer, "
+        "top first; got", temperature])
+    # Padded, so that no slice of it can fail before the check has said why.
+    return tf.concat([checked, tf.ones([num_layers])], 0)[:num_layers]
+
+
+def _check_guidance(guidance):
+    ok = tf.logical_and(guidance >= 0, tf.math.is_finite(guidance))
+    return _checked(guidance, ok, ["guidance must be a number >= 0; got", guidance])
 
 
 def _check_num_samples(num_samples, maximum=None):
@@ -204,6 +220,23 @@ def _normal_draw(prior):
     return loc + scale * tf.random.normal(tf.shape(loc))
 
 
+def prior_likelihood(model, num_samples, context, temperature=None):
+    """(p(x|z), codes z [n, D]) of z drawn from the prior with built-in ops, each
+    layer's draw at its `temperature` [layers] when given."""
+    def choose(index, posterior, prior):
+        if index == 0 and not model.conditional_prior:
+            z = sample_mixture(*prior_mixture(model, prior), num_samples)
+        else:
+            z = _normal_draw(prior)
+        if temperature is not None:
+            z = distributions.at_temperature(prior, z, temperature[index])
+        return z, None
+
+    layers, inputs = model.walk(None, choose, context)
+    codes = tf.concat([layer["z"] for layer in layers], axis=-1)
+    return model.decoder(inputs, training=False), codes
+
+
 def signature_name(metric):
     """A metric's name as a signature output: "rate/1" -> "rate_1"."""
     return metric.replace("/", "_")
@@ -263,32 +296,29 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
         return draw(num_samples, labels)
 
     def sample_at_temperature(num_samples, temperature, labels=None):
-        return draw(num_samples, labels, _check_temperature(temperature))
+        return draw(num_samples, labels, _check_temperature(temperature, model.num_layers))
 
-    def draw(num_samples, labels, temperature=None):
+    def sample_guided(num_samples, temperature, guidance, labels):
+        return draw(num_samples, labels, _check_temperature(temperature, model.num_layers),
+                    _check_guidance(guidance))
+
+    def draw(num_samples, labels, temperature=None, guidance=None):
         num_samples = _check_num_samples(num_samples, checks.MAX_SAMPLES)
         if context_spec:
             labels = _check_context(model, labels, num_samples, allow_one=True)
         context = None if not context_spec else model.given_context(labels, num_samples)
-
-        def choose(index, posterior, prior):
-            if index == 0 and not model.conditional_prior:
-                z = sample_mixture(*prior_mixture(model, prior), num_samples)
-            else:
-                z = _normal_draw(prior)
-            if temperature is not None:
-                z = distributions.at_temperature(prior, z, temperature[index])
-            return z, None
-
-        layers, inputs = model.walk(None, choose, context)
-        likelihood = model.decoder(inputs, training=False)
+        if guidance is not None:
+            likelihood, codes = guided_likelihood(model, num_samples, context,
+                                                  temperature, guidance)
+        else:
+            likelihood, codes = prior_likelihood(model, num_samples, context, temperature)
         outputs = {"images": likelihood.mean()}
         if model.discretized:
             outputs["draws"] = likelihood.sample()  # unseeded: TFLite built-in ops
         if model.num_classes:
             outputs = {name: _nan_outside_classes(images, labels, model.num_classes)
                        for name, images in outputs.items()}
-        return {**outputs, "z": tf.concat([layer["z"] for layer in layers], axis=-1)}
+        return {**outputs, "z": codes}
 
     def encode(images, labels=None):
         codes, layers, _ = model.posterior_codes(checked(images, labels), training=False)
@@ -334,8 +364,11 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
                  (reconstruct, [image_spec]), (log_prob, [image_spec, count_spec]),
                  (elbo, [image_spec])]
     if samples_at_temperature(model):
-        temperature_spec = tf.TensorSpec([model.num_layers], tf.float32, "temperature")
+        temperature_spec = tf.TensorSpec([None], tf.float32, "temperature")
         functions.append((sample_at_temperature, [count_spec, temperature_spec]))
+        if model.context_dropout:
+            functions.append((sample_guided, [count_spec, temperature_spec,
+                                              tf.TensorSpec([], tf.float32, "guidance")]))
     for function, spec in functions:
         setattr(module, function.__name__,
                 tf.function(function, input_signature=spec + context_spec))
@@ -352,7 +385,7 @@ def samples_at_temperature(model):
 def signatures(module):
     """SavedModel signature key -> concrete function of a `serving_module`."""
     names = ("sample", "encode", "decode", "reconstruct", "log_prob", "elbo",
-             "sample_at_temperature")
+             "sample_at_temperature", "sample_guided")
     functions = {name: getattr(module, name).get_concrete_function() for name in names
                  if hasattr(module, name)}
     return {"serving_default": functions["sample"], **functions}
@@ -454,6 +487,10 @@ def signature_summary(model):
         summary["sample_at_temperature"] = sample.replace(" -> ", (
             f", temperature [{model.num_layers}] (float32 > 0, one per stochastic layer, "
             "top first: every prior scale times t) -> "), 1)
+        if model.context_dropout:
+            summary["sample_guided"] = summary["sample_at_temperature"].replace(
+                " -> ", ", guidance (float32 scalar >= 0: classifier-free guidance "
+                "weight) -> ", 1)
     if model.context_width:  # the context's input goes last, before the arrow
         context = (f"labels [batch] (int32 class ids 0..{model.num_classes - 1})"
                    if model.num_classes else f"context [batch, {model.context_dim}]")

@@ -18,14 +18,12 @@ as it is. The image is the decoder's mean given y and the guided codes.
 import tensorflow as tf
 
 from tfvae import distributions
-from tfvae.checks import InputError
+from tfvae.checks import InputError, check_guidance_value
 
 
-def check_guidance(model, weight):
+def check_guidance(model, weight, name="guidance"):
     """`weight` as a float >= 0; InputError where the model cannot be guided."""
-    weight = float(weight)
-    if not weight >= 0:
-        raise InputError(f"guidance must be a number >= 0, got {weight}.")
+    weight = check_guidance_value(weight, name)
     if weight and not getattr(model, "context_dropout", 0):
         raise InputError("guidance needs a class-conditional model trained with "
                          "--context_dropout > 0 (it learns p(z) beside p(z|y)); this "
@@ -49,15 +47,15 @@ def guided_draw(prior, weight, temperature, count):
     return tf.concat([z, z], 0)
 
 
-def guided_sample(model, count, context, temperatures, weight):
-    """(images [count, ...], codes [count, D]) of `model` given the contexts
-    [count, C], drawn with guidance weight `weight` at per-layer `temperatures`."""
+def guided_likelihood(model, count, context, temperatures, weight):
+    """(p(x | z, y) [count, ...], codes z [count, D]) of `model` given the contexts
+    [count, C], the codes drawn with guidance weight `weight` at per-layer
+    `temperatures` (numbers or tensors)."""
     both = tf.concat([context, tf.zeros_like(context)], 0)
 
     def choose(index, posterior, prior):
         return guided_draw(prior, weight, temperatures[index], count), None
 
     layers, inputs = model.walk(None, choose, both)
-    images = model.decoder(inputs[:count]).mean()
     codes = tf.concat([layer["z"][:count] for layer in layers], axis=-1)
-    return images, codes
+    return model.decoder(inputs[:count], training=False), codes

@@ -34,7 +34,7 @@ from tfvae import distributions, evaluate, heads, losses, model_inputs
 from tfvae import objectives, presets
 from tfvae.checks import choice, layer_temperatures
 from tfvae.conditioning import Conditioning, join
-from tfvae.guidance import check_guidance, guided_sample
+from tfvae.guidance import check_guidance, guided_likelihood
 from tfvae.priors import StandardNormalPrior
 from tfvae.version import __version__
 
@@ -300,9 +300,9 @@ class VAE(keras.Model):
         temperatures = layer_temperatures(temperature, self.num_layers)
         context = self.given_context(labels, num_samples)
         if check_guidance(self, guidance):
-            images, codes = guided_sample(self, num_samples, context, temperatures,
-                                          float(guidance))
-            return (images, codes) if return_codes else images
+            likelihood, codes = guided_likelihood(self, num_samples, context,
+                                                  temperatures, float(guidance))
+            return (likelihood.mean(), codes) if return_codes else likelihood.mean()
 
         def choose(index, posterior, prior):
             z = self.prior_draws(prior, num_samples) if index == 0 else prior.sample()

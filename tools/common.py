@@ -83,6 +83,13 @@ def define_temperature_flag():
                       "through its sample_at_temperature signature.")
 
 
+def define_guidance_flag():
+    """--guidance: the classifier-free guidance weight w (`tfvae.guidance`)."""
+    flags.DEFINE_float("guidance", 0.0, "Classifier-free guidance weight w >= 0 of a "
+                       "class-conditional model trained with --context_dropout (0: "
+                       "none); an export samples through its sample_guided signature.")
+
+
 def flag_temperature(values):
     """--temperature's values: one positive number, or a tuple of one per layer."""
     numbers = tuple(checks.check_positive(value, "--temperature") for value in values)

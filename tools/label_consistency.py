@@ -16,7 +16,9 @@ whose predicted class is the requested one. The samples are the means of p(x|z, 
 (for a Bernoulli model of binarized images, the probability of each pixel being on: a
 grey-level image, the classifier's own kind), drawn with --seed at --temperature: one
 number, or one per stochastic layer, top first (--temperature=0.3,1,1,1 cools only the
-top group; an export samples through its `sample_at_temperature` signature).
+top group; an export samples through its `sample_at_temperature` signature), with
+classifier-free guidance of weight --guidance (a model trained with --context_dropout;
+`sample_guided`).
 `tools.evaluate --sample_quality` instead judges Bernoulli draws of the samples with
 the classifier tfvae ships for binarized images (`tfvae.sample_quality`).
 
@@ -47,6 +49,7 @@ flags.DEFINE_integer("epochs", 3, "Training epochs of a new classifier.", lower_
 flags.DEFINE_integer("samples_per_class", 100, "Conditional samples of each class.",
                      lower_bound=1, upper_bound=1000)
 common.define_temperature_flag()
+common.define_guidance_flag()
 flags.DEFINE_integer("seed", 0, "Seed of the classifier and the samples.")
 flags.DEFINE_string("output", None, "Write the figures here as JSON.")
 
@@ -77,27 +80,32 @@ def classifier_and_accuracy(info, load):
     return judge, classifier.accuracy(judge, test["images"], test["labels"])
 
 
-def conditional_sampler(path, temperature=1):
+def conditional_sampler(path, temperature=1, guidance=0):
     """sample(n, labels) -> images of a conditional model, its number of classes and
-    image shape; `temperature`: one, or one per stochastic layer."""
+    image shape; `temperature`: one, or one per stochastic layer; `guidance`: the
+    classifier-free guidance weight (`tfvae.guidance`)."""
     from tfvae import presets
+    from tfvae.guidance import check_guidance
 
     path = presets.resolve(path)
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
-        if temperature != 1:  # checked before any data or judge is loaded
+        sampler.guidance_input(guidance, "--guidance")  # before any data or judge
+        if temperature != 1 or guidance:
             sampler.temperature_input(temperature, "--temperature")
 
         def sample(count, labels):
-            return sampler.sample(count, labels, temperature)
+            return sampler.sample(count, labels, temperature, guidance)
         return sample, sampler.num_classes, sampler.image_shape
     model = common.load_keras(path)[0]
     temperature = checks.layer_temperatures(temperature, model.num_layers,
                                             "--temperature")
+    check_guidance(model, guidance, "--guidance")
 
     def sample(count, labels):
-        return model.sample(count, labels=labels, temperature=temperature).numpy()
+        return model.sample(count, labels=labels, temperature=temperature,
+                            guidance=guidance).numpy()
     return sample, model.num_classes, model.image_shape
 
 
@@ -121,7 +129,7 @@ def main(argv):
     try:
         user_files.check_writable(FLAGS.output)
         sample, num_classes, image_shape = conditional_sampler(
-            argv[1], common.flag_temperature(FLAGS.temperature))
+            argv[1], common.flag_temperature(FLAGS.temperature), FLAGS.guidance)
         if not num_classes:  # before the data: a wrong model needs no dataset to say so
             raise checks.InputError(f"{argv[1]} is not a class-conditional model.")
         load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
@@ -139,8 +147,9 @@ def main(argv):
     names = info.class_names or [str(c) for c in range(num_classes)]
     print(f"classifier test accuracy on {FLAGS.dataset}[{FLAGS.test_split}]: "
           f"{accuracy:.4f}")
+    guided = f", guidance {FLAGS.guidance:g}" if FLAGS.guidance else ""
     print(f"label consistency of {per_class * num_classes} samples at temperature "
-          f"{','.join(FLAGS.temperature)}: {overall:.4f}")
+          f"{','.join(FLAGS.temperature)}{guided}: {overall:.4f}")
     for name, value in zip(names, by_class):
         print(f"  {name}: {value:.3f}")
     report = {"model": argv[1], "dataset": FLAGS.dataset,
@@ -149,6 +158,7 @@ def main(argv):
               "per_class": dict(zip(names, by_class)),
               "num_samples": per_class * num_classes,
               "temperature": [float(t) for t in FLAGS.temperature],
+              "guidance": FLAGS.guidance,
               "machine": rundir.machine_info(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if FLAGS.output:

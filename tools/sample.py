@@ -13,6 +13,8 @@ r"""Sample images from an exported VAE (SavedModel folder, .tflite file or prese
     python -m tools.sample saved_models/cvae_fashion_mnist/1 --labels=3,3,7
     python -m tools.sample saved_models/cvae_fashion_mnist/4 --labels=all \
         --temperature=0.3,1,1,1              # the top layer's prior cooled
+    python -m tools.sample saved_models/cvae_fashion_mnist/5 --labels=all \
+        --guidance=1                         # classifier-free guidance
 
 A class-conditional export samples given --labels: "all" draws a row of --columns
 (default 10) samples per class, in class order (the classes' names, from
@@ -22,8 +24,9 @@ is refused), and --images or --dataset reconstructions given --dataset's labels 
 --image_labels, one per image of --images or one for all).
 
 A SavedModel runs its `sample` signature (`sample_at_temperature` for --temperature,
+`sample_guided` for --guidance,
 `reconstruct` for --reconstructions, `decode` for --codes); a .tflite file runs its
-`sample` (`sample_at_temperature`) and `decode` signatures in the LiteRT
+`sample` (`sample_at_temperature`, `sample_guided`) and `decode` signatures in the LiteRT
 interpreter (pip install ai-edge-litert); that path needs only numpy and
 ai-edge-litert, not TensorFlow. PNGs are written with zlib from the standard library:
 no plotting package needed. The reconstruction grid alternates rows of inputs and
@@ -67,6 +70,7 @@ flags.DEFINE_string("decoded", "decoded.png", "PNG of the decoded --codes.")
 flags.DEFINE_string("labels", None, "Conditional models: 'all' (a row per class) or "
                     "comma-separated class ids (one sample each).")
 common.define_temperature_flag()
+common.define_guidance_flag()
 flags.DEFINE_integer("benchmark_runs", 0, "If > 0, also time this many calls of the "
                      "sampler at batch sizes 1 and --num_samples and print the latency.",
                      lower_bound=0)
@@ -153,7 +157,8 @@ def main(argv):
     try:
         sampler = load_sampler(argv[1])
         temperature = common.flag_temperature(FLAGS.temperature)
-        if temperature != 1:
+        sampler.guidance_input(FLAGS.guidance, "--guidance")
+        if temperature != 1 or FLAGS.guidance:
             sampler.temperature_input(temperature, "--temperature")
         count, labels, columns = sample_labels(sampler)
         images, image_labels = (load_test_images(
@@ -162,8 +167,8 @@ def main(argv):
         codes = (checks.as_codes(user_files.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
         code_labels = None if codes is None else decode_labels(labels, len(codes))
-        samples = image_grid(sampler.sample(count, labels, temperature), columns,
-                             padding=0)
+        samples = image_grid(sampler.sample(count, labels, temperature, FLAGS.guidance),
+                             columns, padding=0)
         print("samples:", write_png(FLAGS.output, samples))
         if codes is not None:
             grid = image_grid(sampler.decode(codes, code_labels), FLAGS.columns,

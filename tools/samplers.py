@@ -5,7 +5,8 @@
 `image_shape`, `latent_dim`, `class_names` and `num_classes` (0: unconditional);
 `sample(n, labels, temperature=t)` with t != 1 draws through `sample_at_temperature`,
 t one number or one per stochastic layer (`num_layers`; None for an export without
-that signature).
+that signature); `guidance=w` > 0 through `sample_guided` (classifier-free guidance,
+`tfvae.guidance`).
 Inputs are checked by the rules of `tfvae.checks` before anything runs: LiteRT
 crashes or fails without a message on bad counts and codes, and runs no assertions,
 so a conditional .tflite file's labels are checked against its metadata.json here.
@@ -35,6 +36,20 @@ def _class_names(folder, conditional, path):
     return tuple(str(name) for name in names)
 
 
+def _num_layers(folder, declared):
+    """The temperature input's length: as declared, else (a free length) the number
+    of stochastic layers in the export's metadata.json."""
+    if declared is not None and int(declared) >= 0:
+        return int(declared)
+    from tfvae import rundir
+    dims = rundir.read_json(os.path.join(folder, rundir.METADATA_FILE), {}).get(
+        "latent_dims")
+    if not dims:
+        raise checks.InputError(f"{folder}: the metadata.json beside the export "
+                                "(latent_dims) is missing; keep the export folder whole.")
+    return len(dims)
+
+
 def _image_shape(folder, path):
     """The image shape an export's metadata.json records."""
     from tfvae import rundir
@@ -57,6 +72,20 @@ class _Conditional:
         return len(self.class_names) if self.class_names else 0
 
     num_layers = None  # the length of sample_at_temperature's temperature, if it has one
+    guided = False  # whether it has sample_guided
+
+    def sampling_inputs(self, num_samples, labels, temperature, guidance):
+        """(signature name, inputs as numpy) of a draw, checked by `tfvae.checks`."""
+        num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
+        inputs = {"num_samples": np.array(num_samples, np.int32),
+                  **self._labels(labels, num_samples)}
+        guidance = self.guidance_input(guidance)
+        if guidance:
+            return "sample_guided", {**inputs, **self.temperature_input(temperature),
+                                     **guidance}
+        if temperature == 1:
+            return "sample", inputs
+        return "sample_at_temperature", {**inputs, **self.temperature_input(temperature)}
 
     def temperature_input(self, temperature, name="temperature"):
         """{"temperature": float32 [num_layers]}, by `checks.layer_temperatures`."""
@@ -66,6 +95,16 @@ class _Conditional:
                 "it existed, or its prior is a mixture); give its .keras file.")
         return {"temperature": np.array(checks.layer_temperatures(
             temperature, self.num_layers, name), np.float32)}
+
+    def guidance_input(self, guidance, name="guidance"):
+        """{"guidance": float32 scalar} for w > 0, {} for 0; InputError for a bad w
+        or an export without `sample_guided`."""
+        guidance = checks.check_guidance_value(guidance, name)
+        if guidance and not self.guided:
+            raise checks.InputError(
+                f"{self.path} has no sample_guided signature (a class-conditional model "
+                "trained with --context_dropout > 0 has it).")
+        return {"guidance": np.array(guidance, np.float32)} if guidance else {}
 
     def _labels(self, labels, count):
         """{} or {"labels": int32 [count]} after the rules of `checks.as_labels`."""
@@ -97,17 +136,15 @@ class SavedModelSampler(_Conditional):
         self.class_names = _class_names(path, "labels" in self.signatures[
             "sample"].structured_input_signature[1], path)
         if "sample_at_temperature" in self.signatures:
-            self.num_layers = self.signatures["sample_at_temperature"].\
-                structured_input_signature[1]["temperature"].shape[0]
+            self.num_layers = _num_layers(path, self.signatures["sample_at_temperature"].
+                                          structured_input_signature[1][
+                                              "temperature"].shape[0])
+        self.guided = "sample_guided" in self.signatures
 
-    def sample(self, num_samples, labels=None, temperature=1):
-        num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
-        inputs = {"num_samples": self._tf.constant(num_samples, self._tf.int32),
-                  **self._labels(labels, num_samples)}
-        if temperature == 1:
-            return self.signatures["sample"](**inputs)["images"].numpy()
-        inputs.update(self.temperature_input(temperature))
-        return self.signatures["sample_at_temperature"](**inputs)["images"].numpy()
+    def sample(self, num_samples, labels=None, temperature=1, guidance=0):
+        name, inputs = self.sampling_inputs(num_samples, labels, temperature, guidance)
+        inputs = {key: self._tf.constant(value) for key, value in inputs.items()}
+        return self.signatures[name](**inputs)["images"].numpy()
 
     def reconstruct(self, images, labels=None):
         images = checks.as_images(images, self.image_shape)
@@ -134,13 +171,17 @@ class TFLiteSampler(_Conditional):
         self.path = path
         try:
             self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
-            self._sample = self.interpreter.get_signature_runner("sample")
             self._decode = self.interpreter.get_signature_runner("decode")
-            if "sample_at_temperature" in self.interpreter.get_signature_list():
-                self._cooled = self.interpreter.get_signature_runner(
-                    "sample_at_temperature")
-                self.num_layers = int(self._cooled.get_input_details()["temperature"][
-                    "shape_signature"][0])
+            names = self.interpreter.get_signature_list()
+            self._runners = {name: self.interpreter.get_signature_runner(name)
+                             for name in ("sample", "sample_at_temperature",
+                                          "sample_guided")
+                             if name in names or name == "sample"}  # else ValueError
+            if "sample_at_temperature" in names:
+                self.num_layers = _num_layers(os.path.dirname(path) or ".", self._runners[
+                    "sample_at_temperature"].get_input_details()["temperature"][
+                        "shape_signature"][0])
+            self.guided = "sample_guided" in names
         except (ValueError, RuntimeError) as error:
             raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
                                     f"({checks.first_line(error)}).") from None
@@ -151,16 +192,13 @@ class TFLiteSampler(_Conditional):
             self.image_shape = _image_shape(os.path.dirname(path) or ".", path)
         # LiteRT runs no assertions: labels are checked here, against metadata.json.
         self.class_names = _class_names(os.path.dirname(path) or ".", "labels" in
-                                        self._sample.get_input_details(), path)
+                                        self._runners["sample"].get_input_details(),
+                                        path)
 
-    def sample(self, num_samples, labels=None, temperature=1):
-        # Before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
-        num_samples = checks.check_count(num_samples, maximum=checks.MAX_SAMPLES)
-        inputs = {"num_samples": np.array(num_samples, np.int32),
-                  **self._labels(labels, num_samples)}
-        if temperature == 1:
-            return self._sample(**inputs)["images"]
-        return self._cooled(**inputs, **self.temperature_input(temperature))["images"]
+    def sample(self, num_samples, labels=None, temperature=1, guidance=0):
+        # Checked before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
+        name, inputs = self.sampling_inputs(num_samples, labels, temperature, guidance)
+        return self._runners[name](**inputs)["images"]
 
     def decode(self, z, labels=None):
         # Before invoke: another width fails in XNNPack, one code [D] passes as [1, D].
