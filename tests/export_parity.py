@@ -37,8 +37,10 @@ def check_export_parity(model, paths, images):
     decoder = Interpreter(model_path=paths["tflite_float32"]).get_signature_runner("decode")
     np.testing.assert_allclose(decoder(z=z)["images"], model.decode(z).mean(), atol=1e-5)
     check_cooled_samples(model, loaded, paths)
-    from tools.samplers import load_sampler  # a conv decoder's .tflite says -1 x -1
+    from tools.samplers import load_sampler
     assert load_sampler(paths["tflite_float32"]).image_shape == tuple(model.image_shape)
+    declared = decoder.get_output_details()["images"]["shape_signature"][1:]
+    assert tuple(declared) == tuple(model.image_shape)  # not -1 x -1 for conv maps
     return encoded
 
 

@@ -284,6 +284,11 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
         if model.context_dim else []
     log_prob_rows = int(log_prob_rows)
 
+    def static_images(images):
+        """[batch, H, W, C] with H, W, C declared (a conv decoder's maps leave them
+        free, and a .tflite file's outputs would say -1 x -1)."""
+        return tf.reshape(images, [-1, *model.image_shape])
+
     def checked(images, labels):
         """The model's inputs: checked images, with their checked labels if any."""
         images = _check_images(images, model.image_shape)
@@ -312,9 +317,9 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
                                                   temperature, guidance)
         else:
             likelihood, codes = prior_likelihood(model, num_samples, context, temperature)
-        outputs = {"images": likelihood.mean()}
-        if model.discretized:
-            outputs["draws"] = likelihood.sample()  # unseeded: TFLite built-in ops
+        outputs = {"images": static_images(likelihood.mean())}
+        if model.discretized:  # unseeded: TFLite built-in ops
+            outputs["draws"] = static_images(likelihood.sample())
         if model.num_classes:
             outputs = {name: _nan_outside_classes(images, labels, model.num_classes)
                        for name, images in outputs.items()}
@@ -331,7 +336,7 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
         if context_spec:
             labels = _check_context(model, labels, tf.shape(z)[0])
         likelihood = model.decode(z, labels, training=False)
-        images = likelihood.mean()
+        images = static_images(likelihood.mean())
         if model.num_classes:
             images = _nan_outside_classes(images, labels, model.num_classes)
         return {"images": images,
