@@ -24,12 +24,13 @@ TINY = dict(latent_dim=3, encoder_hidden_units=(32,), decoder_hidden_units=(32,)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def two_classes(count, seed=0):
+def two_classes(count, seed=0, shape=SHAPE):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, count)
-    images = np.zeros((count, *SHAPE), np.float32)
-    images[labels == 0, :4] = 1.0
-    images[labels == 1, 4:] = 1.0
+    images = np.zeros((count, *shape), np.float32)
+    half = shape[0] // 2
+    images[labels == 0, :half] = 1.0
+    images[labels == 1, half:] = 1.0
     flips = rng.random(images.shape) < 0.05
     return np.where(flips, 1.0 - images, images).astype(np.float32), labels
 
@@ -260,6 +261,39 @@ def test_tools_sample_refuses_label_counts_that_fit_neither_the_codes_nor_the_im
         assert result["code"] == 1 and len(lines) == 1, (name, result["stderr"][-2000:])
         assert lines[0].startswith("tools.sample: error: ") and words in lines[0], (
             name, lines[0])
+
+
+@pytest.mark.slow
+def test_tools_label_consistency_scores_a_model_that_draws_its_classes(tmp_path):
+    """A model trained to light the half its label names (12x12: the judge reads at
+    least 10x10): a judge trained on the same kind of images finds nearly every
+    sample as asked; 8x8 images are refused in one line."""
+    shape = (12, 12, 1)
+    keras.utils.set_random_seed(0)
+    images, labels = two_classes(1024, shape=shape)
+    model = builders.build_model(shape, num_classes=2, prior="conditional", **TINY)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit({"images": images, "labels": labels}, batch_size=64, epochs=30, verbose=0)
+    model.save(tmp_path / "model.keras")
+    small = tmp_path / "small.keras"
+    build(prior="conditional").save(small)
+    images, labels = two_classes(600, seed=3, shape=shape)
+    data = (f"npy:{save_npy(tmp_path, 'x', images)},"
+            f"labels={save_npy(tmp_path, 'y', labels)}")
+    report = tmp_path / "consistency.json"
+    result, too_small = _cli("tools.label_consistency", [[
+        str(tmp_path / "model.keras"), f"--dataset={data}", "--samples_per_class=50",
+        "--epochs=5", f"--output={report}"], [str(small), "--dataset=npy:" + save_npy(
+            tmp_path, "x8", two_classes(600)[0]) + ",labels=" + str(tmp_path / "y.npy")]],
+        tmp_path)
+    assert result["code"] == 0, result["stderr"][-2000:]
+    with open(report) as f:
+        figures = json.load(f)
+    assert figures["classifier_test_accuracy"] > 0.9
+    assert figures["label_consistency"] > 0.9 and figures["num_samples"] == 100
+    assert min(figures["per_class"].values()) > 0.8
+    assert too_small["code"] == 1 and "reads images of at least 10x10 pixels" in \
+        too_small["stderr"] and len(too_small["stderr"].strip().splitlines()) == 1
 
 
 def _cli(tool, cases, tmp_path):

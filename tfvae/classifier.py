@@ -55,6 +55,9 @@ JUDGES = {("binarized_mnist", True): "binarized_mnist", ("mnist", True): "binari
 
 
 ARCHITECTURES = ("small", "wide")
+# The smallest height and width each one reads (its convolutions and poolings leave at
+# least one pixel).
+SMALLEST_SIDE = {"small": 10, "wide": 4}
 
 
 def build(image_shape, num_classes, units=128, architecture="small"):
@@ -62,6 +65,11 @@ def build(image_shape, num_classes, units=128, architecture="small"):
     import keras
 
     layers = keras.layers
+    smallest = SMALLEST_SIDE.get(architecture, 0)
+    if min(image_shape[:2]) < smallest:
+        raise ValueError(f"the {architecture} classifier reads images of at least "
+                         f"{smallest}x{smallest} pixels; these are "
+                         f"{image_shape[0]}x{image_shape[1]}.")
     if architecture == "small":
         body = [layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
                 layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(),
