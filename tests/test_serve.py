@@ -54,7 +54,8 @@ def exports(tmp_path_factory):
     base = tmp_path_factory.mktemp("saved_models")
     keras.utils.set_random_seed(5)
     conditional = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (16,), context_dim=CLASSES),
-                            tfvae.MLPDecoder(IMAGE_SHAPE, (16,)), num_classes=CLASSES)
+                            tfvae.MLPDecoder(IMAGE_SHAPE, (16,)), num_classes=CLASSES,
+                            context_dropout=0.1)  # it has sample_guided
     flat = tfvae.VAE(tfvae.MLPEncoder(LATENT_DIM, (4,)), tfvae.MLPDecoder(IMAGE_SHAPE, (4,)))
     head, out = flat.encoder.head.params, flat.decoder.out
     head.kernel.assign(tf.zeros_like(head.kernel))
@@ -227,6 +228,12 @@ def test_sample_answers_the_asked_number_of_rows(conditional, flat):
     images = np.asarray(answer["outputs"]["images"])
     assert status == 200 and images.shape == (2, *IMAGE_SHAPE)
     np.testing.assert_allclose(images[0], images[1], atol=1e-5)  # p(z|y)'s mean, twice
+    status, answer = conditional.predict(columnar(
+        "sample_guided", num_samples=np.int32(2), labels=np.array([1], np.int32),
+        temperature=np.array([1e-6], np.float32), guidance=np.float32(2.0)))
+    guided = np.asarray(answer["outputs"]["images"])
+    assert status == 200 and guided.shape == (2, *IMAGE_SHAPE)
+    np.testing.assert_allclose(guided, images, atol=1e-5)  # N(0, I) on top: no lean
 
 
 def test_status_and_metadata_follow_tf_serving(conditional):
@@ -289,6 +296,9 @@ BAD = {
                                           labels=np.array([CLASSES], np.int32))),
     "temperature_0": ("sample_at_temperature", dict(
         num_samples=np.int32(2), temperature=np.zeros([1], np.float32), labels=TWO[:1])),
+    "guidance_-1": ("sample_guided", dict(
+        num_samples=np.int32(2), temperature=np.ones([1], np.float32),
+        guidance=np.float32(-1.0), labels=TWO[:1])),
     "labels_for_other_rows": ("elbo", dict(images=binary_images(2),
                                            labels=np.array([0, 1, 2], np.int32))),
 }
