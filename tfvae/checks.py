@@ -93,12 +93,17 @@ def check_count(value, name="num_samples", maximum=None):
     return count
 
 
+def _as_float(value):
+    """`value` as a float, NaN where it is not a number (so every range test fails)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def check_positive(value, name):
     """`value` as a float > 0 (finite); InputError naming `name` otherwise."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _as_float(value)
     if not (0 < number < math.inf):
         raise InputError(f"{name} must be a positive number, got {value!r}.")
     return number
@@ -107,10 +112,7 @@ def check_positive(value, name):
 def check_guidance_value(value, name="guidance"):
     """A guidance weight (`tfvae.guidance`) as a float >= 0 (finite); InputError
     naming `name` otherwise."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _as_float(value)
     if not (0 <= number < math.inf):
         raise InputError(f"{name} must be a number >= 0 (0: no guidance), got {value!r}.")
     return number

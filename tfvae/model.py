@@ -299,9 +299,10 @@ class VAE(keras.Model):
         `guidance.py`; a model trained with `context_dropout`)."""
         temperatures = layer_temperatures(temperature, self.num_layers)
         context = self.given_context(labels, num_samples)
-        if check_guidance(self, guidance):
+        weight = check_guidance(self, guidance)
+        if weight:
             likelihood, codes = guided_likelihood(self, num_samples, context,
-                                                  temperatures, float(guidance))
+                                                  temperatures, weight)
             return (likelihood.mean(), codes) if return_codes else likelihood.mean()
 
         def choose(index, posterior, prior):
