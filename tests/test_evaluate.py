@@ -308,6 +308,9 @@ def test_a_killed_nll_evaluation_resumes_from_its_kept_batches(tmp_path):
         ev.importance_sampled_log_px(model, images, **run, kept=kept)
     again = resumable.BatchResults(path, key)
     assert sorted(again.done) == [0, 1, 2]
+    first_three = np.mean(whole.values[:30])
+    assert f"log p(x) {first_three:.3f} +- " in ev.so_far(again)
+    assert "(30 images) finished" in ev.so_far(again)
     resumed = ev.importance_sampled_log_px(model, images, **run, kept=again)
     np.testing.assert_allclose(resumed.values, whole.values, rtol=1e-6)
     with pytest.raises(ValueError, match="another computation"):
@@ -330,6 +333,13 @@ def test_evaluation_subsets_are_random_not_a_prefix():
     assert not np.array_equal(index, data.random_rows(1000, 100, seed=1))
     assert data.random_rows(1000, 1000, seed=0) is None  # all of them
     assert data.random_rows(1000, 0, seed=0) is None
+    # Shuffled: the same subset in a random order; all rows, permuted.
+    shuffled = data.random_rows(1000, 100, seed=0, shuffled=True)
+    np.testing.assert_array_equal(np.sort(shuffled), index)
+    assert list(shuffled) != sorted(shuffled)
+    everything = data.random_rows(1000, 0, seed=0, shuffled=True)
+    np.testing.assert_array_equal(np.sort(everything), np.arange(1000))
+    assert 30 < np.sum(everything[:100] < 500) < 70  # its first rows are of both kinds
 
 
 @pytest.mark.slow

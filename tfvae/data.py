@@ -314,14 +314,23 @@ def short_name(name):
     return user_data.short_name(name)
 
 
-def random_rows(total, count, seed):
+def random_rows(total, count, seed, shuffled=False):
     """Sorted indices of `count` of `total` rows drawn without replacement with `seed`,
     or None (all rows) when there are no more or `count` is 0. The subset to evaluate
     on: a split can be ordered (binarized MNIST's test rows are: the first 500 average
-    ~101 nats, the next 1,500 ~64), and a prefix then gives a biased figure."""
+    ~101 nats, the next 1,500 ~64), and a prefix then gives a biased figure.
+
+    shuffled: the rows in an order drawn with `seed` instead, all of them a permutation
+    (never None): the order of an evaluation that reports while it runs, whose
+    finished rows are then a random subset at every moment.
+    """
+    rng = np.random.default_rng(seed)
+    if shuffled:
+        count = total if not count or count > total else count
+        return rng.choice(total, count, replace=False) if total else None
     if not count or not total or total <= count:
         return None
-    return np.sort(np.random.default_rng(seed).choice(total, count, replace=False))
+    return np.sort(rng.choice(total, count, replace=False))
 
 
 def _split_seed(seed, split):

@@ -291,7 +291,7 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
     kept = kept or resumable.BatchResults(None, None)
     if kept.done and verbose:
         print(f"Resuming from {kept.path}: {len(kept.done)} batches of {batch_size} "
-              "images done.", flush=True)
+              f"images done. So far: {so_far(kept)}", flush=True)
     bar = _progbar(data, verbose, "image")
     values = []
     for index, images in enumerate(batches(data, batch_size)):
@@ -306,6 +306,13 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
     if not values:
         raise ValueError("No images to evaluate.")
     return Estimate(np.concatenate(values).astype(np.float64), kept.seconds)
+
+
+def so_far(kept):
+    """The log p(x) estimate of the batches a `resumable.BatchResults` holds, as a line:
+    of a random subset when the images were in a random order (`tools.evaluate`)."""
+    estimate = Estimate(np.concatenate(list(kept.done.values())).astype(np.float64))
+    return f"log p(x) {estimate} finished"
 
 
 # -- ELBO --------------------------------------------------------------------------

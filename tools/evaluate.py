@@ -24,7 +24,10 @@ Gaussian likelihoods bits per dimension (see tfvae/evaluate.py for the formulas;
 a discretized model's are -log p / (D ln 2) of the levels); writes all of it, the KL
 per dimension and the machine to --output as JSON (at the end). With --output, the
 NLL's finished batches are kept beside it (OUTPUT.partial.npz, written every minute)
-and the same command resumes an interrupted evaluation from them.
+and the same command resumes an interrupted evaluation from them. The images go in an
+order drawn with the seed, so that the running log p(x) of the progress bar, and the
+estimate over the finished batches printed when interrupted and when resuming, are
+those of a random subset (a split's first rows can be unlike the rest).
 
 With --sample_quality it also reports KID (with its standard error) and FID of
 --quality_samples samples against as many test images drawn at random, in the features
@@ -117,6 +120,19 @@ def load_images(config, image_shape, num_classes=0):
             f"{description}, {len(index)} of {total} drawn with seed {seed}")
 
 
+def in_random_order(images, seed):
+    """The images (and labels) in an order drawn with the seed: the running figures of
+    a long evaluation, and the finished batches of an interrupted one, are then those
+    of a random subset, not of the split's first rows (which can be ordered)."""
+    import tensorflow as tf
+
+    from tfvae import data
+
+    order = data.random_rows(len(tf.nest.flatten(images)[0]), 0, seed, shuffled=True)
+    return images if order is None else tf.nest.map_structure(lambda rows: rows[order],
+                                                              images)
+
+
 def load_model(location, evaluate):
     """(model for `evaluate.evaluate`, image shape, likelihood, number of classes of
     a class-conditional model or 0) of a located model."""
@@ -151,7 +167,8 @@ def kept_batches(location, description, seed):
     key = {"model": os.path.abspath(location["path"]),
            "model_mtime": os.path.getmtime(location["path"]), "data": description,
            "k": FLAGS.num_samples, "batch_size": FLAGS.batch_size,
-           "chunk_size": FLAGS.chunk_size, "seed": seed, "precision": FLAGS.precision}
+           "chunk_size": FLAGS.chunk_size, "seed": seed, "precision": FLAGS.precision,
+           "order": "random"}
     kept = resumable.BatchResults(path, key)
     if path:
         print(f"The NLL's finished batches are kept in {path}: after an interruption "
@@ -254,13 +271,15 @@ def main(argv):
         cli.fail(PROGRAM, error)
     try:
         report = evaluate.evaluate(
-            model, images, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
+            model, in_random_order(images, seed), num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
             chunk_size=FLAGS.chunk_size or None, seed=seed,
             jit_compile=FLAGS.jit_compile, num_levels=FLAGS.num_levels,
             verbose=FLAGS.verbose, kept=kept)
     except KeyboardInterrupt:
         if kept.path:
             kept.write()
+        if kept.done:
+            print(f"So far: {evaluate.so_far(kept)}", flush=True)
         raise
     report.update(model=argv[1], data=description, machine=rundir.machine_info(),
                   date=time.strftime("%Y-%m-%d %H:%M:%S"))
