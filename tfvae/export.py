@@ -220,7 +220,7 @@ def _normal_draw(prior):
     return loc + scale * tf.random.normal(tf.shape(loc))
 
 
-def prior_likelihood(model, num_samples, context, temperature=None):
+def _prior_likelihood(model, num_samples, context, temperature=None):
     """(p(x|z), codes z [n, D]) of z drawn from the prior with built-in ops, each
     layer's draw at its `temperature` [layers] when given."""
     def choose(index, posterior, prior):
@@ -316,7 +316,7 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
             likelihood, codes = guided_likelihood(model, num_samples, context,
                                                   temperature, guidance)
         else:
-            likelihood, codes = prior_likelihood(model, num_samples, context, temperature)
+            likelihood, codes = _prior_likelihood(model, num_samples, context, temperature)
         outputs = {"images": static_images(likelihood.mean())}
         if model.discretized:  # unseeded: TFLite built-in ops
             outputs["draws"] = static_images(likelihood.sample())

@@ -173,10 +173,11 @@ class TFLiteSampler(_Conditional):
             self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
             self._decode = self.interpreter.get_signature_runner("decode")
             names = self.interpreter.get_signature_list()
-            self._runners = {name: self.interpreter.get_signature_runner(name)
-                             for name in ("sample", "sample_at_temperature",
-                                          "sample_guided")
-                             if name in names or name == "sample"}  # else ValueError
+            # `sample` is in every tfvae .tflite file (without it: the ValueError below).
+            self._runners = {"sample": self.interpreter.get_signature_runner("sample")}
+            for name in ("sample_at_temperature", "sample_guided"):
+                if name in names:
+                    self._runners[name] = self.interpreter.get_signature_runner(name)
             if "sample_at_temperature" in names:
                 self.num_layers = _num_layers(os.path.dirname(path) or ".", self._runners[
                     "sample_at_temperature"].get_input_details()["temperature"][
