@@ -230,7 +230,8 @@ def test_sample_answers_the_asked_number_of_rows(conditional, flat):
     np.testing.assert_allclose(images[0], images[1], atol=1e-5)  # p(z|y)'s mean, twice
     status, answer = conditional.predict(columnar(
         "sample_guided", num_samples=np.int32(2), labels=np.array([1], np.int32),
-        temperature=np.array([1e-6], np.float32), guidance=np.float32(2.0)))
+        temperature=np.array([1e-6], np.float32), guidance=np.float32(2.0),
+        image_guidance=np.float32(0.0)))
     guided = np.asarray(answer["outputs"]["images"])
     assert status == 200 and guided.shape == (2, *IMAGE_SHAPE)
     np.testing.assert_allclose(guided, images, atol=1e-5)  # N(0, I) on top: no lean
@@ -298,7 +299,7 @@ BAD = {
         num_samples=np.int32(2), temperature=np.zeros([1], np.float32), labels=TWO[:1])),
     "guidance_-1": ("sample_guided", dict(
         num_samples=np.int32(2), temperature=np.ones([1], np.float32),
-        guidance=np.float32(-1.0), labels=TWO[:1])),
+        guidance=np.float32(-1.0), image_guidance=np.float32(0.0), labels=TWO[:1])),
     "labels_for_other_rows": ("elbo", dict(images=binary_images(2),
                                            labels=np.array([0, 1, 2], np.int32))),
 }

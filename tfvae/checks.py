@@ -110,12 +110,15 @@ def check_positive(value, name):
 
 
 def check_guidance_value(value, name="guidance"):
-    """A guidance weight (`tfvae.guidance`) as a float >= 0 (finite); InputError
-    naming `name` otherwise."""
-    number = _as_float(value)
-    if not (0 <= number < math.inf):
-        raise InputError(f"{name} must be a number >= 0 (0: no guidance), got {value!r}.")
-    return number
+    """Guidance weights (`tfvae.guidance`) as floats >= 0 (finite): (w for the codes,
+    w for the image) of one number w, (w, 0), or of a pair; InputError naming `name`
+    otherwise."""
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value, 0.0)
+    numbers = tuple(_as_float(v) for v in values)
+    if len(numbers) != 2 or not all(0 <= number < math.inf for number in numbers):
+        raise InputError(f"{name} must be a number >= 0 (0: no guidance), or two (the "
+                         f"codes', the image's), got {value!r}.")
+    return numbers
 
 
 def layer_temperatures(temperature, num_layers, name="temperature"):

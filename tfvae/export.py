@@ -26,9 +26,10 @@ SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1], 
     sample_at_temperature  num_samples, temperature [layers] -> as `sample`, each
                      layer's prior draw moved toward its mean, m + t (z - m) (models
                      whose priors are all diagonal Gaussians; `VAE.sample`'s temperature)
-    sample_guided  num_samples, temperature [layers], guidance (float32 scalar >= 0),
-                     labels -> as `sample`, with classifier-free guidance of weight w
-                     (`guidance.py`; class-conditional models trained with
+    sample_guided  num_samples, temperature [layers], guidance, image_guidance
+                     (float32 scalars >= 0), labels -> as `sample`, with
+                     classifier-free guidance of weight w of the codes and v of the
+                     image (`guidance.py`; class-conditional models trained with
                      context_dropout > 0)
 
 A conditional model's signatures all take one more input: `labels` (int32 [batch],
@@ -144,9 +145,9 @@ def _check_temperature(temperature, num_layers):
     return tf.concat([checked, tf.ones([num_layers])], 0)[:num_layers]
 
 
-def _check_guidance(guidance):
+def _check_guidance(guidance, name="guidance"):
     ok = tf.logical_and(guidance >= 0, tf.math.is_finite(guidance))
-    return _checked(guidance, ok, ["guidance must be a number >= 0; got", guidance])
+    return _checked(guidance, ok, [f"{name} must be a number >= 0; got", guidance])
 
 
 def _check_num_samples(num_samples, maximum=None):
@@ -303,9 +304,10 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
     def sample_at_temperature(num_samples, temperature, labels=None):
         return draw(num_samples, labels, _check_temperature(temperature, model.num_layers))
 
-    def sample_guided(num_samples, temperature, guidance, labels):
+    def sample_guided(num_samples, temperature, guidance, image_guidance, labels):
         return draw(num_samples, labels, _check_temperature(temperature, model.num_layers),
-                    _check_guidance(guidance))
+                    (_check_guidance(guidance),
+                     _check_guidance(image_guidance, "image_guidance")))
 
     def draw(num_samples, labels, temperature=None, guidance=None):
         num_samples = _check_num_samples(num_samples, checks.MAX_SAMPLES)
@@ -314,7 +316,7 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
         context = None if not context_spec else model.given_context(labels, num_samples)
         if guidance is not None:
             likelihood, codes = guided_likelihood(model, num_samples, context,
-                                                  temperature, guidance)
+                                                  temperature, *guidance)
         else:
             likelihood, codes = _prior_likelihood(model, num_samples, context, temperature)
         outputs = {"images": static_images(likelihood.mean())}
@@ -372,8 +374,9 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
         temperature_spec = tf.TensorSpec([None], tf.float32, "temperature")
         functions.append((sample_at_temperature, [count_spec, temperature_spec]))
         if model.context_dropout:
-            functions.append((sample_guided, [count_spec, temperature_spec,
-                                              tf.TensorSpec([], tf.float32, "guidance")]))
+            functions.append((sample_guided, [count_spec, temperature_spec, *(
+                tf.TensorSpec([], tf.float32, name)
+                for name in ("guidance", "image_guidance"))]))
     for function, spec in functions:
         setattr(module, function.__name__,
                 tf.function(function, input_signature=spec + context_spec))
@@ -494,8 +497,8 @@ def signature_summary(model):
             "top first: every prior scale times t) -> "), 1)
         if model.context_dropout:
             summary["sample_guided"] = summary["sample_at_temperature"].replace(
-                " -> ", ", guidance (float32 scalar >= 0: classifier-free guidance "
-                "weight) -> ", 1)
+                " -> ", ", guidance, image_guidance (float32 scalars >= 0: "
+                "classifier-free guidance weights of the codes and the image) -> ", 1)
     if model.context_width:  # the context's input goes last, before the arrow
         context = (f"labels [batch] (int32 class ids 0..{model.num_classes - 1})"
                    if model.num_classes else f"context [batch, {model.context_dim}]")

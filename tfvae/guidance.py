@@ -12,23 +12,33 @@ the guidance weight and t the layer's temperature. When both priors share the sc
 s, p(z|y)^(1+w) / p(z)^w is exactly this Gaussian, and p(z|y) / p(z) is p(y|z) / p(y):
 the draws lean toward codes the model itself finds typical of y (its implicit
 classifier, raised to the power w), at the cost of variety. w = 0 samples the model
-as it is. The image is the decoder's mean given y and the guided codes.
+as it is.
+
+The image is guided too, with its own weight v >= 0 (0: the decoder's mean given y):
+on the guided codes the decoder gives the means x_y of p(x | z, y) and x_0 of
+p(x | z), and the image is x_y + v (x_y - x_0), clipped to the data's range ([0, 1];
+a Gaussian's real values as they are), the same extrapolation at the last layer (for
+a Gaussian p(x|z) of one scale, exactly the mean of p(x|z,y)^(1+v) / p(x|z)^v). A
+draw x ~ p(x | z, y) moves by the same v (x_y - x_0) (and, for 8-bit levels, back to
+the nearest level): the label's effect on the rendering itself, where the codes'
+guidance acts on what is drawn.
 """
 
 import tensorflow as tf
 
-from tfvae import distributions
+from tfvae import discretized, distributions
 from tfvae.checks import InputError, check_guidance_value
 
 
 def check_guidance(model, weight, name="guidance"):
-    """`weight` as a float >= 0; InputError where the model cannot be guided."""
-    weight = check_guidance_value(weight, name)
-    if weight and not getattr(model, "context_dropout", 0):
+    """(w of the codes, v of the image), floats >= 0, of `weight`: one number (w, 0) or
+    a pair; InputError where the model cannot be guided."""
+    weights = check_guidance_value(weight, name)
+    if any(weights) and not getattr(model, "context_dropout", 0):
         raise InputError("guidance needs a class-conditional model trained with "
                          "--context_dropout > 0 (it learns p(z) beside p(z|y)); this "
                          "one was not.")
-    return weight
+    return weights
 
 
 def guided_draw(prior, weight, temperature, count):
@@ -47,10 +57,11 @@ def guided_draw(prior, weight, temperature, count):
     return tf.concat([z, z], 0)
 
 
-def guided_likelihood(model, count, context, temperatures, weight):
-    """(p(x | z, y) [count, ...], codes z [count, D]) of `model` given the contexts
-    [count, C], the codes drawn with guidance weight `weight` at per-layer
-    `temperatures` (numbers or tensors)."""
+def guided_likelihood(model, count, context, temperatures, weight, image_weight=0.0):
+    """(the guided images' `GuidedLikelihood` [count, ...], codes z [count, D]) of
+    `model` given the contexts [count, C], the codes drawn with guidance weight
+    `weight` at per-layer `temperatures`, the image guided by `image_weight`
+    (numbers or tensors)."""
     both = tf.concat([context, tf.zeros_like(context)], 0)
 
     def choose(index, posterior, prior):
@@ -58,4 +69,32 @@ def guided_likelihood(model, count, context, temperatures, weight):
 
     layers, inputs = model.walk(None, choose, both)
     codes = tf.concat([layer["z"][:count] for layer in layers], axis=-1)
-    return model.decoder(inputs[:count], training=False), codes
+    likelihood = model.decoder(inputs, training=False)
+    return GuidedLikelihood(likelihood, image_weight, model.decoder.likelihood), codes
+
+
+class GuidedLikelihood:
+    """What sampling reads of the guided image distribution: `mean()`, x_y + v (x_y -
+    x_0), and `sample()`, a draw of p(x | z, y) moved alike, both in the data's range
+    (a draw of 8-bit levels back on a level), from the decoder's likelihood over both
+    halves [2 count, ...] (the conditional rows first)."""
+
+    def __init__(self, likelihood, image_weight, kind):
+        self.likelihood, self.kind = likelihood, kind
+        given, null = tf.split(likelihood.mean(), 2)
+        self.given, self.shift = given, image_weight * (given - null)
+
+    def mean(self):
+        return self._in_range(self.given + self.shift)
+
+    def sample(self):
+        drawn = self._in_range(tf.split(self.likelihood.sample(), 2)[0] + self.shift)
+        if not distributions.is_discretized(self.kind):
+            return drawn
+        top = discretized.NUM_LEVELS - 1
+        return tf.round(drawn * top) / top
+
+    def _in_range(self, images):
+        """Clipped to [0, 1], the range of binary and 8-bit data; a Gaussian
+        likelihood's real values as they are."""
+        return images if self.kind == "gaussian" else tf.clip_by_value(images, 0.0, 1.0)

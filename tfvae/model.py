@@ -296,13 +296,14 @@ class VAE(keras.Model):
         - m), `distributions.at_temperature`), or one t per layer, top first; 1 draws
         from the model itself. `guidance` w > 0 moves each prior mean away from the
         unconditional one by w times their difference (classifier-free guidance,
-        `guidance.py`; a model trained with `context_dropout`)."""
+        `guidance.py`; a model trained with `context_dropout`); a pair (w, v) guides
+        the image by v too."""
         temperatures = layer_temperatures(temperature, self.num_layers)
         context = self.given_context(labels, num_samples)
-        weight = check_guidance(self, guidance)
-        if weight:
+        weight, image_weight = check_guidance(self, guidance)
+        if weight or image_weight:
             likelihood, codes = guided_likelihood(self, num_samples, context,
-                                                  temperatures, weight)
+                                                  temperatures, weight, image_weight)
             return (likelihood.mean(), codes) if return_codes else likelihood.mean()
 
         def choose(index, posterior, prior):

@@ -84,10 +84,17 @@ def define_temperature_flag():
 
 
 def define_guidance_flag():
-    """--guidance: the classifier-free guidance weight w (`tfvae.guidance`)."""
-    flags.DEFINE_float("guidance", 0.0, "Classifier-free guidance weight w >= 0 of a "
-                       "class-conditional model trained with --context_dropout (0: "
-                       "none); an export samples through its sample_guided signature.")
+    """--guidance: the classifier-free guidance weights (`flag_guidance`)."""
+    flags.DEFINE_list("guidance", ["0"], "Classifier-free guidance of a class-conditional "
+                      "model trained with --context_dropout: the weight w >= 0 of the "
+                      "codes, or w,v with v >= 0 the image's (0: none; tfvae.guidance); "
+                      "an export samples through its sample_guided signature.")
+
+
+def flag_guidance(values):
+    """--guidance's values as (w, v), floats >= 0 (`checks.check_guidance_value`)."""
+    return checks.check_guidance_value(values[0] if len(values) == 1 else values,
+                                       "--guidance")
 
 
 def flag_temperature(values):

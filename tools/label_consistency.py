@@ -18,7 +18,7 @@ grey-level image, the classifier's own kind), drawn with --seed at --temperature
 number, or one per stochastic layer, top first (--temperature=0.3,1,1,1 cools only the
 top group; an export samples through its `sample_at_temperature` signature), with
 classifier-free guidance of weight --guidance (a model trained with --context_dropout;
-`sample_guided`).
+`sample_guided`): w for the codes, or w,v with v for the image.
 `tools.evaluate --sample_quality` instead judges Bernoulli draws of the samples with
 the classifier tfvae ships for binarized images (`tfvae.sample_quality`).
 
@@ -83,7 +83,7 @@ def classifier_and_accuracy(info, load):
 def conditional_sampler(path, temperature=1, guidance=0):
     """sample(n, labels) -> images of a conditional model, its number of classes and
     image shape; `temperature`: one, or one per stochastic layer; `guidance`: the
-    classifier-free guidance weight (`tfvae.guidance`)."""
+    classifier-free guidance weight w, or (w, v) with v the image's (`tfvae.guidance`)."""
     from tfvae import presets
     from tfvae.guidance import check_guidance
 
@@ -92,7 +92,7 @@ def conditional_sampler(path, temperature=1, guidance=0):
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
         sampler.guidance_input(guidance, "--guidance")  # before any data or judge
-        if temperature != 1 or guidance:
+        if temperature != 1 or any(checks.check_guidance_value(guidance)):
             sampler.temperature_input(temperature, "--temperature")
 
         def sample(count, labels):
@@ -128,8 +128,9 @@ def main(argv):
 
     try:
         user_files.check_writable(FLAGS.output)
+        guidance = common.flag_guidance(FLAGS.guidance)
         sample, num_classes, image_shape = conditional_sampler(
-            argv[1], common.flag_temperature(FLAGS.temperature), FLAGS.guidance)
+            argv[1], common.flag_temperature(FLAGS.temperature), guidance)
         if not num_classes:  # before the data: a wrong model needs no dataset to say so
             raise checks.InputError(f"{argv[1]} is not a class-conditional model.")
         load = dict(data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir)
@@ -147,7 +148,7 @@ def main(argv):
     names = info.class_names or [str(c) for c in range(num_classes)]
     print(f"classifier test accuracy on {FLAGS.dataset}[{FLAGS.test_split}]: "
           f"{accuracy:.4f}")
-    guided = f", guidance {FLAGS.guidance:g}" if FLAGS.guidance else ""
+    guided = f", guidance {','.join(f'{w:g}' for w in guidance)}" if any(guidance) else ""
     print(f"label consistency of {per_class * num_classes} samples at temperature "
           f"{','.join(FLAGS.temperature)}{guided}: {overall:.4f}")
     for name, value in zip(names, by_class):
@@ -158,7 +159,7 @@ def main(argv):
               "per_class": dict(zip(names, by_class)),
               "num_samples": per_class * num_classes,
               "temperature": [float(t) for t in FLAGS.temperature],
-              "guidance": FLAGS.guidance,
+              "guidance": list(guidance),
               "machine": rundir.machine_info(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if FLAGS.output:

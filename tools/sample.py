@@ -15,6 +15,8 @@ r"""Sample images from an exported VAE (SavedModel folder, .tflite file or prese
         --temperature=0.3,1,1,1              # the top layer's prior cooled
     python -m tools.sample saved_models/cvae_fashion_mnist/5 --labels=all \
         --guidance=1                         # classifier-free guidance
+    python -m tools.sample saved_models/cvae_fashion_mnist/6 --labels=all \
+        --temperature=0.3,1,1,1 --guidance=0.5,3   # the codes' and the image's
 
 A class-conditional export samples given --labels: "all" draws a row of --columns
 (default 10) samples per class, in class order (the classes' names, from
@@ -157,8 +159,9 @@ def main(argv):
     try:
         sampler = load_sampler(argv[1])
         temperature = common.flag_temperature(FLAGS.temperature)
-        sampler.guidance_input(FLAGS.guidance, "--guidance")
-        if temperature != 1 or FLAGS.guidance:
+        guidance = common.flag_guidance(FLAGS.guidance)
+        sampler.guidance_input(guidance, "--guidance")
+        if temperature != 1 or any(guidance):
             sampler.temperature_input(temperature, "--temperature")
         count, labels, columns = sample_labels(sampler)
         images, image_labels = (load_test_images(
@@ -167,7 +170,7 @@ def main(argv):
         codes = (checks.as_codes(user_files.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
         code_labels = None if codes is None else decode_labels(labels, len(codes))
-        samples = image_grid(sampler.sample(count, labels, temperature, FLAGS.guidance),
+        samples = image_grid(sampler.sample(count, labels, temperature, guidance),
                              columns, padding=0)
         print("samples:", write_png(FLAGS.output, samples))
         if codes is not None:

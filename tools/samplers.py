@@ -5,8 +5,8 @@
 `image_shape`, `latent_dim`, `class_names` and `num_classes` (0: unconditional);
 `sample(n, labels, temperature=t)` with t != 1 draws through `sample_at_temperature`,
 t one number or one per stochastic layer (`num_layers`; None for an export without
-that signature); `guidance=w` > 0 through `sample_guided` (classifier-free guidance,
-`tfvae.guidance`).
+that signature); `guidance=w` > 0 (or a pair (w, v), v guiding the image) through
+`sample_guided` (classifier-free guidance, `tfvae.guidance`).
 Inputs are checked by the rules of `tfvae.checks` before anything runs: LiteRT
 crashes or fails without a message on bad counts and codes, and runs no assertions,
 so a conditional .tflite file's labels are checked against its metadata.json here.
@@ -72,7 +72,7 @@ class _Conditional:
         return len(self.class_names) if self.class_names else 0
 
     num_layers = None  # the length of sample_at_temperature's temperature, if it has one
-    guided = False  # whether it has sample_guided
+    guided = ()  # the guidance inputs of its sample_guided, if it has one
 
     def sampling_inputs(self, num_samples, labels, temperature, guidance):
         """(signature name, inputs as numpy) of a draw, checked by `tfvae.checks`."""
@@ -97,14 +97,23 @@ class _Conditional:
             temperature, self.num_layers, name), np.float32)}
 
     def guidance_input(self, guidance, name="guidance"):
-        """{"guidance": float32 scalar} for w > 0, {} for 0; InputError for a bad w
-        or an export without `sample_guided`."""
-        guidance = checks.check_guidance_value(guidance, name)
-        if guidance and not self.guided:
+        """{"guidance": w, "image_guidance": v} (float32 scalars) of w or (w, v) not
+        both 0; {} for 0; InputError for a bad weight or an export without them."""
+        weights = checks.check_guidance_value(guidance, name)
+        if not any(weights):
+            return {}
+        if not self.guided:
             raise checks.InputError(
                 f"{self.path} has no sample_guided signature (a class-conditional model "
                 "trained with --context_dropout > 0 has it).")
-        return {"guidance": np.array(guidance, np.float32)} if guidance else {}
+        inputs = {"guidance": np.array(weights[0], np.float32)}
+        if "image_guidance" in self.guided:
+            inputs["image_guidance"] = np.array(weights[1], np.float32)
+        elif weights[1]:
+            raise checks.InputError(
+                f"{self.path} was exported before image guidance: its sample_guided "
+                "guides the codes only; re-export it with tools.export.")
+        return inputs
 
     def _labels(self, labels, count):
         """{} or {"labels": int32 [count]} after the rules of `checks.as_labels`."""
@@ -139,7 +148,9 @@ class SavedModelSampler(_Conditional):
             self.num_layers = _num_layers(path, self.signatures["sample_at_temperature"].
                                           structured_input_signature[1][
                                               "temperature"].shape[0])
-        self.guided = "sample_guided" in self.signatures
+        if "sample_guided" in self.signatures:
+            guided = self.signatures["sample_guided"].structured_input_signature[1]
+            self.guided = tuple(guided)
 
     def sample(self, num_samples, labels=None, temperature=1, guidance=0):
         name, inputs = self.sampling_inputs(num_samples, labels, temperature, guidance)
@@ -182,7 +193,8 @@ class TFLiteSampler(_Conditional):
                 self.num_layers = _num_layers(os.path.dirname(path) or ".", self._runners[
                     "sample_at_temperature"].get_input_details()["temperature"][
                         "shape_signature"][0])
-            self.guided = "sample_guided" in names
+            if "sample_guided" in names:
+                self.guided = tuple(self._runners["sample_guided"].get_input_details())
         except (ValueError, RuntimeError) as error:
             raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
                                     f"({checks.first_line(error)}).") from None
