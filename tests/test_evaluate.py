@@ -324,6 +324,18 @@ def test_a_killed_nll_evaluation_resumes_from_its_kept_batches(tmp_path):
             resumable.BatchResults(path, key)
 
 
+def test_the_progress_bar_shows_the_running_mean_to_the_end(capsys):
+    # Keras averages a bar's values over its updates and shows the last update's own
+    # value at the end: the bar gets the running mean as a figure to show as given.
+    images = sample_images(50)
+    estimate = ev.importance_sampled_log_px(linear_gaussian_vae(mean_shift=0.3), images,
+                                            num_samples=10, batch_size=10,
+                                            jit_compile=False, verbose=1)
+    shown = capsys.readouterr().out.rsplit("log_px: ", 1)[1].split()[0]
+    assert abs(estimate.values[-10:].mean() - estimate.mean) > 1e-3  # the last batch's
+    assert float(shown) == pytest.approx(estimate.mean, abs=1e-3)
+
+
 def test_evaluation_subsets_are_random_not_a_prefix():
     # An ordered split (say, two kinds of image, 500 of each): a subset has both.
     index = data.random_rows(1000, 100, seed=0)

@@ -192,9 +192,12 @@ def _padded(inputs, batch_size):
     return tf.nest.map_structure(pad, inputs), n
 
 
-def _progbar(data, verbose, unit):
-    return keras.utils.Progbar(_count(data), verbose=verbose, unit_name=unit) \
-        if verbose else None
+def _progbar(data, verbose, unit, running=()):
+    """A progress bar over the images of `data`, or None; `running`: names of figures
+    shown as given (running means the caller computes: Keras would average the
+    values of the updates, and at the last one show that update's value alone)."""
+    return keras.utils.Progbar(_count(data), verbose=verbose, unit_name=unit,
+                               stateful_metrics=list(running)) if verbose else None
 
 
 def _is_vae(model):
@@ -292,8 +295,8 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
     if kept.done and verbose:
         print(f"Resuming from {kept.path}: {len(kept.done)} batches of {batch_size} "
               f"images done. So far: {so_far(kept)}", flush=True)
-    bar = _progbar(data, verbose, "image")
-    values = []
+    bar = _progbar(data, verbose, "image", running=["log_px"])
+    values, total, count = [], 0.0, 0
     for index, images in enumerate(batches(data, batch_size)):
         if index not in kept.done:
             padded, n = _padded(images, batch_size)
@@ -301,8 +304,9 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
             result = log_px(padded, tf.constant([seed, index], tf.int32)).numpy()[:n]
             kept.add(index, result, time.perf_counter() - start)
         values.append(kept.done[index])
-        if bar:
-            bar.add(len(values[-1]), [("log_px", float(np.mean(values[-1])))])
+        total, count = total + float(np.sum(values[-1])), count + len(values[-1])
+        if bar:  # the mean so far: of a random subset when the images are shuffled
+            bar.add(len(values[-1]), [("log_px", total / count)])
     if not values:
         raise ValueError("No images to evaluate.")
     return Estimate(np.concatenate(values).astype(np.float64), kept.seconds)
