@@ -113,11 +113,12 @@ def check_guidance_value(value, name="guidance"):
     """Guidance weights (`tfvae.guidance`) as floats >= 0 (finite): (w for the codes,
     w for the image) of one number w, (w, 0), or of a pair; InputError naming `name`
     otherwise."""
-    values = tuple(value) if isinstance(value, (list, tuple)) else (value, 0.0)
-    numbers = tuple(_as_float(v) for v in values)
+    pair = isinstance(value, (list, tuple))
+    numbers = tuple(_as_float(v) for v in (value if pair else (value, 0.0)))
     if len(numbers) != 2 or not all(0 <= number < math.inf for number in numbers):
+        shown = ",".join(str(v) for v in value) if pair else repr(value)
         raise InputError(f"{name} must be a number >= 0 (0: no guidance), or two (the "
-                         f"codes', the image's), got {value!r}.")
+                         f"codes', the image's), got {shown or 'nothing'}.")
     return numbers
 
 
