@@ -239,9 +239,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
                 if target == c:
                     mean = mean + coefficients[..., index] * values[j]
             draw = mean + scale[..., c] * (tf.math.log(u) - tf.math.log(1.0 - u))
-            level = tf.clip_by_value(tf.round(draw * (NUM_LEVELS - 1)), 0.0,
-                                     NUM_LEVELS - 1.0)
-            values.append(level / (NUM_LEVELS - 1))
+            values.append(nearest_level(draw))
         return tf.stack(values, axis=-1)
 
     def component_means(self):
@@ -269,6 +267,13 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         if self._coefficients is not None:
             named["coefficients"] = self._coefficients
         return named
+
+
+def nearest_level(values):
+    """Values on the [0, 1] scale moved to the nearest of the 256 levels l / 255 (those
+    beyond the ends to 0 or 1)."""
+    top = NUM_LEVELS - 1.0
+    return tf.clip_by_value(tf.round(values * top), 0.0, top) / top
 
 
 def _uniform(shape, seed):

@@ -88,11 +88,10 @@ class GuidedLikelihood:
         return self._in_range(self.given + self.shift)
 
     def sample(self):
-        drawn = self._in_range(tf.split(self.likelihood.sample(), 2)[0] + self.shift)
-        if not distributions.is_discretized(self.kind):
-            return drawn
-        top = discretized.NUM_LEVELS - 1
-        return tf.round(drawn * top) / top
+        drawn = tf.split(self.likelihood.sample(), 2)[0] + self.shift
+        if distributions.is_discretized(self.kind):
+            return discretized.nearest_level(drawn)
+        return self._in_range(drawn)
 
     def _in_range(self, images):
         """Clipped to [0, 1], the range of binary and 8-bit data; a Gaussian

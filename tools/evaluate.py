@@ -116,8 +116,15 @@ def load_images(config, image_shape, num_classes=0):
     index = data.random_rows(total, FLAGS.num_images, seed)
     if index is None:
         return images, description
-    return (tf.nest.map_structure(lambda rows: rows[index], images),
+    return (_take_rows(images, index),
             f"{description}, {len(index)} of {total} drawn with seed {seed}")
+
+
+def _take_rows(images, index):
+    """Rows `index` of the images (and of their labels)."""
+    import tensorflow as tf
+
+    return tf.nest.map_structure(lambda rows: rows[index], images)
 
 
 def in_random_order(images, seed):
@@ -129,8 +136,7 @@ def in_random_order(images, seed):
     from tfvae import data
 
     order = data.random_rows(len(tf.nest.flatten(images)[0]), 0, seed, shuffled=True)
-    return images if order is None else tf.nest.map_structure(lambda rows: rows[order],
-                                                              images)
+    return images if order is None else _take_rows(images, order)
 
 
 def load_model(location, evaluate):
@@ -271,8 +277,8 @@ def main(argv):
         cli.fail(PROGRAM, error)
     try:
         report = evaluate.evaluate(
-            model, in_random_order(images, seed), num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
-            chunk_size=FLAGS.chunk_size or None, seed=seed,
+            model, in_random_order(images, seed), num_samples=FLAGS.num_samples,
+            batch_size=FLAGS.batch_size, chunk_size=FLAGS.chunk_size or None, seed=seed,
             jit_compile=FLAGS.jit_compile, num_levels=FLAGS.num_levels,
             verbose=FLAGS.verbose, kept=kept)
     except KeyboardInterrupt:

@@ -91,8 +91,8 @@ def conditional_sampler(path, temperature=1, guidance=0):
     if path.endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb")):
         from tools.samplers import load_sampler
         sampler = load_sampler(path)
-        sampler.guidance_input(guidance, "--guidance")  # before any data or judge
-        if temperature != 1 or any(checks.check_guidance_value(guidance)):
+        guided = sampler.guidance_input(guidance, "--guidance")  # before data or judge
+        if temperature != 1 or guided:
             sampler.temperature_input(temperature, "--temperature")
 
         def sample(count, labels):

@@ -160,8 +160,7 @@ def main(argv):
         sampler = load_sampler(argv[1])
         temperature = common.flag_temperature(FLAGS.temperature)
         guidance = common.flag_guidance(FLAGS.guidance)
-        sampler.guidance_input(guidance, "--guidance")
-        if temperature != 1 or any(guidance):
+        if temperature != 1 or sampler.guidance_input(guidance, "--guidance"):
             sampler.temperature_input(temperature, "--temperature")
         count, labels, columns = sample_labels(sampler)
         images, image_labels = (load_test_images(
