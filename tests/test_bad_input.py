@@ -601,6 +601,26 @@ def test_interruptible_ends_in_one_line_with_status_130(capsys, default_sigint):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_running_out_of_memory_in_a_tool_ends_in_one_line():
+    """TensorFlow's ResourceExhaustedError (many lines) or a MemoryError: one line that
+    names the allocation, what to lower and what was kept; status 1."""
+    @cli.interruptible("tools.x", "nothing was written.", smaller="lower --batch_size")
+    def main(argv):
+        if argv == ["tf"]:
+            raise tf.errors.ResourceExhaustedError(None, None, (
+                "{{function_node __inference_log_px_99}} OOM when allocating tensor "
+                "with shape[10000,28,28,384] and type float on /job:localhost\n\t "
+                "[[{{node conv}}]]\nHint: If you want to see a list of allocated tensors"))
+        raise MemoryError
+
+    for argv, what in ((["tf"], " (OOM when allocating tensor with "
+                                "shape[10000,28,28,384])"), (["python"], "")):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == (f"tools.x: error: out of memory{what}; lower "
+                                   "--batch_size; nothing was written.")
+
+
 def test_every_tool_main_is_interruptible():
     """One wrapper for all: each tool's main is decorated with cli.interruptible."""
     tools = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))

@@ -22,7 +22,7 @@ from tfvae import VAE, MLPDecoder, MLPEncoder, MixturePrior, VampPrior
 from tfvae import evaluate as ev
 from tfvae import objectives, resumable
 from tfvae import data
-from tiny_models import inverse_softplus
+from tiny_models import inverse_softplus, tiny_spatial_model
 
 tfd = tfp.distributions
 
@@ -418,3 +418,35 @@ def test_log_px_in_one_call_from_arrays_dicts_and_datasets(capsys):
     labelled = tf.data.Dataset.from_tensor_slices((images, np.arange(37))).batch(10)
     model.log_px(labelled, num_samples=2, batch_size=10, verbose=1)
     assert "37/37" in capsys.readouterr().out  # the bar's total, not "Unknown"
+
+
+def test_a_batch_larger_than_the_data_computes_the_data_only():
+    """Batches are padded to the first batch's size, min(batch_size, N): a batch_size
+    of ten million on 37 images (which ran out of memory when padded to it) draws
+    exactly what batch_size=37 draws."""
+    model = VAE(MLPEncoder(2, hidden_units=(8,)), MLPDecoder((4, 4, 1), (8,)))
+    images = (np.random.default_rng(1).random([37, 4, 4, 1]) < 0.3).astype(np.float32)
+
+    def figures(batch_size):
+        return (ev.importance_sampled_log_px(model, images, 20, batch_size=batch_size,
+                                             seed=4, verbose=0).values,
+                ev.evaluate_elbo(model, images, batch_size=batch_size, seed=4)["elbo"].values)
+
+    for huge, exact in zip(figures(10**7), figures(37)):
+        np.testing.assert_array_equal(huge, exact)
+
+
+def test_the_default_chunk_fits_the_largest_tensor_of_a_sample_in_memory():
+    """The largest tensor of one sample of one image, not the weights: a 512-unit
+    hidden layer's activations (2 kB), not its 64x512 kernel (128 kB); a conv cell of
+    16 channels on 8x8 images at least 8*8*16 floats. The chunk fills a quarter of the
+    memory at LIVE_TENSORS such tensors per decoder row, at most MAX_ROWS rows."""
+    mlp = VAE(MLPEncoder(2, hidden_units=(512,)), MLPDecoder((8, 8, 1), (512,)))
+    images = np.zeros([10, 8, 8, 1], np.float32)
+    assert ev.largest_tensor_bytes(mlp, tf.constant(images)) == 512 * 4
+    spatial = tiny_spatial_model(cell_channels=16)
+    assert ev.largest_tensor_bytes(spatial, tf.constant(images)) >= 8 * 8 * 16 * 4
+    row = ev.LIVE_TENSORS * 512 * 4
+    for memory, chunk in ((4 * row * 1000, 100), (4 * row * 5, 1), (1 << 50, 1000)):
+        assert ev.default_chunk_size(mlp, images, 10, 5000, memory=memory) == chunk
+    assert ev.default_chunk_size(mlp, images, 10, 20, memory=1 << 50) == 20  # <= k

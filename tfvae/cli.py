@@ -3,8 +3,9 @@
 Bad input ends with the line 'program: error: ...' and status 1 (`fail`): arguments a
 tool does not take (`start_tool`), a bad flag or flagfile (`flags_parser`, absl's own
 words on one line), a bad count (`count_flag`, the words of `checks.check_count`).
-Ctrl-C ends with 'program: interrupted; <what was kept>' and status 130
-(`interruptible`). A tool's `main` is
+Ctrl-C ends with 'program: interrupted; <what was kept>' and status 130, running out
+of memory with 'program: error: out of memory (...); <what to lower>; <what was kept>'
+and status 1 (`interruptible`). A tool's `main` is
 
     @cli.interruptible(PROGRAM, "nothing was written.")
     def main(argv):
@@ -19,6 +20,7 @@ Needs only absl and numpy (through `checks`), so that the LiteRT path of
 """
 
 import functools
+import re
 import signal
 import sys
 
@@ -86,10 +88,12 @@ def _is_count(value, maximum):
     return True
 
 
-def interruptible(program, kept):
+def interruptible(program, kept, smaller="free memory or use a machine with more"):
     """Decorates a tool's `main`: Ctrl-C (SIGINT) ends it with status 130 (128 +
     SIGINT, as shells report it) and the line 'program: interrupted; <kept>', where
-    `kept` says what was written, not a traceback.
+    `kept` says what was written, not a traceback; running out of memory ends it with
+    status 1 and one line that says so, what to lower (`smaller`: the tool's flags
+    that set how much it holds at once) and `kept`.
 
     Whatever a SIGINT ends in counts: TensorFlow can turn the KeyboardInterrupt raised
     inside its Python code into another error (seen: a ValueError from a tf.function
@@ -112,6 +116,8 @@ def interruptible(program, kept):
                 return main(argv)
             except BaseException as error:
                 if not (interrupted or isinstance(error, KeyboardInterrupt)):
+                    if is_out_of_memory(error):
+                        fail(program, f"{out_of_memory_line(error)}; {smaller}; {kept}")
                     raise
                 print(f"{program}: interrupted; {kept}", file=sys.stderr, flush=True)
                 sys.exit(130)
@@ -122,3 +128,17 @@ def interruptible(program, kept):
         return run
 
     return decorate
+
+
+def is_out_of_memory(error):
+    """Python's MemoryError or TensorFlow's ResourceExhaustedError (known by its name:
+    this module does not import TensorFlow)."""
+    return isinstance(error, MemoryError) or any(
+        kind.__name__ == "ResourceExhaustedError" for kind in type(error).__mro__)
+
+
+def out_of_memory_line(error):
+    """'out of memory (what could not be allocated)', from TensorFlow's many lines."""
+    found = re.search(r"OOM when allocating tensor with shape\[[^\]]*\]", str(error))
+    what = found.group(0) if found else (str(error).splitlines() or [""])[0][:200]
+    return f"out of memory ({what})" if what else "out of memory"

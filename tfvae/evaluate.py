@@ -38,6 +38,7 @@ A_u = Cov_x(E_{q(z|x)}[z_u]) > 0.01, the variance over the data of the posterior
 import dataclasses
 import functools
 import math
+import os
 import time
 
 import keras
@@ -50,7 +51,8 @@ from tfvae import data, distributions, objectives, resumable
 tfd = tfp.distributions
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-DEFAULT_MAX_ROWS = 10_000  # decoder rows (samples x images) per compiled chunk
+MAX_ROWS = 10_000  # decoder rows (samples x images) per compiled chunk, at most
+LIVE_TENSORS = 2  # bytes per decoder row / its largest tensor's (measured: 1.25)
 
 
 @dataclasses.dataclass
@@ -179,17 +181,26 @@ def _count(data):
     return len(_image_of(data))
 
 
-def _padded(inputs, batch_size):
-    """Pads a short last batch (of every input) to `batch_size`, so that one compiled
-    trace serves all; returns it and the number of real rows."""
-    n = int(_image_of(inputs).shape[0])
-    if n == batch_size:
-        return inputs, n
+def fixed_batches(data, batch_size):
+    """(index, inputs, n) for the batches of `data` (`batches`), every one padded to
+    the size of the first, min(batch_size, N), so that one compiled trace serves all
+    without computing rows that hold no image; n: the batch's real rows."""
+    size = None
+    for index, inputs in enumerate(batches(data, batch_size)):
+        n = int(_image_of(inputs).shape[0])
+        size = size or n
+        yield index, _padded(inputs, size, n), n
+
+
+def _padded(inputs, size, n):
+    """`inputs` of n rows (every input) padded with zeros to `size` rows."""
+    if n == size:
+        return inputs
 
     def pad(tensor):
-        zeros = tf.zeros([batch_size - n, *tensor.shape[1:]], tensor.dtype)
-        return tf.concat([tensor, zeros], axis=0)
-    return tf.nest.map_structure(pad, inputs), n
+        return tf.concat([tensor, tf.zeros([size - n, *tensor.shape[1:]], tensor.dtype)],
+                         axis=0)
+    return tf.nest.map_structure(pad, inputs)
 
 
 def _progbar(data, verbose, unit, running=()):
@@ -246,9 +257,56 @@ def _callable_log_px_fn(log_prob, num_samples, chunk_size):
     return log_px
 
 
-def default_chunk_size(batch_size, num_samples, max_rows=DEFAULT_MAX_ROWS):
-    """Samples per chunk so that a chunk decodes about `max_rows` codes at once."""
-    return int(max(1, min(num_samples, max_rows // batch_size)))
+def default_chunk_size(model, inputs, batch_size, num_samples, memory=None):
+    """Samples per chunk for a VAE: as many as make batch_size * chunk decoder rows
+    fit in a quarter of `memory` (bytes; default this machine's), taking each row as
+    `LIVE_TENSORS` copies of the largest tensor one sample of one image makes in the
+    model's log-weights, and at most `MAX_ROWS` rows (larger chunks are no faster).
+
+    Measured: the PixelCNN-head model of `configs/mnist_deep_pixelcnn6.cfg`, whose
+    largest tensor is 1.2 MB per row (the head's 28x28x384 conditioning), held 15 GB
+    at 10,000 rows, 1.25x that tensor per row; a 784-500-500-50 MLP (3 kB) gets
+    MAX_ROWS, that model 2,600 rows in 24 GB.
+    """
+    memory = memory or physical_memory()
+    row_bytes = LIVE_TENSORS * largest_tensor_bytes(model, inputs)
+    rows = min(MAX_ROWS, memory // 4 // row_bytes)
+    return int(max(1, min(num_samples, rows // batch_size)))
+
+
+def _default_chunk_of(model, data, batch_size, num_samples):
+    """`default_chunk_size` for the batches of `data` (traced on its first image)."""
+    _, first, size = next(fixed_batches(data, batch_size), (0, None, 0))
+    if first is None:
+        raise ValueError("No images to evaluate.")
+    return default_chunk_size(model, first, size, num_samples)
+
+
+def largest_tensor_bytes(model, inputs):
+    """Bytes of the largest tensor of one importance sample of one image of `inputs`
+    in the model's log-weights, read off the traced graph (nothing is run): of the
+    tensors computed from the image and the seed, not the weights or what comes of
+    them alone (a VampPrior's pseudo-inputs)."""
+    one = tf.nest.map_structure(lambda tensor: tensor[:1], inputs)
+    graph = _vae_log_px_fn(model, 1, 1, False).get_concrete_function(
+        one, tf.constant([0, 0], tf.int32)).graph
+    reached = {t.ref() for t in graph.inputs if t.dtype != tf.resource}
+    largest = 1
+    for op in graph.get_operations():  # in the order they were made: inputs first
+        if any(t.ref() in reached for t in op.inputs):
+            for output in op.outputs:
+                reached.add(output.ref())
+                if output.shape.is_fully_defined() and output.dtype.is_floating:
+                    largest = max(largest, output.shape.num_elements() * output.dtype.size)
+    return largest
+
+
+def physical_memory():
+    """Bytes of memory of this machine (8 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
@@ -264,8 +322,8 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
         num_samples: k, the number of importance samples per image.
         batch_size: images per compiled call; the last batch is padded.
         chunk_size: samples decoded at once per image; by default about
-            `DEFAULT_MAX_ROWS / batch_size` for a VAE (memory grows with
-            batch_size * chunk_size) and all k in one call for a callable (an
+            what fits in memory for a VAE (`default_chunk_size`: memory grows
+            with batch_size * chunk_size) and all k in one call for a callable (an
             exported `log_prob` bounds its own memory).
         seed: integer seed of the stateless sampler (VAE path; reproducible).
         jit_compile: compile the VAE path with XLA.
@@ -283,8 +341,8 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} "
                          f"and {batch_size}.")
     if _is_vae(model):
-        chunk_size = min(int(chunk_size or default_chunk_size(batch_size, num_samples)),
-                         num_samples)
+        chunk_size = min(int(chunk_size or _default_chunk_of(model, data, batch_size,
+                                                             num_samples)), num_samples)
         log_px = _vae_log_px_fn(model, num_samples, chunk_size, jit_compile)
     elif callable(model):
         chunk_size = min(int(chunk_size or num_samples), num_samples)
@@ -297,9 +355,8 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
               f"images done. So far: {so_far(kept)}", flush=True)
     bar = _progbar(data, verbose, "image", running=["log_px"])
     values, total, count = [], 0.0, 0
-    for index, images in enumerate(batches(data, batch_size)):
+    for index, padded, n in fixed_batches(data, batch_size):
         if index not in kept.done:
-            padded, n = _padded(images, batch_size)
             start = time.perf_counter()
             result = log_px(padded, tf.constant([seed, index], tf.int32)).numpy()[:n]
             kept.add(index, result, time.perf_counter() - start)
@@ -363,8 +420,7 @@ def evaluate_elbo(model, data, batch_size=500, seed=0, jit_compile=True, verbose
     bar = _progbar(data, verbose, "image")
     values = {name: [] for name in names or ELBO_TERMS}
     start = time.perf_counter()
-    for index, images in enumerate(batches(data, batch_size)):
-        padded, n = _padded(images, batch_size)
+    for index, padded, n in fixed_batches(data, batch_size):
         terms = terms_fn(padded, tf.constant([seed, index], tf.int32))
         for name in terms:
             values.setdefault(name, []).append(np.asarray(terms[name])[:n])

@@ -285,7 +285,8 @@ def run_setting(name, options, jit, precision, images, train_images, nll_images,
     return {"train": train, "nll": nll}
 
 
-@cli.interruptible(PROGRAM, "no results were written.")
+@cli.interruptible(PROGRAM, "no results were written.",
+                 smaller="lower --batch_size or --nll_batch_size")
 def main(argv):
     cli.start_tool(PROGRAM, argv)
     import numpy as np

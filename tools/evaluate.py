@@ -69,8 +69,9 @@ flags.DEFINE_integer("num_images", 0, "Evaluate N of the images, drawn at random
 flags.DEFINE_integer("num_samples", 5000, "k, importance samples per image for the "
                      "NLL; 0 skips the NLL.", lower_bound=0)
 flags.DEFINE_integer("batch_size", 100, "Images per compiled call.", lower_bound=1)
-flags.DEFINE_integer("chunk_size", 0, "Samples decoded at once per image (0: about "
-                     "10000 / batch_size for a .keras model, all k for a SavedModel).",
+flags.DEFINE_integer("chunk_size", 0, "Samples decoded at once per image (0: for a "
+                     ".keras model as many as fit in a quarter of this machine's "
+                     "memory, at most 10000 / batch_size; all k for a SavedModel).",
                      lower_bound=0)
 flags.DEFINE_bool("allow_grey_levels", False, "Evaluate a Bernoulli model on grey-level "
                   "images anyway: the figures are then cross-entropies, not "
@@ -252,7 +253,8 @@ def print_report(report, description):
     print(f"active units: {report['active_units']} of {len(report['activity'])}")
 
 
-@cli.interruptible(PROGRAM, "no report was written.")
+@cli.interruptible(PROGRAM, "no report was written.",
+                 smaller="lower --batch_size or --chunk_size")
 def main(argv):
     cli.start_tool(PROGRAM, argv, 1, "python -m tools.evaluate MODEL [flags]; MODEL "
                    "is a .keras file, a run directory, a SavedModel directory or a preset.")

@@ -225,7 +225,7 @@ def load_model():
                    f"{FLAGS.latent_dim}")
 
 
-@cli.interruptible(PROGRAM, "nothing was written.")
+@cli.interruptible(PROGRAM, "nothing was written.", smaller="lower --batch_size")
 def main(argv):
     cli.start_tool(PROGRAM, argv)
     import keras  # pylint: disable=import-outside-toplevel

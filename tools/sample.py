@@ -149,7 +149,8 @@ def decode_labels(labels, num_codes):
                             "--codes; give one class id for all codes, or one per code.")
 
 
-@cli.interruptible(PROGRAM, "only the files printed above were written.")
+@cli.interruptible(PROGRAM, "only the files printed above were written.",
+                 smaller="lower --num_samples or --num_reconstructions")
 def main(argv):
     cli.start_tool(PROGRAM, argv, 1,
                    "python -m tools.sample MODEL_DIR_OR_TFLITE_OR_PRESET [flags]")
