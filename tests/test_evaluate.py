@@ -285,7 +285,7 @@ def test_evaluate_tool_on_a_run_directory(tmp_path):
     assert report["num_images"] == 10 and "10 of 30 drawn with seed 0" in stdout
 
 
-def test_a_killed_nll_evaluation_resumes_from_its_kept_batches(tmp_path):
+def test_a_killed_nll_evaluation_resumes_from_its_kept_batches(tmp_path, capsys):
     model = linear_gaussian_vae(mean_shift=0.3)  # inexact: estimates depend on the seed
     images = sample_images(50)
     run = dict(num_samples=10, batch_size=10, jit_compile=False, verbose=0)
@@ -311,8 +311,12 @@ def test_a_killed_nll_evaluation_resumes_from_its_kept_batches(tmp_path):
     first_three = np.mean(whole.values[:30])
     assert f"log p(x) {first_three:.3f} +- " in ev.so_far(again)
     assert "(30 images) finished" in ev.so_far(again)
-    resumed = ev.importance_sampled_log_px(model, images, **run, kept=again)
+    capsys.readouterr()
+    resumed = ev.importance_sampled_log_px(model, images, **{**run, "verbose": 1},
+                                           kept=again)
     np.testing.assert_allclose(resumed.values, whole.values, rtol=1e-6)
+    shown = capsys.readouterr().out  # the bar counts (and times) the 20 left
+    assert "30 images) finished" in shown and "20/20" in shown and "/50" not in shown
     with pytest.raises(ValueError, match="another computation"):
         resumable.BatchResults(path, {"model": "another", "k": 10})
     with open(path, "rb") as f:

@@ -203,12 +203,17 @@ def _padded(inputs, size, n):
     return tf.nest.map_structure(pad, inputs)
 
 
-def _progbar(data, verbose, unit, running=()):
-    """A progress bar over the images of `data`, or None; `running`: names of figures
-    shown as given (running means the caller computes: Keras would average the
-    values of the updates, and at the last one show that update's value alone)."""
-    return keras.utils.Progbar(_count(data), verbose=verbose, unit_name=unit,
-                               stateful_metrics=list(running)) if verbose else None
+def _progbar(data, verbose, unit, running=(), done=0):
+    """A progress bar over the images of `data` less `done` (finished before: the
+    bar's time per image and time left are then those of this run's), or None;
+    `running`: names of figures shown as given (running means the caller computes:
+    Keras would average the values of the updates, and at the last one show that
+    update's value alone)."""
+    if not verbose:
+        return None
+    total = _count(data)
+    return keras.utils.Progbar(None if total is None else total - done, verbose=verbose,
+                               unit_name=unit, stateful_metrics=list(running))
 
 
 def _is_vae(model):
@@ -353,16 +358,18 @@ def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
     if kept.done and verbose:
         print(f"Resuming from {kept.path}: {len(kept.done)} batches of {batch_size} "
               f"images done. So far: {so_far(kept)}", flush=True)
-    bar = _progbar(data, verbose, "image", running=["log_px"])
+    bar = _progbar(data, verbose, "image", running=["log_px"],
+                   done=sum(len(values) for values in kept.done.values()))
     values, total, count = [], 0.0, 0
     for index, padded, n in fixed_batches(data, batch_size):
-        if index not in kept.done:
+        computed = index not in kept.done
+        if computed:
             start = time.perf_counter()
             result = log_px(padded, tf.constant([seed, index], tf.int32)).numpy()[:n]
             kept.add(index, result, time.perf_counter() - start)
         values.append(kept.done[index])
         total, count = total + float(np.sum(values[-1])), count + len(values[-1])
-        if bar:  # the mean so far: of a random subset when the images are shuffled
+        if bar and computed:  # the mean of all finished: a random subset when shuffled
             bar.add(len(values[-1]), [("log_px", total / count)])
     if not values:
         raise ValueError("No images to evaluate.")
