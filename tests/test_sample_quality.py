@@ -362,3 +362,25 @@ def test_a_classifier_of_other_images_or_classes_is_refused_in_one_line():
     with pytest.raises(ValueError, match=f"judge.keras tells {CLASSES} classes apart, "
                                          "the model has 10.$"):
         classifiers.check_fits(judge, (16, 16, 1), "judge.keras", 10)
+
+
+def test_a_model_with_an_autoregressive_head_is_judged_by_its_draws():
+    """Its means are the greedy path's conditionals (grey, and one image per z that
+    the model never draws); its samples for the judge are ancestral draws of p(x|z):
+    binary, and on a fixed z they vary from draw to draw. Without a head: the means."""
+    import keras
+    import tensorflow as tf
+
+    from tiny_models import tiny_spatial_model, tiny_vae
+
+    head = tiny_spatial_model(autoregressive_layers=2)
+    draws = np.asarray(sq.model_sampler(head)(6))
+    assert draws.shape == (6, 8, 8, 1) and set(np.unique(draws)) <= {0.0, 1.0}
+    z = tf.zeros([64, head.latent_dim])
+    assert len({np.asarray(x).tobytes() for x in head.decode(z).sample()}) > 1
+    plain = tiny_vae(seed=0)
+    keras.utils.set_random_seed(1)
+    means = np.asarray(sq.model_sampler(plain)(6))
+    keras.utils.set_random_seed(1)
+    np.testing.assert_array_equal(means, plain.sample(6))
+    assert not set(np.unique(means)) <= {0.0, 1.0}

@@ -40,7 +40,11 @@ probabilities). Means set against binary test images differ in kind, whatever th
 quality (a perfect model's means are still grey), so its samples are drawn,
 x ~ Bernoulli(mean), with the seed, to be the kind of image the real ones are
 (`bernoulli_draws`). Models of grey levels (Gaussian, discretized) are judged by their
-means, as the tools show them.
+means, as the tools show them. An autoregressive head (`pixelcnn.py`) has no
+closed-form mean: its means are the conditionals along the greedy path, one image per
+z that the model never draws, so a `VAE` with one is judged by its ancestral draws
+x ~ p(x|z) (`model_sampler`; binary already, the Bernoulli draw keeps them). Its
+SavedModel's `sample` returns the greedy path only: judge the `.keras` file.
 
 CAS (Ravuri & Vinyals 2019, "Classification Accuracy Score for Conditional Generative
 Models"), for a class-conditional model: a fresh classifier of the judging classifier's
@@ -148,6 +152,19 @@ def bernoulli_draws(means, seed=0):
     """float32 binary images x ~ Bernoulli(means), drawn with `seed`."""
     means = np.asarray(means, np.float32)
     return (np.random.default_rng(seed).random(means.shape) < means).astype(np.float32)
+
+
+def model_sampler(model):
+    """`(count, labels or None) -> images` of a `VAE`: the likelihood's means, or for
+    a decoder with an autoregressive head ancestral draws of p(x|z) at z ~ p(z)
+    (module docstring; `VAE.sample` runs the greedy path too, twice the time)."""
+    if not getattr(model.decoder, "autoregressive_layers", 0):
+        return lambda count, labels=None: model.sample(count, labels=labels)
+
+    def draw(count, labels=None):
+        _, codes = model.sample(count, return_codes=True, labels=labels)
+        return model.decode(codes, labels=labels).sample()
+    return draw
 
 
 def draw_samples(sample, count, labels=None):

@@ -219,11 +219,9 @@ def sample_quality(model, images, num_classes, likelihood, judge, about, seed):
 
     from tfvae import sample_quality
 
-    if isinstance(model, dict):  # a SavedModel's functions
-        sample = model["sample"]
-    else:
-        def sample(count, labels=None):
-            return model.sample(count, labels=labels)
+    # A SavedModel's functions, or a VAE's means (an autoregressive head's draws)
+    sample = model["sample"] if isinstance(model, dict) else \
+        sample_quality.model_sampler(model)
     keras.utils.set_random_seed(seed)
     real, labels = (images["images"], images["labels"]) if num_classes else (images, None)
     report = sample_quality.evaluate_samples(
