@@ -454,3 +454,13 @@ def test_the_default_chunk_fits_the_largest_tensor_of_a_sample_in_memory():
     for memory, chunk in ((4 * row * 1000, 100), (4 * row * 5, 1), (1 << 50, 1000)):
         assert ev.default_chunk_size(mlp, images, 10, 5000, memory=memory) == chunk
     assert ev.default_chunk_size(mlp, images, 10, 20, memory=1 << 50) == 20  # <= k
+
+
+def test_the_memory_to_fill_is_the_containers_limit_where_lower(tmp_path):
+    machine = ev.physical_memory(limits=())
+    assert machine > 0
+    limit, unlimited = tmp_path / "memory.max", tmp_path / "v2_no_limit"
+    limit.write_text(f"{machine // 3}\n")
+    unlimited.write_text("max\n")
+    assert ev.physical_memory(limits=(str(unlimited), str(tmp_path / "absent"))) == machine
+    assert ev.physical_memory(limits=(str(unlimited), str(limit))) == machine // 3

@@ -53,6 +53,8 @@ tfd = tfp.distributions
 ACTIVE_UNIT_THRESHOLD = 0.01
 MAX_ROWS = 10_000  # decoder rows (samples x images) per compiled chunk, at most
 LIVE_TENSORS = 2  # bytes per decoder row / its largest tensor's (measured: 1.25)
+MEMORY_LIMIT_FILES = ("/sys/fs/cgroup/memory.max",
+                      "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 @dataclasses.dataclass
@@ -306,12 +308,21 @@ def largest_tensor_bytes(model, inputs):
     return largest
 
 
-def physical_memory():
-    """Bytes of memory of this machine (8 GiB where the system does not say)."""
+def physical_memory(limits=MEMORY_LIMIT_FILES):
+    """Bytes of memory this process may use: the machine's, or its container's limit
+    (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`) where lower; 8 GiB where
+    the system does not say."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return 8 << 30
+        memory = 8 << 30
+    for path in limits:
+        try:
+            with open(path) as f:
+                memory = min(memory, int(f.read().strip()))
+        except (OSError, ValueError):  # absent, or "max": no limit
+            pass
+    return memory
 
 
 def importance_sampled_log_px(model, data, num_samples=5000, batch_size=100,
