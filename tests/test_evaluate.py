@@ -20,7 +20,7 @@ import tensorflow_probability as tfp
 
 from tfvae import VAE, MLPDecoder, MLPEncoder, MixturePrior, VampPrior
 from tfvae import evaluate as ev
-from tfvae import objectives, resumable
+from tfvae import objectives, resumable, user_files
 from tfvae import data
 from tiny_models import inverse_softplus, tiny_spatial_model
 
@@ -326,6 +326,28 @@ def test_a_killed_nll_evaluation_resumes_from_its_kept_batches(tmp_path, capsys)
             f.write(damaged)
         with pytest.raises(ValueError, match="cannot be read.*delete it"):
             resumable.BatchResults(path, key)
+
+
+def test_a_resume_names_the_model_by_its_contents_not_its_path_or_time(tmp_path):
+    # tools.evaluate keys the kept batches by this digest: a clone of the repository
+    # on another machine (new paths, new times) resumes, another model does not.
+    model = tmp_path / "a" / "model.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"weights" * 1000)
+    copy = tmp_path / "b.keras"
+    copy.write_bytes(model.read_bytes())
+    os.utime(copy, (0, 0))
+    digest = user_files.content_digest
+    assert digest(str(copy)) == digest(str(model))
+    copy.write_bytes(b"weights" * 999 + b"weighTs")
+    assert digest(str(copy)) != digest(str(model))
+    moved = tmp_path / "moved"
+    os.rename(model.parent, moved)  # a folder: its files' names and contents
+    before = digest(str(moved))
+    (moved / "model.keras").rename(moved / "other.keras")
+    assert digest(str(moved)) != before
+    (moved / "other.keras").rename(moved / "model.keras")
+    assert digest(str(moved)) == before == digest(str(moved) + "/")
 
 
 def test_the_progress_bar_shows_the_running_mean_to_the_end(capsys):

@@ -9,6 +9,7 @@ before a long computation, not after it). `keras_writer` names the tfvae that wr
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -73,6 +74,25 @@ def write_json(path, value):
     """Writes `value` as JSON to `path` whole (`written_whole`)."""
     with written_whole(path) as partial, open(partial, "w") as f:
         json.dump(value, f, indent=2, default=str)
+
+
+def content_digest(path, block_bytes=1 << 20):
+    """SHA-256 (hex) of the contents of the file `path`, or of a folder's files (their
+    relative names and contents, in sorted order): the same for a copy, a clone or a
+    move, unlike a path or a modification time."""
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        names = sorted(os.path.relpath(os.path.join(folder, name), path)
+                       for folder, _, files in os.walk(path) for name in files)
+        files = [(name.replace(os.sep, "/"), os.path.join(path, name)) for name in names]
+    else:
+        files = [("", path)]
+    for name, file in files:
+        digest.update(name.encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(block_bytes), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def keras_writer(path):

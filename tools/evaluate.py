@@ -24,7 +24,8 @@ Gaussian likelihoods bits per dimension (see tfvae/evaluate.py for the formulas;
 a discretized model's are -log p / (D ln 2) of the levels); writes all of it, the KL
 per dimension and the machine to --output as JSON (at the end). With --output, the
 NLL's finished batches are kept beside it (OUTPUT.partial.npz, written every minute)
-and the same command resumes an interrupted evaluation from them. The images go in an
+and the same command resumes an interrupted evaluation from them (the model is known
+by its contents, so a clone of it on another machine resumes too). The images go in an
 order drawn with the seed, so that the running log p(x) of the progress bar, and the
 estimate over the finished batches printed when interrupted and when resuming, are
 those of a random subset (a split's first rows can be unlike the rest).
@@ -171,8 +172,9 @@ def kept_batches(location, description, seed):
     from tfvae import resumable
 
     path = f"{FLAGS.output}.partial.npz" if FLAGS.output and FLAGS.num_samples else None
-    key = {"model": os.path.abspath(location["path"]),
-           "model_mtime": os.path.getmtime(location["path"]), "data": description,
+    # The model by its contents: a clone or a copy of it on another machine resumes.
+    key = {"model_sha256": user_files.content_digest(location["path"]),
+           "data": description,
            "k": FLAGS.num_samples, "batch_size": FLAGS.batch_size,
            "chunk_size": FLAGS.chunk_size, "seed": seed, "precision": FLAGS.precision,
            "order": "random"}
