@@ -762,6 +762,23 @@ def _train(*argv):
     return done.value.code
 
 
+@pytest.mark.parametrize("error", [
+    tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with "
+                                     "shape[64,28,28,256] and type float\nHint: ..."),
+    MemoryError()])
+def test_the_trainer_out_of_memory_says_what_to_lower_in_one_line(
+        error, monkeypatch, capsys):
+    def out_of_memory(**options):
+        raise error
+
+    monkeypatch.setattr(train, "train_and_evaluate", out_of_memory)
+    line = _train("--output_dir=unused")  # sys.exit's message: status 1, on stderr
+    assert "Traceback" not in capsys.readouterr().err and "\n" not in line
+    assert line.startswith("tfvae.train: error: out of memory")
+    assert "lower --batch_size" in line and "resumes from the run directory" in line
+    assert cli.is_out_of_memory(error)  # the trainer catches what the tools catch
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.slow
 def test_a_mixed_precision_run_exports_whole(policy, tmp_path, mock_mnist):

@@ -844,7 +844,7 @@ def _train_from_flags(argv, flag_values):
     except Interrupted as error:
         print(f"{PROGRAM}: {error}", file=sys.stderr, flush=True)
         sys.exit(130)  # 128 + SIGINT, as shells report a Ctrl-C
-    except tf.errors.ResourceExhaustedError as error:
+    except (tf.errors.ResourceExhaustedError, MemoryError) as error:  # is_out_of_memory
         cli.fail(PROGRAM, f"{cli.out_of_memory_line(error)}; free memory or lower "
                  "--batch_size, and run the command again: it resumes from the run "
                  "directory's last backup when it has one.")
