@@ -298,22 +298,27 @@ class VAE(keras.Model):
         unconditional one by w times their difference (classifier-free guidance,
         `guidance.py`; a model trained with `context_dropout`); a pair (w, v) guides
         the image by v too."""
+        likelihood, codes = self.generate(num_samples, labels, temperature, guidance)
+        return (likelihood.mean(), codes) if return_codes else likelihood.mean()
+
+    def generate(self, num_samples, labels=None, temperature=1.0, guidance=0.0):
+        """(p(x|z), z [num_samples, D]) at z drawn from the prior as `sample` draws it
+        (its arguments): the likelihood to take a mean or a draw of. An autoregressive
+        head's distribution computes neither until asked (784 steps each)."""
         temperatures = layer_temperatures(temperature, self.num_layers)
         context = self.given_context(labels, num_samples)
         weight, image_weight = check_guidance(self, guidance)
         if weight or image_weight:
-            likelihood, codes = guided_likelihood(self, num_samples, context,
-                                                  temperatures, weight, image_weight)
-            return (likelihood.mean(), codes) if return_codes else likelihood.mean()
+            return guided_likelihood(self, num_samples, context, temperatures, weight,
+                                     image_weight)
 
         def choose(index, posterior, prior):
             z = self.prior_draws(prior, num_samples) if index == 0 else prior.sample()
             return distributions.at_temperature(prior, z, temperatures[index]), None
 
         layers, inputs = self.walk(None, choose, context)
-        images = self.decoder(inputs).mean()
         codes = tf.concat([layer["z"] for layer in layers], axis=-1)
-        return (images, codes) if return_codes else images
+        return self.decoder(inputs), codes
 
     def dream(self, num_dreams, training=None, context=None):
         """(z, x) ~ p(z) p(x|z), [N, D] and [N, H, W, C], with no gradient: the sleep

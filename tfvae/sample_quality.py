@@ -157,14 +157,10 @@ def bernoulli_draws(means, seed=0):
 def model_sampler(model):
     """`(count, labels or None) -> images` of a `VAE`: the likelihood's means, or for
     a decoder with an autoregressive head ancestral draws of p(x|z) at z ~ p(z)
-    (module docstring; `VAE.sample` runs the greedy path too, twice the time)."""
+    (module docstring; `VAE.generate`: no greedy path is run for them)."""
     if not getattr(model.decoder, "autoregressive_layers", 0):
         return lambda count, labels=None: model.sample(count, labels=labels)
-
-    def draw(count, labels=None):
-        _, codes = model.sample(count, return_codes=True, labels=labels)
-        return model.decode(codes, labels=labels).sample()
-    return draw
+    return lambda count, labels=None: model.generate(count, labels)[0].sample()
 
 
 def draw_samples(sample, count, labels=None):
