@@ -173,11 +173,11 @@ def kept_batches(location, description, seed):
 
     path = f"{FLAGS.output}.partial.npz" if FLAGS.output and FLAGS.num_samples else None
     # The model by its contents: a clone or a copy of it on another machine resumes.
-    key = {"model_sha256": user_files.content_digest(location["path"]),
-           "data": description,
-           "k": FLAGS.num_samples, "batch_size": FLAGS.batch_size,
-           "chunk_size": FLAGS.chunk_size, "seed": seed, "precision": FLAGS.precision,
-           "order": "random"}
+    # Read only when something is kept: a SavedModel's variables can be large.
+    digest = user_files.content_digest(location["path"]) if path else None
+    key = {"model_sha256": digest, "data": description, "k": FLAGS.num_samples,
+           "batch_size": FLAGS.batch_size, "chunk_size": FLAGS.chunk_size, "seed": seed,
+           "precision": FLAGS.precision, "order": "random"}
     kept = resumable.BatchResults(path, key)
     if path:
         print(f"The NLL's finished batches are kept in {path}: after an interruption "
