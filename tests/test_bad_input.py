@@ -243,6 +243,7 @@ def sample_cases(f):
         "cut npy": ([saved, f"--images={f['cut_npy']}"], ("cannot be read as a .npy",)),
         "tflite reconstructions": ([tflite, f"--images={f['good']}"], ("holds only",)),
         "zero columns": ([saved, "--columns=0"], ("--columns=0",)),
+        "draws of a Bernoulli model": ([tflite, "--draws"], ("has no draws output",)),
         "tflite temperatures": ([tflite, "--temperature=0.5,1"], (
             "--temperature gives 2 temperatures; this model has 1 stochastic layers",)),
         "saved zero temperature": ([saved, "--temperature=0"], (

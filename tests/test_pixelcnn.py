@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvae import blocks, builders, export, pixelcnn, warmstart
+from tfvae import blocks, builders, evaluate, export, pixelcnn, warmstart
 from pattern_data import binary_images as binary
 from tiny_models import tiny_spatial_model as spatial_model
 
@@ -94,12 +94,13 @@ def test_probabilities_of_all_binary_images_sum_to_one(image):
     assert log_p.std(axis=0).min() > 0.1  # not uniform: the test has teeth
 
 
-def test_sample_frequencies_match_the_probabilities():
+@pytest.mark.parametrize("seed", [7, None])  # None: tf.random.uniform, as in TFLite
+def test_sample_frequencies_match_the_probabilities(seed):
     likelihood = random_likelihood((2, 2, 1), batch=1)
     images = all_binary_images((2, 2, 1))
     p = np.exp(likelihood.log_prob(images[:, None]).numpy()[:, 0])
     draws = 20_000
-    samples = likelihood.sample(draws, seed=7).numpy().reshape(draws, 4)
+    samples = likelihood.sample(draws, seed=seed).numpy().reshape(draws, 4)
     assert set(np.unique(samples)) <= {0.0, 1.0}
     index = samples @ np.array([8, 4, 2, 1])  # the row of `images`
     frequency = np.bincount(index.astype(int), minlength=16) / draws
@@ -259,9 +260,18 @@ def test_saved_model_and_tflite_sample_of_the_head(trained, tmp_path):
     model, _ = trained
     paths = export.export_model(model, str(tmp_path), name="pixelcnn")
     loaded = tf.saved_model.load(paths["saved_model"]).signatures
-    images = loaded["sample"](num_samples=tf.constant(3))["images"].numpy()
+    sampled = loaded["sample"](num_samples=tf.constant(3))
+    images = sampled["images"].numpy()
     assert images.shape == (3, 8, 8, 1) and np.all((images >= 0) & (images <= 1))
     check_export_parity(model, paths, binary(5))
+    from tools.samplers import load_sampler
+    for path in (paths["saved_model"], paths["tflite_float32"]):  # ancestral draws
+        draws = load_sampler(path).sample(200, draws=True)
+        assert draws.shape == (200, 8, 8, 1) and set(np.unique(draws)) == {0.0, 1.0}
+        assert len(np.unique(draws.reshape(200, -1), axis=0)) > 1  # not one path
+    assert "ancestral draws" in export.signature_summary(model)["sample"]
+    judged = evaluate.saved_model_functions(tf.saved_model.load(paths["saved_model"]))
+    assert set(np.unique(judged["sample"](50).numpy())) == {0.0, 1.0}  # not the means
 
 
 @pytest.mark.slow

@@ -223,7 +223,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         lead = tf.concat([[n], tf.shape(self._logits)[:-1]], axis=0)  # [n, ..., H, W]
         logits = tf.broadcast_to(self._logits, tf.concat([lead, [self.num_components]], 0))
         component = tf.argmax(logits - tf.math.log(-tf.math.log(
-            _uniform(tf.shape(logits), seeds[0]))), axis=-1, output_type=tf.int32)
+            uniform(tf.shape(logits), seeds[0]))), axis=-1, output_type=tf.int32)
         chosen = tf.expand_dims(tf.one_hot(component, self.num_components), -2)  # [n,...,1,K]
 
         def pick(tensor):  # [..., C', K] -> [n, ..., H, W, C'] of the chosen component
@@ -233,7 +233,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         coefficients = None if self._channels == 1 else pick(self._coefficients)
         values = []
         for c in range(self._channels):
-            u = _uniform(tf.shape(loc[..., c]), seeds[1 + c])
+            u = uniform(tf.shape(loc[..., c]), seeds[1 + c])
             mean = loc[..., c]
             for target, j, index in _pairs(self._channels):
                 if target == c:
@@ -276,9 +276,10 @@ def nearest_level(values):
     return tf.clip_by_value(tf.round(values * top), 0.0, top) / top
 
 
-def _uniform(shape, seed):
+def uniform(shape, seed):
     """U(tiny, 1): `tf.random.uniform` (a TFLite built-in op) when `seed` is None,
-    else the stateless sampler (reproducible)."""
+    else the stateless sampler (reproducible). The draws of every likelihood
+    (this one's, `pixelcnn.py`'s) take it, so an export's unseeded draws convert."""
     tiny = 1e-20  # log(-log u) and log(u) stay finite
     if seed is None:
         return tf.random.uniform(shape, minval=tiny, maxval=1.0)

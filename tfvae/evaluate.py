@@ -522,12 +522,12 @@ def saved_model_functions(loaded):
     """Callables for this module from a `tf.saved_model.load`-ed tfvae export.
 
     Uses the `log_prob`, `elbo`, `encode` and `sample` (the likelihood's means of
-    `sample(num_samples, labels=None)`) signatures (see DESIGN.md), the image
-    shape from `sample`'s output, the likelihood family from the `decode`
-    signature's outputs ("mixture_logits": discretized logistic, else "loc"/"scale":
-    Gaussian) and, as "context_key", the
-    conditioning input ("labels", "context" or None). The callables take images or
-    a conditional model's inputs {"images", "labels"}.
+    `sample(num_samples, labels=None)`, an autoregressive head's draws) signatures
+    (see DESIGN.md), the image shape from `sample`'s output, the likelihood family
+    from the `decode` signature's outputs ("mixture_logits": discretized logistic,
+    else "loc"/"scale": Gaussian) and, as "context_key", the conditioning input
+    ("labels", "context" or None). The callables take images or a conditional
+    model's inputs {"images", "labels"}.
     """
     signatures = loaded.signatures
     missing = {"log_prob", "elbo", "encode", "sample"} - set(signatures)
@@ -545,17 +545,20 @@ def saved_model_functions(loaded):
         outputs = signatures["encode"](**signature_inputs(inputs))
         return outputs["code"] if "code" in outputs else outputs["loc"]
 
-    def sample(num_samples, labels=None):
-        conditioning = {} if labels is None else {"labels": tf.constant(labels, tf.int32)}
-        return signatures["sample"](num_samples=tf.constant(num_samples, tf.int32),
-                                    **conditioning)["images"]
-
     likelihood = "bernoulli"
     decoded = signatures["decode"].structured_outputs if "decode" in signatures else {}
     if "mixture_logits" in decoded:
         likelihood = "discretized_logistic"
     elif "loc" in decoded:
         likelihood = "gaussian"
+    # A Bernoulli export with draws has an autoregressive head: its images are the
+    # greedy path's conditionals, its draws the model's own (binary) images.
+    drawn = likelihood == "bernoulli" and "draws" in signatures["sample"].structured_outputs
+
+    def sample(num_samples, labels=None):
+        conditioning = {} if labels is None else {"labels": tf.constant(labels, tf.int32)}
+        return signatures["sample"](num_samples=tf.constant(num_samples, tf.int32),
+                                    **conditioning)["draws" if drawn else "images"]
     # The sampled images have the model's image shape (so do the declared inputs).
     image_shape = tuple(signatures["sample"].structured_outputs["images"].shape[1:])
     inputs = signatures["elbo"].structured_input_signature[1]

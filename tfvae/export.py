@@ -13,8 +13,9 @@ SavedModel signatures (tensors only; images float32 [batch, H, W, C] in [0, 1], 
 
     serving_default = sample  num_samples (int32 scalar, 1 to checks.MAX_SAMPLES)
                                  -> images (mean of p(x|z)), z; and for a
-                                    discretized likelihood draws, images drawn
-                                    from p(x|z) (levels / 255)
+                                    discretized likelihood or an autoregressive
+                                    head draws, images drawn from p(x|z)
+                                    (levels / 255; a head's binary pixels)
     encode       images              -> loc, scale of q(z|x)
     decode       z                   -> images, and logits (Bernoulli), loc, scale
                                         (Gaussian) or mixture_logits, loc, scale
@@ -55,9 +56,11 @@ LiteRT raises no assertion, so there a label outside 0..K-1 gives NaN images ins
 
 An autoregressive decoder (`pixelcnn.py`) has no closed-form mean: `sample`, `decode`
 and `reconstruct` return its `mean()`, the conditional probabilities along the greedy
-path (deterministic), and `decode`'s `logits` are those along that path. It takes one
-pass of the head per pixel in a `tf.while_loop`, which TFLite runs as its WHILE op
-with built-in ops only; `log_prob` and `elbo` stay one parallel pass.
+path (deterministic), and `decode`'s `logits` are those along that path; `sample`'s
+`draws` are ancestral draws x ~ p(x|z), binary images of the model's distribution
+(thresholds from `tf.random.uniform`). Each path takes one pass of the head per pixel
+in a `tf.while_loop`, which TFLite runs as its WHILE op with built-in ops only (so
+`sample` runs two such loops); `log_prob` and `elbo` stay one parallel pass.
 
 Variables: the exported module tracks the raw `tf.Variable`s behind the Keras
 weights (not the Keras layers), so the TF1 session loader that TF Serving and
@@ -320,7 +323,7 @@ def serving_module(model, log_prob_rows=LOG_PROB_ROWS):
         else:
             likelihood, codes = _prior_likelihood(model, num_samples, context, temperature)
         outputs = {"images": static_images(likelihood.mean())}
-        if model.discretized:  # unseeded: TFLite built-in ops
+        if model.discretized or model.autoregressive:  # unseeded: TFLite built-in ops
             outputs["draws"] = static_images(likelihood.sample())
         if model.num_classes:
             outputs = {name: _nan_outside_classes(images, labels, model.num_classes)
@@ -469,10 +472,12 @@ def signature_summary(model):
     if model.num_layers > 1:
         z += f" (layers {', '.join(map(str, model.latent_dims))}, top first)"
     params = ("logits" if model.decoder.likelihood == "bernoulli" else "loc, scale")
-    if getattr(model.decoder, "autoregressive_layers", 0):
-        params += " along the greedy path of the autoregressive head"
-    params += f" (each {image_dims})"
     sample = f"num_samples (int32 scalar, 1 to {checks.MAX_SAMPLES}) -> images, {z}"
+    if model.autoregressive:
+        params += " along the greedy path of the autoregressive head"
+        sample = sample.replace(" -> images, ", " -> images (along the greedy path), "
+                                f"draws {image_dims} (ancestral draws of p(x|z)), ", 1)
+    params += f" (each {image_dims})"
     if model.discretized:
         params, sample = _discretized_summary(model, image_dims, sample)
     rates = ", ".join(signature_name(name) for name in model.metric_names[1:])

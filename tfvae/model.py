@@ -448,6 +448,12 @@ class VAE(keras.Model):
         return distributions.is_discretized(getattr(self.decoder, "likelihood", None))
 
     @property
+    def autoregressive(self):
+        """True for a decoder with a PixelCNN head (`pixelcnn.py`): its mean is the
+        greedy path's conditionals, its draws ancestral."""
+        return bool(getattr(self.decoder, "autoregressive_layers", 0))
+
+    @property
     def metric_names(self):
         layers = (f"rate/{l}" for l in range(1, self.num_layers + 1)) \
             if self.num_layers > 1 else ()

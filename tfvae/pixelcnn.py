@@ -55,7 +55,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import distributions
+from tfvae import discretized, distributions
 from tfvae.cells import fold, unfold, with_trailing
 from tfvae.checks import check_count, choice
 
@@ -320,7 +320,7 @@ class AutoregressiveBernoulli(tfd.Distribution):
 
     def _sample_n(self, n, seed=None):
         shape = tf.concat([[n], self.batch_shape_tensor(), self.event_shape_tensor()], 0)
-        thresholds = tf.random.stateless_uniform(shape, tfp.random.sanitize_seed(seed))
+        thresholds = discretized.uniform(shape, seed)
         thresholds.set_shape([None, *self._base_logits.shape])
         return self.path(thresholds)[0]
 

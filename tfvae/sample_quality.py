@@ -43,8 +43,10 @@ x ~ Bernoulli(mean), with the seed, to be the kind of image the real ones are
 means, as the tools show them. An autoregressive head (`pixelcnn.py`) has no
 closed-form mean: its means are the conditionals along the greedy path, one image per
 z that the model never draws, so a `VAE` with one is judged by its ancestral draws
-x ~ p(x|z) (`model_sampler`; binary already, the Bernoulli draw keeps them). Its
-SavedModel's `sample` returns the greedy path only: judge the `.keras` file.
+x ~ p(x|z) (`model_sampler`; binary already, the Bernoulli draw keeps them), and its
+SavedModel by its `sample` signature's `draws` (`evaluate.saved_model_functions`;
+exported before 2026-12-07 it has none: its images are the greedy path, judge its
+`.keras` file).
 
 CAS (Ravuri & Vinyals 2019, "Classification Accuracy Score for Conditional Generative
 Models"), for a class-conditional model: a fresh classifier of the judging classifier's
@@ -158,7 +160,7 @@ def model_sampler(model):
     """`(count, labels or None) -> images` of a `VAE`: the likelihood's means, or for
     a decoder with an autoregressive head ancestral draws of p(x|z) at z ~ p(z)
     (module docstring; `VAE.generate`: no greedy path is run for them)."""
-    if not getattr(model.decoder, "autoregressive_layers", 0):
+    if not model.autoregressive:
         return lambda count, labels=None: model.sample(count, labels=labels)
     return lambda count, labels=None: model.generate(count, labels)[0].sample()
 

@@ -26,8 +26,9 @@ is refused), and --images or --dataset reconstructions given --dataset's labels 
 --image_labels, one per image of --images or one for all).
 
 A SavedModel runs its `sample` signature (`sample_at_temperature` for --temperature,
-`sample_guided` for --guidance,
-`reconstruct` for --reconstructions, `decode` for --codes); a .tflite file runs its
+`sample_guided` for --guidance, `reconstruct` for --reconstructions, `decode` for
+--codes; --draws shows `sample`'s `draws`, images drawn from p(x|z), instead of the
+means: an autoregressive head's means are one greedy image per z); a .tflite file runs its
 `sample` (`sample_at_temperature`, `sample_guided`) and `decode` signatures in the LiteRT
 interpreter (pip install ai-edge-litert); that path needs only numpy and
 ai-edge-litert, not TensorFlow. PNGs are written with zlib from the standard library:
@@ -71,6 +72,9 @@ flags.DEFINE_string("codes", None, "A .npy of codes z [N, latent_dim] (all layer
 flags.DEFINE_string("decoded", "decoded.png", "PNG of the decoded --codes.")
 flags.DEFINE_string("labels", None, "Conditional models: 'all' (a row per class) or "
                     "comma-separated class ids (one sample each).")
+flags.DEFINE_boolean("draws", False, "Grid of images drawn from p(x|z) (the export's "
+                     "`draws`: a discretized likelihood's levels, an autoregressive "
+                     "head's ancestral draws) instead of the likelihood's means.")
 common.define_temperature_flag()
 common.define_guidance_flag()
 flags.DEFINE_integer("benchmark_runs", 0, "If > 0, also time this many calls of the "
@@ -170,8 +174,9 @@ def main(argv):
         codes = (checks.as_codes(user_files.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
         code_labels = None if codes is None else decode_labels(labels, len(codes))
-        samples = image_grid(sampler.sample(count, labels, temperature, guidance),
-                             columns, padding=0)
+        sampler.sample_output(FLAGS.draws)  # an export without draws: before drawing
+        samples = image_grid(sampler.sample(count, labels, temperature, guidance,
+                                            FLAGS.draws), columns, padding=0)
         print("samples:", write_png(FLAGS.output, samples))
         if codes is not None:
             grid = image_grid(sampler.decode(codes, code_labels), FLAGS.columns,

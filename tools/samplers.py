@@ -4,6 +4,8 @@
 `decode(z, labels=None)`, `reconstruct(images, labels=None)` (SavedModel only),
 `image_shape`, `latent_dim`, `class_names` and `num_classes` (0: unconditional);
 `sample(n, labels, temperature=t)` with t != 1 draws through `sample_at_temperature`,
+`draws=True` returns images drawn from p(x|z) instead of the likelihood's means (the
+`draws` output of a discretized likelihood's or an autoregressive head's export),
 t one number or one per stochastic layer (`num_layers`; None for an export without
 that signature); `guidance=w` > 0 (or a pair (w, v), v guiding the image) through
 `sample_guided` (classifier-free guidance, `tfvae.guidance`).
@@ -73,6 +75,19 @@ class _Conditional:
 
     num_layers = None  # the length of sample_at_temperature's temperature, if it has one
     guided = ()  # the guidance inputs of its sample_guided, if it has one
+    drawn = False  # whether its samples come with `draws`, images drawn from p(x|z)
+
+    def sample_output(self, draws):
+        """The name of the sample output to return: "draws" (if the export has them)
+        or "images" (the likelihood's means)."""
+        if not draws:
+            return "images"
+        if not self.drawn:
+            raise checks.InputError(
+                f"{self.path} has no draws output: exports of a discretized likelihood "
+                "have one, and of an autoregressive head since 2026-12-07 (re-export "
+                "it with tools.export); or drop --draws.")
+        return "draws"
 
     def sampling_inputs(self, num_samples, labels, temperature, guidance):
         """(signature name, inputs as numpy) of a draw, checked by `tfvae.checks`."""
@@ -151,11 +166,13 @@ class SavedModelSampler(_Conditional):
         if "sample_guided" in self.signatures:
             guided = self.signatures["sample_guided"].structured_input_signature[1]
             self.guided = tuple(guided)
+        self.drawn = "draws" in self.signatures["sample"].structured_outputs
 
-    def sample(self, num_samples, labels=None, temperature=1, guidance=0):
+    def sample(self, num_samples, labels=None, temperature=1, guidance=0, draws=False):
+        output = self.sample_output(draws)
         name, inputs = self.sampling_inputs(num_samples, labels, temperature, guidance)
         inputs = {key: self._tf.constant(value) for key, value in inputs.items()}
-        return self.signatures[name](**inputs)["images"].numpy()
+        return self.signatures[name](**inputs)[output].numpy()
 
     def reconstruct(self, images, labels=None):
         images = checks.as_images(images, self.image_shape)
@@ -195,6 +212,7 @@ class TFLiteSampler(_Conditional):
                         "shape_signature"][0])
             if "sample_guided" in names:
                 self.guided = tuple(self._runners["sample_guided"].get_input_details())
+            self.drawn = "draws" in self._runners["sample"].get_output_details()
         except (ValueError, RuntimeError) as error:
             raise checks.InputError(f"{path} cannot be loaded as a tfvae .tflite file "
                                     f"({checks.first_line(error)}).") from None
@@ -208,10 +226,11 @@ class TFLiteSampler(_Conditional):
                                         self._runners["sample"].get_input_details(),
                                         path)
 
-    def sample(self, num_samples, labels=None, temperature=1, guidance=0):
+    def sample(self, num_samples, labels=None, temperature=1, guidance=0, draws=False):
         # Checked before invoke: LiteRT segfaults on -1 and fails on 0 without a message.
+        output = self.sample_output(draws)
         name, inputs = self.sampling_inputs(num_samples, labels, temperature, guidance)
-        return self._runners[name](**inputs)["images"]
+        return self._runners[name](**inputs)[output]
 
     def decode(self, z, labels=None):
         # Before invoke: another width fails in XNNPack, one code [D] passes as [1, D].
