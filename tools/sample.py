@@ -17,6 +17,11 @@ r"""Sample images from an exported VAE (SavedModel folder, .tflite file or prese
         --guidance=1                         # classifier-free guidance
     python -m tools.sample saved_models/cvae_fashion_mnist/6 --labels=all \
         --temperature=0.3,1,1,1 --guidance=0.5,3   # the codes' and the image's
+    python -m tools.sample deep_pixelcnn6_binarized_mnist --draws   # drawn images
+
+--draws shows the images `sample` draws from p(x|z) (its `draws` output) instead of
+the likelihood's means: an autoregressive head's means are one greedy image per z,
+not a sample; exports of a discretized likelihood or of a head have them.
 
 A class-conditional export samples given --labels: "all" draws a row of --columns
 (default 10) samples per class, in class order (the classes' names, from
@@ -27,12 +32,10 @@ is refused), and --images or --dataset reconstructions given --dataset's labels 
 
 A SavedModel runs its `sample` signature (`sample_at_temperature` for --temperature,
 `sample_guided` for --guidance, `reconstruct` for --reconstructions, `decode` for
---codes; --draws shows `sample`'s `draws`, images drawn from p(x|z), instead of the
-means: an autoregressive head's means are one greedy image per z); a .tflite file runs its
-`sample` (`sample_at_temperature`, `sample_guided`) and `decode` signatures in the LiteRT
-interpreter (pip install ai-edge-litert); that path needs only numpy and
-ai-edge-litert, not TensorFlow. PNGs are written with zlib from the standard library:
-no plotting package needed. The reconstruction grid alternates rows of inputs and
+--codes); a .tflite file runs its `sample` (`sample_at_temperature`, `sample_guided`)
+and `decode` signatures in the LiteRT interpreter (pip install ai-edge-litert); that
+path needs only numpy and ai-edge-litert, not TensorFlow. PNGs are written with zlib
+from the standard library: no plotting package needed. The reconstruction grid alternates rows of inputs and
 their reconstructions.
 
 Bad input ends with one line `tools.sample: error: ...` and status 1, checked before
@@ -174,7 +177,6 @@ def main(argv):
         codes = (checks.as_codes(user_files.load_npy(FLAGS.codes), sampler.latent_dim,
                                  FLAGS.codes) if FLAGS.codes else None)
         code_labels = None if codes is None else decode_labels(labels, len(codes))
-        sampler.sample_output(FLAGS.draws)  # an export without draws: before drawing
         samples = image_grid(sampler.sample(count, labels, temperature, guidance,
                                             FLAGS.draws), columns, padding=0)
         print("samples:", write_png(FLAGS.output, samples))
