@@ -84,9 +84,9 @@ class _Conditional:
             return "images"
         if not self.drawn:
             raise checks.InputError(
-                f"{self.path} has no draws output: exports of a discretized likelihood "
-                "have one, and of an autoregressive head since 2026-12-07 (re-export "
-                "it with tools.export); or drop --draws.")
+                f"{self.path} has no draws output: drop --draws (only exports of a "
+                "discretized likelihood or an autoregressive head have one; a head's "
+                "exported before 2026-12-07 gets it from tools.export).")
         return "draws"
 
     def sampling_inputs(self, num_samples, labels, temperature, guidance):
