@@ -4,11 +4,11 @@
 `decode(z, labels=None)`, `reconstruct(images, labels=None)` (SavedModel only),
 `image_shape`, `latent_dim`, `class_names` and `num_classes` (0: unconditional);
 `sample(n, labels, temperature=t)` with t != 1 draws through `sample_at_temperature`,
-`draws=True` returns images drawn from p(x|z) instead of the likelihood's means (the
-`draws` output of a discretized likelihood's or an autoregressive head's export),
 t one number or one per stochastic layer (`num_layers`; None for an export without
 that signature); `guidance=w` > 0 (or a pair (w, v), v guiding the image) through
-`sample_guided` (classifier-free guidance, `tfvae.guidance`).
+`sample_guided` (classifier-free guidance, `tfvae.guidance`); `draws=True` returns
+images drawn from p(x|z) instead of the likelihood's means (the `draws` output of a
+discretized likelihood's or an autoregressive head's export).
 Inputs are checked by the rules of `tfvae.checks` before anything runs: LiteRT
 crashes or fails without a message on bad counts and codes, and runs no assertions,
 so a conditional .tflite file's labels are checked against its metadata.json here.
